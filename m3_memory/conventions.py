@@ -1,0 +1,114 @@
+"""The data conventions of m3, written once.
+
+- Units: metres, seconds, radians.
+- Poses: ``T_a_b`` is a 4x4 float64 matrix mapping points in frame b to frame a,
+  ``p_a = T_a_b @ p_b``. Camera poses are ``T_world_cam`` with the camera in the
+  OpenCV optical convention (x right, y down, z forward). Renderers take
+  ``viewmat = inv(T_world_cam)``.
+- Quaternions: ``wxyz`` inside the library (transforms3d's order); ``xyzw`` only at
+  the ROS message edge (:func:`quat_wxyz_to_xyzw`, :func:`quat_xyzw_to_wxyz`).
+- Depth in memory: float32 metres, 0 = invalid. On disk: uint16 millimetre PNG
+  unless a format says otherwise.
+- Images: HxWx3 uint8 RGB at the edges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import transforms3d.quaternions as tq
+
+DEPTH_PNG_SCALE = 1000.0  # uint16 PNG units per metre (millimetres)
+
+# OpenGL / nerfstudio / Blender camera (x right, y up, z backward) to OpenCV optical
+# (x right, y down, z forward): T_cam_cv = T_cam_gl @ GL_FROM_CV.
+GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def make_T(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 pose from rotation ``R`` [3, 3] and translation ``t`` [3] (metres)."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
+    return T
+
+
+def invert_T(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 pose [4, 4] (uses R^T, exact for rigid poses)."""
+    R = T[:3, :3]
+    return make_T(R.T, -R.T @ T[:3, 3])
+
+
+def T_from_quat_wxyz(q_wxyz, t) -> np.ndarray:
+    """4x4 pose from a wxyz quaternion [4] and translation [3] (metres)."""
+    q = np.asarray(q_wxyz, dtype=np.float64)
+    return make_T(tq.quat2mat(q / np.linalg.norm(q)), t)
+
+
+def quat_wxyz_from_T(T: np.ndarray) -> np.ndarray:
+    """Unit wxyz quaternion [4] of a pose's rotation, with w >= 0."""
+    q = tq.mat2quat(T[:3, :3])
+    return q if q[0] >= 0 else -q
+
+
+def quat_xyzw_to_wxyz(q_xyzw) -> np.ndarray:
+    """ROS message order (x, y, z, w) -> library order (w, x, y, z)."""
+    x, y, z, w = q_xyzw
+    return np.array([w, x, y, z], dtype=np.float64)
+
+
+def quat_wxyz_to_xyzw(q_wxyz) -> np.ndarray:
+    """Library order (w, x, y, z) -> ROS message order (x, y, z, w)."""
+    w, x, y, z = q_wxyz
+    return np.array([x, y, z, w], dtype=np.float64)
+
+
+def rigid_error(T: np.ndarray) -> str | None:
+    """Why ``T`` [4, 4] is not a finite rigid transform, or None when it is."""
+    T = np.asarray(T)
+    if T.shape != (4, 4):
+        return f"pose has shape {T.shape}, expected (4, 4)"
+    if not np.all(np.isfinite(T)):
+        return "pose contains NaN or infinity"
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        return f"pose last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
+    R = T[:3, :3]
+    if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0.999:
+        return "pose rotation is not orthonormal with determinant +1 (non-rigid pose)"
+    return None
+
+
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Pinhole intrinsics K [3, 3] in pixels (pixel centres at integer + 0.5 are not assumed)."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def depth_from_u16(depth_u16: np.ndarray, scale: float = DEPTH_PNG_SCALE) -> np.ndarray:
+    """uint16 depth [H, W] in units of 1/scale metres -> float32 metres, 0 stays invalid."""
+    return (depth_u16.astype(np.float32) / np.float32(scale)).astype(np.float32)
+
+
+def depth_to_u16(depth_m: np.ndarray, scale: float = DEPTH_PNG_SCALE) -> np.ndarray:
+    """float32 metres [H, W] -> uint16 in units of 1/scale metres (rounded; out of range -> 0)."""
+    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    u = np.rint(d * scale)
+    u[(u < 0) | (u > 65535)] = 0
+    return u.astype(np.uint16)
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray | None = None,
+                stride: int = 1) -> np.ndarray:
+    """Valid depth pixels [H, W] (metres) -> 3D points [M, 3] in the world (or camera) frame.
+
+    Pixel (u, v) is the pixel centre at integer coordinates (OpenCV convention).
+    """
+    d = depth[::stride, ::stride]
+    v, u = np.nonzero(d > 0)
+    z = d[v, u].astype(np.float64)
+    u = u * stride
+    v = v * stride
+    x = (u - K[0, 2]) / K[0, 0] * z
+    y = (v - K[1, 2]) / K[1, 1] * z
+    p = np.stack([x, y, z], axis=1)
+    if T_world_cam is not None:
+        p = p @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    return p

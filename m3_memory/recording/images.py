@@ -1,0 +1,52 @@
+"""Reading and writing the image files of posed folders, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from m3_memory.errors import InputError
+
+
+def _open(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(path, "image file is missing")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.array(im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(path, f"corrupt or truncated image ({err})") from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Colour image -> uint8 [H, W, 3] RGB (grey and RGBA are converted)."""
+    a = _open(Path(path))
+    if a.dtype != np.uint8:
+        raise InputError(path, f"colour image must be 8-bit, got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(a[:, :, :3])
+
+
+def read_u16(path: str | Path) -> np.ndarray:
+    """16-bit single-channel PNG (depth, masks) -> uint16 [H, W]."""
+    a = _open(Path(path))
+    if a.ndim != 2 or a.dtype not in (np.uint16, np.int32, np.uint8):
+        raise InputError(path, f"expected a single-channel 16-bit image, got {a.dtype} {list(a.shape)}")
+    return a.astype(np.uint16)
+
+
+def read_u8(path: str | Path) -> np.ndarray:
+    """8-bit single-channel image (label maps) -> uint8 [H, W]."""
+    a = _open(Path(path))
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise InputError(path, f"expected a single-channel 8-bit image, got {a.dtype} {list(a.shape)}")
+    return a
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """uint8 [H, W, 3] / [H, W] or uint16 [H, W] array -> PNG (lossless)."""
+    Image.fromarray(np.ascontiguousarray(array)).save(path)

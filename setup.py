@@ -1,0 +1,21 @@
+"""ament_python entry for colcon; pip uses pyproject.toml. Both describe the same package."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "m3_memory"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["m3_memory", "m3_memory.*", "m3_grasp", "m3_grasp.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/urdf", glob("urdf/*")),
+    ],
+    zip_safe=True,
+    entry_points={"console_scripts": ["m3 = m3_memory.cli:main"]},
+)

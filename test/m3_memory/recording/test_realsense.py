@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from m3_memory.conventions import make_T
+from m3_memory.errors import InputError
+from m3_memory.recording import Frame, detect_format, open_recording
+from m3_memory.recording.realsense import RealSenseRecording, write_realsense_db3
+
+K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+
+
+def random_frames(n, poses=True, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame(rgb=rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                  depth=np.round(rng.uniform(0.2, 4.0, (48, 64)), 3).astype(np.float32),
+                  K=K, T_world_cam=make_T(np.eye(3), [i * 0.1, 0, 0]) if poses else None, stamp=2.0 + i / 30)
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def d435(realdata):
+    return realdata / "librealsense_d435_bag" / "single_depth_color_640x480.bag"
+
+
+def test_d435_bag_intrinsics_and_depth_scale(d435):
+    rec = open_recording(d435)
+    assert isinstance(rec, RealSenseRecording)
+    assert rec.depth_scale == pytest.approx(0.001, rel=1e-6)
+    # one colour frame and two depth frames; the only pair is 268 ms apart
+    assert list(rec) == []
+    assert sum(rec.stats.dropped.values()) == 1
+    rec = open_recording(d435, max_dt=0.5)
+    frames = list(rec)
+    assert len(frames) == 1
+    f = frames[0]
+    np.testing.assert_allclose(f.K[[0, 1, 0, 1], [0, 1, 2, 2]], [613.204, 613.419, 319.939, 239.183], atol=1e-3)
+    assert f.depth.shape == (480, 640) and f.rgb.shape == (480, 640, 3)  # depth aligned to colour
+    valid = f.depth[f.depth > 0]
+    assert valid.size > 0.5 * f.depth.size and 0.3 < np.median(valid) < 5.0
+    assert f.T_world_cam is None
+
+
+def test_db3_round_trip_is_exact(tmp_path):
+    frames = random_frames(12)
+    path = write_realsense_db3(frames, tmp_path / "r.db3")
+    assert detect_format(path) == "realsense"
+    back = list(open_recording(path))
+    assert len(back) == len(frames)
+    for a, b in zip(frames, back):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+        assert np.abs(a.depth - b.depth).max() <= 1e-6 + 1e-7 * a.depth.max()
+        np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-9)
+        assert b.stamp == pytest.approx(a.stamp, abs=1e-9)
+        np.testing.assert_allclose(b.K, K, atol=1e-5)
+
+
+def test_db3_without_poses_and_pose_modes(tmp_path):
+    path = write_realsense_db3(random_frames(3, poses=False), tmp_path / "r.db3")
+    assert all(f.T_world_cam is None for f in open_recording(path))
+    with pytest.raises(InputError, match="no /tf"):
+        open_recording(path, poses="tf")
+    with pytest.raises(InputError, match="unknown pose mode"):
+        open_recording(path, poses="magic")
+
+
+def test_synthetic_db3_matches_folder(synth):
+    folder, db3 = list(open_recording(synth.folder)), list(open_recording(synth.realsense))
+    assert len(folder) == len(db3) > 0
+    for a, b in zip(folder, db3):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+        assert np.abs(a.depth - b.depth).max() <= 1e-3
+        np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-6)
+        np.testing.assert_allclose(b.K, a.K, atol=1e-4)
+
+
+def test_truncated_db3(tmp_path):
+    path = write_realsense_db3(random_frames(5), tmp_path / "r.db3")
+    cut = tmp_path / "cut.db3"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(InputError, match="cut.db3"):
+        list(open_recording(cut))
+
+
+def test_truncated_and_corrupt_bag(tmp_path, d435):
+    cut = tmp_path / "cut.bag"
+    cut.write_bytes(d435.read_bytes()[:400_000])
+    with pytest.raises(InputError, match="cut.bag"):
+        list(open_recording(cut))
+    junk = tmp_path / "junk.bag"
+    junk.write_bytes(b"not a bag at all" * 10)
+    with pytest.raises(InputError, match="bad header"):
+        open_recording(junk)
+
+
+def test_recording_without_depth_stream(tmp_path):
+    import pyrealsense2 as rs
+
+    path = tmp_path / "colour_only.db3"
+    dev = rs.software_device()
+    sensor = dev.add_sensor("Color")
+    vs = rs.video_stream()
+    vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = (
+        rs.stream.color, 0, 0, 64, 48, 30, 3, rs.format.rgb8)
+    intr = rs.intrinsics()
+    intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = 64, 48, 50, 50, 32, 24
+    vs.intrinsics = intr
+    prof = sensor.add_video_stream(vs)
+    rec = rs.recorder(str(path), dev, False)
+    sensor.open(prof)
+    sensor.start(lambda f: None)
+    f = rs.software_video_frame()
+    f.pixels, f.bpp, f.stride, f.timestamp, f.frame_number = np.zeros((48, 64, 3), np.uint8), 3, 64 * 3, 0.0, 0
+    f.domain, f.profile = rs.timestamp_domain.hardware_clock, prof.as_video_stream_profile()
+    sensor.on_video_frame(f)
+    sensor.stop()
+    sensor.close()
+    del rec
+    with pytest.raises(InputError, match="no depth stream"):
+        open_recording(path)

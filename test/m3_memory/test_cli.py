@@ -1,0 +1,124 @@
+"""The `m3` command: subcommands work, and bad input gives one line and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from m3_memory.cli import main
+
+
+def run_bad(capsys, argv, *words):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for w in words:
+        assert w in err
+    return err
+
+
+def test_inspect_path_that_does_not_exist(capsys, tmp_path):
+    run_bad(capsys, ["inspect", str(tmp_path / "nope.bag")], "nope.bag", "does not exist")
+
+
+def test_inspect_empty_folder(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    run_bad(capsys, ["inspect", str(tmp_path / "empty")], "empty", "empty folder")
+
+
+def test_inspect_unknown_thing_lists_supported_formats(capsys, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("hello")
+    err = run_bad(capsys, ["inspect", str(tmp_path / "x")], "not a recognised recording")
+    for name in ("realsense", "rosbag2", "3dmatch", "apc2016", "nerfstudio", "colmap"):
+        assert name in err
+
+
+def test_inspect_unknown_format_name(capsys, synth):
+    run_bad(capsys, ["inspect", str(synth.folder), "--format", "kinect"], "kinect", "unknown recording format")
+
+
+def test_inspect_corrupt_json(capsys, tmp_path, synth):
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    text = (synth.folder / "transforms.json").read_text()
+    (folder / "transforms.json").write_text(text[: len(text) // 2])
+    run_bad(capsys, ["inspect", str(folder)], "transforms.json")
+
+
+def test_inspect_truncated_png(capsys, tmp_path, synth):
+    import shutil
+
+    folder = tmp_path / "scene"
+    shutil.copytree(synth.folder, folder)
+    png = folder / "images" / "frame_00002.png"
+    png.write_bytes(png.read_bytes()[:300])
+    run_bad(capsys, ["inspect", str(folder), "--sheet", str(tmp_path / "s.png")], "frame_00002.png")
+    assert not (tmp_path / "s.png").exists()  # no half-written output
+
+
+def test_inspect_nan_pose(capsys, tmp_path, synth):
+    import shutil
+
+    folder = tmp_path / "scene"
+    shutil.copytree(synth.folder, folder)
+    meta = json.loads((folder / "transforms.json").read_text())
+    meta["frames"][1]["transform_matrix"][0][3] = float("nan")
+    (folder / "transforms.json").write_text(json.dumps(meta))
+    run_bad(capsys, ["inspect", str(folder), "--sheet", str(tmp_path / "s.png")], "scene", "NaN")
+
+
+def test_inspect_truncated_db3(capsys, tmp_path, synth):
+    cut = tmp_path / "cut.db3"
+    cut.write_bytes(synth.realsense.read_bytes()[:50_000])
+    run_bad(capsys, ["inspect", str(cut)], "cut.db3")
+
+
+@pytest.mark.parametrize("which", ["folder", "realsense", "rosbag2"])
+def test_inspect_synthetic_copies(capsys, tmp_path, synth, which):
+    path = getattr(synth, which)
+    sheet = tmp_path / "sheet.png"
+    assert main(["inspect", str(path), "--sheet", str(sheet), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 10 and summary["resolution"] == [160, 120]
+    assert summary["frames_with_pose"] == 10
+    assert 0.9 < summary["depth_valid_fraction"] <= 1.0
+    if which == "folder":
+        assert "yellow bath duck" in summary["objects"]
+    from PIL import Image
+
+    assert Image.open(sheet).size[0] > 400
+
+
+def test_synth_writes_every_copy(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "s"), "--frames", "3", "--width", "64", "--height", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "scene_realsense.db3" in out and "scene_rosbag2" in out
+    assert (tmp_path / "s" / "scene" / "transforms.json").exists()
+
+
+def test_synth_rejects_bad_sizes(capsys, tmp_path):
+    run_bad(capsys, ["synth", str(tmp_path / "s"), "--frames", "1"], "--frames")
+
+
+def test_debug_flag_shows_traceback(capsys, tmp_path):
+    assert main(["--debug", "inspect", str(tmp_path / "nope")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "m3_memory.cli", "inspect", str(tmp_path / "missing.db3")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("m3: error:") and "missing.db3" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("identical") == 2
+    assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 3
