@@ -50,3 +50,20 @@ def read_u8(path: str | Path) -> np.ndarray:
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """uint8 [H, W, 3] / [H, W] or uint16 [H, W] array -> PNG (lossless)."""
     Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def read_depth(path: str | Path, metres_per_unit: float = 1e-3) -> np.ndarray:
+    """Depth map -> float32 [H, W] metres: a uint16 PNG in units of ``metres_per_unit``, or a
+    ``.npy`` array already in metres. 0 (and non-finite values) = invalid."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        return (read_u16(path).astype(np.float32) * np.float32(metres_per_unit)).astype(np.float32)
+    if not path.is_file():
+        raise InputError(path, "depth file is missing")
+    try:
+        depth = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"corrupt depth array ({err})") from None
+    if depth.ndim != 2:
+        raise InputError(path, f"depth array must be [H, W], got {list(depth.shape)}")
+    return np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)

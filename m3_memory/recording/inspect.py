@@ -129,7 +129,7 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
     depth_samples = []
     first_stamp = last_stamp = None
     prev_t = None
-    for i, f in enumerate(tqdm(rec, desc=f"inspect {rec.path.name}", unit="frame", disable=not show_progress,
+    for i, f in enumerate(tqdm(rec, desc=f"inspect {rec.path.name}", unit="frame", disable=None if show_progress else True,
                                leave=False)):
         if s.resolution is None:
             s.resolution = (f.size[1], f.size[0])

@@ -170,6 +170,7 @@ class RealSenseRecording(Recording):
         align = rs.align(rs.stream.color)
         pipe.start(cfg)
         last_color = None
+        worst_dt, dt_drops = 0.0, 0
         waited = 0.0
         try:
             while waited < 10.0:  # seconds without a frame before giving up on a stalled file
@@ -188,7 +189,7 @@ class RealSenseRecording(Recording):
                     continue  # the syncer re-sent a colour frame with the next depth frame
                 dt = abs(color.get_timestamp() - depth.get_timestamp()) / 1000.0
                 if dt > self.max_dt:
-                    self.stats.drop(f"colour/depth timestamps differ by more than {self.max_dt * 1000:.1f} ms")
+                    worst_dt, dt_drops = max(worst_dt, dt), dt_drops + 1
                     continue
                 last_color = color.get_frame_number()
                 if not self.registered:
@@ -203,6 +204,9 @@ class RealSenseRecording(Recording):
                             stamp=stamp_ms / 1000.0, name=f"frame {color.get_frame_number()}")
         finally:
             pipe.stop()
+            if dt_drops:
+                self.stats.dropped[f"colour/depth timestamps differ by more than max_dt = {self.max_dt * 1000:.1f} ms "
+                                   f"(up to {worst_dt * 1000:.1f} ms; raise --max-dt to keep them)"] = dt_drops
 
 
 def _already_registered(depth, color) -> bool:

@@ -95,7 +95,7 @@ def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsen
                 "extent": o.extent.tolist()} for o in scene.objects]
 
     def bar(desc: str, total: int) -> Callable:
-        return lambda it: tqdm(it, desc=desc, total=total, unit="frame", disable=not show_progress, leave=False)
+        return lambda it: tqdm(it, desc=desc, total=total, unit="frame", disable=None if show_progress else True, leave=False)
 
     folder = write_nerfstudio_folder(scene, out_dir / FOLDER, objects, {"m3_synth_config": asdict(scene.cfg)},
                                      bar("render scene", len(scene)))
