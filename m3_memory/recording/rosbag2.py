@@ -99,23 +99,32 @@ def register_depth(depth: np.ndarray, K_d: np.ndarray, K_c: np.ndarray, T_c_d: n
     """Depth [Hd, Wd] (metres, depth camera) -> [H, W] metres in the colour camera.
 
     Each valid depth pixel is moved into the colour camera with ``T_c_d`` (colour <- depth)
-    and projected with ``K_c``; where several land on one pixel the nearest wins.
+    and its footprint (the projections of its corners) is filled with its depth, so a
+    lower-resolution depth image leaves no holes; where footprints overlap the nearest
+    wins (as librealsense's ``rs.align`` does).
     """
     h, w = size
     v, u = np.nonzero(depth > 0)
     z = depth[v, u].astype(np.float64)
-    p = np.stack([(u - K_d[0, 2]) / K_d[0, 0] * z, (v - K_d[1, 2]) / K_d[1, 1] * z, z], axis=1)
-    q = p @ T_c_d[:3, :3].T + T_c_d[:3, 3]
-    front = q[:, 2] > 1e-6
-    q = q[front]
-    uc = np.rint(q[:, 0] / q[:, 2] * K_c[0, 0] + K_c[0, 2]).astype(np.int64)
-    vc = np.rint(q[:, 1] / q[:, 2] * K_c[1, 1] + K_c[1, 2]).astype(np.int64)
-    inside = (uc >= 0) & (uc < w) & (vc >= 0) & (vc < h)
-    uc, vc, zc = uc[inside], vc[inside], q[inside, 2]
-    order = np.argsort(-zc)  # far first, so the nearest is written last
-    out = np.zeros((h, w), dtype=np.float32)
-    out[vc[order], uc[order]] = zc[order]
-    return out
+    corners = []
+    for du, dv in ((-0.5, -0.5), (0.5, 0.5)):
+        p = np.stack([(u + du - K_d[0, 2]) / K_d[0, 0] * z, (v + dv - K_d[1, 2]) / K_d[1, 1] * z, z], axis=1)
+        q = p @ T_c_d[:3, :3].T + T_c_d[:3, 3]
+        corners.append((q[:, 0] / q[:, 2] * K_c[0, 0] + K_c[0, 2], q[:, 1] / q[:, 2] * K_c[1, 1] + K_c[1, 2], q[:, 2]))
+    (ua, va, za), (ub, vb, zb) = corners
+    front = (za > 1e-6) & (zb > 1e-6)
+    u0 = np.clip(np.ceil(np.minimum(ua, ub) - 0.5), 0, w).astype(np.int64)[front]  # pixel centres inside the box
+    u1 = np.clip(np.floor(np.maximum(ua, ub) - 0.5), -1, w - 1).astype(np.int64)[front]
+    v0 = np.clip(np.ceil(np.minimum(va, vb) - 0.5), 0, h).astype(np.int64)[front]
+    v1 = np.clip(np.floor(np.maximum(va, vb) - 0.5), -1, h - 1).astype(np.int64)[front]
+    zc = (0.5 * (za + zb))[front]
+    best = np.full(h * w, np.inf)
+    for dy in range(int((v1 - v0).max(initial=-1)) + 1):
+        for dx in range(int((u1 - u0).max(initial=-1)) + 1):
+            ok = (v0 + dy <= v1) & (u0 + dx <= u1)
+            np.minimum.at(best, (v0[ok] + dy) * w + u0[ok] + dx, zc[ok])
+    best[~np.isfinite(best)] = 0.0
+    return best.reshape(h, w).astype(np.float32)
 
 
 class Ros2BagRecording(Recording):
