@@ -113,10 +113,11 @@ def register_depth(depth: np.ndarray, K_d: np.ndarray, K_c: np.ndarray, T_c_d: n
         corners.append((q[:, 0] / q[:, 2] * K_c[0, 0] + K_c[0, 2], q[:, 1] / q[:, 2] * K_c[1, 1] + K_c[1, 2], q[:, 2]))
     (ua, va, za), (ub, vb, zb) = corners
     front = (za > 1e-6) & (zb > 1e-6)
-    u0 = np.clip(np.ceil(np.minimum(ua, ub) - 0.5), 0, w).astype(np.int64)[front]  # pixel centres inside the box
-    u1 = np.clip(np.floor(np.maximum(ua, ub) - 0.5), -1, w - 1).astype(np.int64)[front]
-    v0 = np.clip(np.ceil(np.minimum(va, vb) - 0.5), 0, h).astype(np.int64)[front]
-    v1 = np.clip(np.floor(np.maximum(va, vb) - 0.5), -1, h - 1).astype(np.int64)[front]
+    # colour pixel centres (integer coordinates) inside each footprint
+    u0 = np.clip(np.ceil(np.minimum(ua, ub)), 0, w).astype(np.int64)[front]
+    u1 = np.clip(np.floor(np.maximum(ua, ub)), -1, w - 1).astype(np.int64)[front]
+    v0 = np.clip(np.ceil(np.minimum(va, vb)), 0, h).astype(np.int64)[front]
+    v1 = np.clip(np.floor(np.maximum(va, vb)), -1, h - 1).astype(np.int64)[front]
     zc = (0.5 * (za + zb))[front]
     best = np.full(h * w, np.inf)
     for dy in range(int((v1 - v0).max(initial=-1)) + 1):
