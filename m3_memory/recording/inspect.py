@@ -102,14 +102,19 @@ def _thumbs(frame: Frame, objects: list[str]) -> list[np.ndarray]:
     return out
 
 
-def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], path: Path, legend: list[str]) -> None:
-    """Grid of thumbnails -> PNG (written beside ``path`` and renamed into place)."""
+def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], path: Path,
+                  legend: list[tuple[str, tuple[int, int, int]]]) -> None:
+    """Grid of thumbnails -> PNG (written beside ``path`` and renamed into place).
+    legend: (text, RGB colour) items written in a line above the grid."""
     pad, head = 4, 16
     th, tw = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
     sheet = Image.new("RGB", (ncol * (tw + pad) + pad, len(rows) * (th + head + pad) + pad + head), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 2), "   |   ".join(legend), fill="black")
+    x = pad
+    for text, color in legend:
+        draw.text((x, 2), text, fill=tuple(color))
+        x += int(draw.textlength(text)) + 12
     for r, (row, title) in enumerate(zip(rows, titles)):
         y = head + pad + r * (th + head + pad)
         draw.text((pad, y), title, fill="black")
@@ -160,6 +165,10 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
         s.duration_s = float(last_stamp - first_stamp)
     chosen = sampler.chosen()
     if sheet is not None and chosen:
-        legend = ["colour", "depth (turbo, black = invalid)"] + (["masks: " + ", ".join(s.objects)] if s.objects else [])
+        black = (0, 0, 0)
+        legend = [("colour |", black), ("depth (turbo, black = invalid) |", black)]
+        if s.objects:
+            legend += [("masks:", black)] + [(name, tuple(int(c) for c in MASK_COLORS[i % len(MASK_COLORS)]))
+                                             for i, name in enumerate(s.objects)]
         contact_sheet([c[1] for c in chosen], [c[0] for c in chosen], Path(sheet), legend)
     return s
