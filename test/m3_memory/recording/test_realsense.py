@@ -117,3 +117,22 @@ def test_recording_without_depth_stream(tmp_path):
     del rec
     with pytest.raises(InputError, match="no depth stream"):
         open_recording(path)
+
+
+@pytest.mark.slow
+def test_odometry_poses_for_a_recording_without_trajectory(tmp_path):
+    from dataclasses import replace
+
+    from m3_memory.conventions import invert_T
+    from m3_memory.synth import SynthConfig, SyntheticScene
+
+    scene = SyntheticScene(SynthConfig(width=160, height=120, n_frames=48))
+    truth = [scene.render(i) for i in range(6)]
+    path = write_realsense_db3([replace(f, T_world_cam=None) for f in truth], tmp_path / "plain.db3")
+    assert all(f.T_world_cam is None for f in open_recording(path))
+    est = list(open_recording(path, poses="odometry"))
+    assert len(est) == len(truth)
+    np.testing.assert_allclose(est[0].T_world_cam, np.eye(4), atol=1e-12)  # world = first camera
+    for e, t in zip(est[1:], truth[1:]):
+        T_c0_ct = invert_T(truth[0].T_world_cam) @ t.T_world_cam
+        assert np.linalg.norm(e.T_world_cam[:3, 3] - T_c0_ct[:3, 3]) < 0.02  # metres, over ~0.5 m of travel
