@@ -1,8 +1,9 @@
 """The repository root is both a pip project and the ament_python package m3_memory."""
 
-import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import tomllib
 
 import m3_memory
 

@@ -22,7 +22,7 @@ from m3_memory.conventions import GL_FROM_CV, T_from_quat_wxyz, depth_from_u16, 
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
-from m3_memory.recording.images import read_depth, read_rgb, read_u16, read_u8
+from m3_memory.recording.images import read_depth, read_rgb, read_u8, read_u16
 
 NOMINAL_FPS = 30.0  # folder formats without timestamps: stamp = frame number / NOMINAL_FPS
 

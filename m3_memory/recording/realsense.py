@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import T_from_quat_wxyz, quat_wxyz_from_T, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
+from m3_memory.recording.rosmsg import deserialize, pose_of, serialize, tf_message, transform_msg
 
 ROSBAG1_MAGIC = b"#ROSBAG V2.0\n"
 DEPTH_UNITS = 0.001  # metres per z16 unit in recordings m3 writes
@@ -69,9 +69,6 @@ def read_tf_poses(path: Path) -> dict[int, np.ndarray]:
     """m3's ``/tf`` extension of a ``.db3``: stamp (ns) -> T_world_cam [4, 4]; {} if absent."""
     if path.suffix != ".db3":
         return {}
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT m.data FROM messages m JOIN topics t ON m.topic_id = t.id "
@@ -80,13 +77,9 @@ def read_tf_poses(path: Path) -> dict[int, np.ndarray]:
         con.close()
     poses: dict[int, np.ndarray] = {}
     for (data,) in rows:
-        msg = store.deserialize_cdr(data, "tf2_msgs/msg/TFMessage")
-        for tf in msg.transforms:
-            if tf.header.frame_id != WORLD_FRAME or tf.child_frame_id != OPTICAL_FRAME:
-                continue
-            r, t = tf.transform.rotation, tf.transform.translation
-            stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
-            poses[stamp] = T_from_quat_wxyz(quat_xyzw_to_wxyz((r.x, r.y, r.z, r.w)), (t.x, t.y, t.z))
+        for tf in deserialize(data, "tf2_msgs/msg/TFMessage").transforms:
+            if tf.header.frame_id == WORLD_FRAME and tf.child_frame_id == OPTICAL_FRAME:
+                poses[tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec] = pose_of(tf)
     return poses
 
 
@@ -321,10 +314,6 @@ def _software_device(rs, path: Path, first: Frame, fps: int):
 
 def _append_tf(path: Path, poses: list[tuple[int, np.ndarray]]) -> None:
     """Append m3's ``/tf`` topic (world -> colour optical frame per stamp) to a ``.db3``."""
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    T = store.types
     con = sqlite3.connect(path)
     try:
         cur = con.cursor()
@@ -332,18 +321,9 @@ def _append_tf(path: Path, poses: list[tuple[int, np.ndarray]]) -> None:
                     "VALUES ('/tf', 'tf2_msgs/msg/TFMessage', 'cdr', '')")
         topic_id = cur.lastrowid
         for ns, pose in poses:
-            x, y, z, w = quat_wxyz_to_xyzw(quat_wxyz_from_T(pose))
-            tf = T["geometry_msgs/msg/TransformStamped"](
-                header=T["std_msgs/msg/Header"](
-                    stamp=T["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000),
-                    frame_id=WORLD_FRAME),
-                child_frame_id=OPTICAL_FRAME,
-                transform=T["geometry_msgs/msg/Transform"](
-                    translation=T["geometry_msgs/msg/Vector3"](x=float(pose[0, 3]), y=float(pose[1, 3]),
-                                                               z=float(pose[2, 3])),
-                    rotation=T["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)))
-            data = store.serialize_cdr(T["tf2_msgs/msg/TFMessage"](transforms=[tf]), "tf2_msgs/msg/TFMessage")
-            cur.execute("INSERT INTO messages(topic_id, timestamp, data) VALUES (?, ?, ?)", (topic_id, ns, bytes(data)))
+            msg = tf_message([transform_msg(pose, ns / 1e9, WORLD_FRAME, OPTICAL_FRAME)])
+            cur.execute("INSERT INTO messages(topic_id, timestamp, data) VALUES (?, ?, ?)",
+                        (topic_id, ns, serialize(msg, "tf2_msgs/msg/TFMessage")))
         con.commit()
     finally:
         con.close()

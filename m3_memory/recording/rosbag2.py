@@ -21,11 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import (T_from_quat_wxyz, invert_T, make_T, quat_wxyz_from_T, quat_wxyz_to_xyzw,
-                                   quat_xyzw_to_wxyz)
+from m3_memory.conventions import invert_T, make_T
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
+from m3_memory.recording.rosmsg import (
+    deserialize,
+    header,
+    pose_of,
+    serialize,
+    stamp_seconds,
+    tf_message,
+    transform_msg,
+    typestore,
+)
 from m3_memory.recording.tf import TfBuffer, TfLookupError
 
 # camera_link (x forward, y left, z up, REP-103) <- optical frame (x right, y down, z forward)
@@ -46,12 +55,6 @@ class RealSenseTopics:
     world_frame: str = "world"
 
 
-def _store():
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_HUMBLE)
-
-
 def detect(path: Path) -> bool:
     """A rosbag2 folder (metadata.yaml), a ``.mcap`` file, or a ``.db3`` without librealsense topics."""
     if path.is_dir():
@@ -63,10 +66,6 @@ def detect(path: Path) -> bool:
 
         return not is_librealsense(path)
     return False
-
-
-def _stamp(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
 def _image(msg, where: str) -> np.ndarray:
@@ -147,7 +146,6 @@ class Ros2BagRecording(Recording):
             topics = RealSenseTopics(**topics)
         self.topics = topics or RealSenseTopics()
         self.max_dt = float(max_dt)
-        self.store = _store()
         t = self.topics
         with self._reader() as reader:
             present = {c.topic: c.msgtype for c in reader.connections}
@@ -161,13 +159,11 @@ class Ros2BagRecording(Recording):
             self.K_color = self.K_depth = None
             wanted = [c for c in reader.connections if c.topic in (t.tf, t.tf_static, t.color_info, t.depth_info)]
             for conn, _, raw in self._messages(reader, wanted):
-                msg = self.store.deserialize_cdr(raw, conn.msgtype)
+                msg = deserialize(raw, conn.msgtype)
                 if conn.topic in (t.tf, t.tf_static):
                     for tf in msg.transforms:
-                        r, p = tf.transform.rotation, tf.transform.translation
-                        T = T_from_quat_wxyz(quat_xyzw_to_wxyz((r.x, r.y, r.z, r.w)), (p.x, p.y, p.z))
-                        self.tf.add(tf.header.frame_id, tf.child_frame_id, T,
-                                    None if conn.topic == t.tf_static else _stamp(tf.header))
+                        self.tf.add(tf.header.frame_id, tf.child_frame_id, pose_of(tf),
+                                    None if conn.topic == t.tf_static else stamp_seconds(tf.header))
                 elif conn.topic == t.color_info and self.K_color is None:
                     self.K_color = np.array(msg.k, dtype=np.float64).reshape(3, 3)
                 elif conn.topic == t.depth_info and self.K_depth is None:
@@ -208,7 +204,7 @@ class Ros2BagRecording(Recording):
         if rgb.ndim != 3 or depth.ndim != 2:
             raise InputError(where, "colour topic holds depth or depth topic holds colour")
         cf, df = color_msg.header.frame_id, depth_msg.header.frame_id
-        stamp = _stamp(color_msg.header)
+        stamp = stamp_seconds(color_msg.header)
         if df != cf or depth.shape != rgb.shape[:2]:
             try:
                 T_c_d = self.tf.lookup(cf, df, stamp)
@@ -227,11 +223,11 @@ class Ros2BagRecording(Recording):
         with self._reader() as reader:
             conns = [c for c in reader.connections if c.topic in pending]
             for conn, _, raw in self._messages(reader, conns):
-                msg = self.store.deserialize_cdr(raw, conn.msgtype)
+                msg = deserialize(raw, conn.msgtype)
                 other = pending[t.depth if conn.topic == t.color else t.color]
-                stamp = _stamp(msg.header)
-                match = min(other, key=lambda m: abs(_stamp(m.header) - stamp), default=None)
-                if match is not None and abs(_stamp(match.header) - stamp) <= self.max_dt:
+                stamp = stamp_seconds(msg.header)
+                match = min(other, key=lambda m: abs(stamp_seconds(m.header) - stamp), default=None)
+                if match is not None and abs(stamp_seconds(match.header) - stamp) <= self.max_dt:
                     other.remove(match)
                     color, depth = (msg, match) if conn.topic == t.color else (match, msg)
                     yield self._frame(color, depth, index)
@@ -239,27 +235,11 @@ class Ros2BagRecording(Recording):
                 else:
                     pending[conn.topic].append(msg)
                 for queue in pending.values():  # anything 1 s older than now will never be matched
-                    while queue and _stamp(queue[0].header) < stamp - 1.0:
+                    while queue and stamp_seconds(queue[0].header) < stamp - 1.0:
                         queue.popleft()
                         self.stats.drop(f"no colour/depth partner within max_dt = {self.max_dt * 1000:.1f} ms")
         for _ in range(sum(len(q) for q in pending.values())):
             self.stats.drop(f"no colour/depth partner within max_dt = {self.max_dt * 1000:.1f} ms")
-
-
-def _header(T, stamp: float, frame_id: str):
-    ns = round(stamp * 1e9)
-    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000,
-                                                                           nanosec=ns % 1_000_000_000),
-                                    frame_id=frame_id)
-
-
-def _transform(T, pose: np.ndarray, stamp: float, parent: str, child: str):
-    x, y, z, w = quat_wxyz_to_xyzw(quat_wxyz_from_T(pose))
-    return T["geometry_msgs/msg/TransformStamped"](
-        header=_header(T, stamp, parent), child_frame_id=child,
-        transform=T["geometry_msgs/msg/Transform"](
-            translation=T["geometry_msgs/msg/Vector3"](x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
-            rotation=T["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)))
 
 
 def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sqlite3",
@@ -277,7 +257,7 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
     if path.exists():
         raise InputError(path, "already exists; the ROS 2 bag writer will not overwrite it")
     topics = topics or RealSenseTopics()
-    store = _store()
+    store = typestore()
     T = store.types
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     tmp = work / path.name
@@ -289,38 +269,37 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
                 ("tf", topics.tf, "tf2_msgs/msg/TFMessage"), ("tf_static", topics.tf_static, "tf2_msgs/msg/TFMessage"))}
 
             def put(name: str, msg, msgtype: str, stamp: float) -> None:
-                writer.write(conn[name], round(stamp * 1e9), bytes(store.serialize_cdr(msg, msgtype)))
+                writer.write(conn[name], round(stamp * 1e9), serialize(msg, msgtype))
 
             T_optical_link = invert_T(T_LINK_OPTICAL)
             count = 0
             for count, f in enumerate(frames, start=1):
                 if count == 1:
-                    static = _transform(T, T_LINK_OPTICAL, f.stamp, camera_frame, OPTICAL_FRAME)
-                    put("tf_static", T["tf2_msgs/msg/TFMessage"](transforms=[static]), "tf2_msgs/msg/TFMessage",
-                        f.stamp)
+                    static = transform_msg(T_LINK_OPTICAL, f.stamp, camera_frame, OPTICAL_FRAME)
+                    put("tf_static", tf_message([static]), "tf2_msgs/msg/TFMessage", f.stamp)
                 h, w = f.size
-                header = _header(T, f.stamp, OPTICAL_FRAME)
-                put("color", T["sensor_msgs/msg/Image"](header=header, height=h, width=w, encoding="rgb8",
+                hdr = header(f.stamp, OPTICAL_FRAME)
+                put("color", T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding="rgb8",
                                                         is_bigendian=0, step=w * 3, data=f.rgb.reshape(-1)),
                     "sensor_msgs/msg/Image", f.stamp)
                 mm = np.rint(np.nan_to_num(f.depth.astype(np.float64)) * 1000.0)
                 mm[(mm < 0) | (mm > 65535)] = 0
-                put("depth", T["sensor_msgs/msg/Image"](header=header, height=h, width=w, encoding="16UC1",
+                put("depth", T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding="16UC1",
                                                         is_bigendian=0, step=w * 2,
                                                         data=mm.astype("<u2").view(np.uint8).reshape(-1)),
                     "sensor_msgs/msg/Image", f.stamp)
                 K = f.K
                 P = np.concatenate([K, np.zeros((3, 1))], axis=1)
                 put("info", T["sensor_msgs/msg/CameraInfo"](
-                    header=header, height=h, width=w, distortion_model="plumb_bob", d=np.zeros(5),
+                    header=hdr, height=h, width=w, distortion_model="plumb_bob", d=np.zeros(5),
                     k=K.reshape(-1).astype(np.float64), r=np.eye(3).reshape(-1), p=P.reshape(-1),
                     binning_x=0, binning_y=0,
                     roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                               do_rectify=False)),
                     "sensor_msgs/msg/CameraInfo", f.stamp)
                 if f.T_world_cam is not None:
-                    tf = _transform(T, f.T_world_cam @ T_optical_link, f.stamp, topics.world_frame, camera_frame)
-                    put("tf", T["tf2_msgs/msg/TFMessage"](transforms=[tf]), "tf2_msgs/msg/TFMessage", f.stamp)
+                    tf = transform_msg(f.T_world_cam @ T_optical_link, f.stamp, topics.world_frame, camera_frame)
+                    put("tf", tf_message([tf]), "tf2_msgs/msg/TFMessage", f.stamp)
             if count == 0:
                 raise InputError(path, "no frames to write")
         os.replace(tmp, path)

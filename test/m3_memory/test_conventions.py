@@ -2,9 +2,19 @@ import numpy as np
 import pytest
 import transforms3d.euler as te
 
-from m3_memory.conventions import (GL_FROM_CV, T_from_quat_wxyz, backproject, depth_from_u16, depth_to_u16,
-                                   invert_T, make_T, quat_wxyz_from_T, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz,
-                                   rigid_error)
+from m3_memory.conventions import (
+    GL_FROM_CV,
+    T_from_quat_wxyz,
+    backproject,
+    depth_from_u16,
+    depth_to_u16,
+    invert_T,
+    make_T,
+    quat_wxyz_from_T,
+    quat_wxyz_to_xyzw,
+    quat_xyzw_to_wxyz,
+    rigid_error,
+)
 
 
 def random_pose(rng):

@@ -3,8 +3,8 @@ import shutil
 
 import numpy as np
 import pytest
-from transforms3d.euler import euler2mat
 from scipy.spatial import cKDTree
+from transforms3d.euler import euler2mat
 
 from m3_memory.conventions import backproject, depth_to_u16, invert_T, make_T, quat_wxyz_from_T
 from m3_memory.errors import InputError

@@ -9,8 +9,14 @@ from scipy.spatial.transform import Rotation
 from m3_memory.conventions import invert_T, make_T
 from m3_memory.errors import InputError
 from m3_memory.recording.frame import Frame
-from m3_memory.recording.odometry import (Odometry, OdometryConfig, estimate_poses, fill_depth_gaps, register_pair,
-                                         trajectory_errors)
+from m3_memory.recording.odometry import (
+    Odometry,
+    OdometryConfig,
+    estimate_poses,
+    fill_depth_gaps,
+    register_pair,
+    trajectory_errors,
+)
 from m3_memory.synth import SynthConfig, SyntheticScene
 
 WIDTH, HEIGHT = 320, 240

@@ -75,8 +75,9 @@ def test_unaligned_depth_via_tf(tmp_path):
     store = get_typestore(Stores.ROS2_HUMBLE)
     T = store.types
     path = tmp_path / "bag"
-    hdr = lambda frame: T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
-                                                 frame_id=frame)
+    def hdr(frame):
+        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
+                                                     frame_id=frame)
     Kd = np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]])
     ident = T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
     with Writer(path, version=8) as w:

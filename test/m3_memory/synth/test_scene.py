@@ -59,6 +59,7 @@ def test_two_views_agree_in_3d(scene):
     a, b = scene.render(0), scene.render(1)
     pa = backproject(a.depth, a.K, a.T_world_cam, stride=2)
     pb = backproject(b.depth, b.K, b.T_world_cam, stride=2)
-    near = lambda p: p[np.linalg.norm(p[:, :2], axis=1) < 0.6]  # the table region both views see
+    def near(p):
+        return p[np.linalg.norm(p[:, :2], axis=1) < 0.6]  # the table region both views see
     dist, _ = cKDTree(near(pa)).query(near(pb))
     assert np.median(dist) < 0.01
