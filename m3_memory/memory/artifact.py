@@ -1,0 +1,240 @@
+"""The memory artifact: a ``*.m3`` directory.
+
+- ``gaussians.ply``: the standard 3DGS PLY (x y z, nx ny nz, f_dc_*, f_rest_*, opacity,
+  scale_*, rot_*) plus one ``q_<i>`` property per principal-query dimension, so ordinary
+  splat viewers open it.
+- ``memory.safetensors``: per model ``<name>.psc`` ``[t, d]`` and ``<name>.W`` ``[l, d]``.
+- ``meta.json``: format version, models (name, feature dim, query slice, PSC threshold,
+  temperature, whether W was learned, checkpoint identity), scene frame, source
+  recording, training config, and SHA-256 checksums of the two data files.
+
+Written into a temporary directory beside the target and renamed into place, so a crash
+never leaves a half-written memory. Loading checks version, files and checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from m3_memory.errors import InputError
+from m3_memory.memory.attention import MemoryBank
+
+FORMAT = "m3-memory"
+FORMAT_VERSION = 1
+PLY, TENSORS, META = "gaussians.ply", "memory.safetensors", "meta.json"
+
+
+@dataclass
+class Gaussians:
+    """3D Gaussians in the memory's world frame (metres), 3DGS parameterisation.
+
+    means [N, 3]; quats [N, 4] wxyz (normalised on use); log_scales [N, 3] (log metres);
+    opacity_logits [N]; sh_dc [N, 3] and sh_rest [N, K, 3] spherical-harmonic colour
+    coefficients (K = 0 for view-independent colour); queries [N, L] principal queries of
+    all models, concatenated (each model owns a slice, see ``ModelEntry.query_slice``).
+    """
+
+    means: torch.Tensor
+    quats: torch.Tensor
+    log_scales: torch.Tensor
+    opacity_logits: torch.Tensor
+    sh_dc: torch.Tensor
+    sh_rest: torch.Tensor
+    queries: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = self.means.shape[0]
+        expected = {"means": (n, 3), "quats": (n, 4), "log_scales": (n, 3), "opacity_logits": (n,),
+                    "sh_dc": (n, 3)}
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise InputError("gaussians", f"{name} has shape {list(getattr(self, name).shape)}, expected {list(shape)}")
+        if self.sh_rest.ndim != 3 or self.sh_rest.shape[0] != n or self.sh_rest.shape[2] != 3:
+            raise InputError("gaussians", f"sh_rest must be [N, K, 3], got {list(self.sh_rest.shape)}")
+        if self.queries.ndim != 2 or self.queries.shape[0] != n:
+            raise InputError("gaussians", f"queries must be [N, L], got {list(self.queries.shape)}")
+
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+
+@dataclass
+class ModelEntry:
+    """How one foundation model is stored in the memory."""
+
+    name: str
+    feature_dim: int
+    query_slice: tuple[int, int]  # [start, stop) into Gaussians.queries
+    threshold: float  # PSC similarity threshold used to build the bank
+    temperature: float
+    learn_projection: bool
+    checkpoint: str = ""  # identity of the weights (file name, hub tag, hash)
+
+
+@dataclass
+class Memory:
+    """A loaded memory: the Gaussians, one bank per model, and the metadata."""
+
+    gaussians: Gaussians
+    banks: dict[str, MemoryBank]
+    models: list[ModelEntry]
+    scene_frame: str = "world"
+    source: str = ""
+    training: dict = field(default_factory=dict)
+
+    def queries_of(self, model: str) -> torch.Tensor:
+        """The principal queries ``[N, l]`` of one model."""
+        entry = next((m for m in self.models if m.name == model), None)
+        if entry is None:
+            raise InputError(model, f"not in this memory (models: {', '.join(m.name for m in self.models)})")
+        a, b = entry.query_slice
+        return self.gaussians.queries[:, a:b]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ply_columns(g: Gaussians) -> list[tuple[str, np.ndarray]]:
+    n = len(g)
+    cols = [("x", g.means[:, 0]), ("y", g.means[:, 1]), ("z", g.means[:, 2])]
+    cols += [(k, torch.zeros(n)) for k in ("nx", "ny", "nz")]
+    cols += [(f"f_dc_{i}", g.sh_dc[:, i]) for i in range(3)]
+    rest = g.sh_rest.transpose(1, 2).reshape(n, -1)  # 3DGS order: channel-major, [N, 3 * K]
+    cols += [(f"f_rest_{i}", rest[:, i]) for i in range(rest.shape[1])]
+    cols += [("opacity", g.opacity_logits)]
+    cols += [(f"scale_{i}", g.log_scales[:, i]) for i in range(3)]
+    cols += [(f"rot_{i}", g.quats[:, i]) for i in range(4)]
+    cols += [(f"q_{i}", g.queries[:, i]) for i in range(g.queries.shape[1])]
+    return [(name, c.detach().cpu().numpy().astype(np.float32)) for name, c in cols]
+
+
+def write_ply(path: Path, g: Gaussians) -> None:
+    """Gaussians -> binary little-endian 3DGS PLY with ``q_<i>`` query properties."""
+    from plyfile import PlyData, PlyElement
+
+    cols = _ply_columns(g)
+    data = np.empty(len(g), dtype=[(name, "<f4") for name, _ in cols])
+    for name, c in cols:
+        data[name] = c
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
+
+
+def read_ply(path: Path) -> Gaussians:
+    """A 3DGS PLY (with optional ``q_<i>`` properties) -> Gaussians."""
+    from plyfile import PlyData
+
+    try:
+        v = PlyData.read(str(path))["vertex"].data
+    except Exception as err:  # plyfile raises several types for damaged files
+        raise InputError(path, f"cannot read the PLY ({type(err).__name__}: {err})") from None
+    names = v.dtype.names
+
+    def stack(prefix: str) -> torch.Tensor:
+        keys = sorted((k for k in names if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                      key=lambda k: int(k[len(prefix):]))
+        return torch.from_numpy(np.stack([v[k] for k in keys], axis=1).astype(np.float32)) if keys \
+            else torch.zeros(len(v), 0)
+
+    missing = [k for k in ("x", "y", "z", "opacity", "f_dc_0", "scale_0", "rot_0") if k not in names]
+    if missing:
+        raise InputError(path, f"not a 3DGS PLY: missing properties {', '.join(missing)}")
+    rest = stack("f_rest_")
+    k = rest.shape[1] // 3
+    return Gaussians(means=torch.from_numpy(np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)),
+                     quats=stack("rot_"), log_scales=stack("scale_"),
+                     opacity_logits=torch.from_numpy(np.asarray(v["opacity"], dtype=np.float32)),
+                     sh_dc=stack("f_dc_"), sh_rest=rest.reshape(-1, 3, k).transpose(1, 2).contiguous(),
+                     queries=stack("q_"))
+
+
+def save_memory(path: str | Path, memory: Memory) -> Path:
+    """Write ``memory`` as a ``*.m3`` directory (atomically: temp dir, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    L = memory.gaussians.queries.shape[1]
+    for m in memory.models:
+        a, b = m.query_slice
+        bank = memory.banks.get(m.name)
+        if bank is None or not (0 <= a < b <= L) or bank.query_dim != b - a or bank.feature_dim != m.feature_dim:
+            raise InputError(m.name, f"model entry (slice {m.query_slice}, dim {m.feature_dim}) does not match its bank "
+                             f"and the {L} query channels")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        write_ply(tmp / PLY, memory.gaussians)
+        tensors = {}
+        for name, bank in memory.banks.items():
+            tensors[f"{name}.psc"] = bank.psc.detach().cpu().contiguous()
+            tensors[f"{name}.W"] = bank.W.detach().cpu().contiguous()
+        save_file(tensors, str(tmp / TENSORS))
+        meta = {"format": FORMAT, "version": FORMAT_VERSION,
+                "models": [{"name": m.name, "feature_dim": m.feature_dim, "query_slice": list(m.query_slice),
+                            "threshold": m.threshold, "temperature": m.temperature,
+                            "learn_projection": m.learn_projection, "checkpoint": m.checkpoint} for m in memory.models],
+                "num_gaussians": len(memory.gaussians), "scene_frame": memory.scene_frame, "source": memory.source,
+                "training": memory.training, "checksums": {PLY: _sha256(tmp / PLY), TENSORS: _sha256(tmp / TENSORS)}}
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def load_memory(path: str | Path) -> Memory:
+    """Read a ``*.m3`` directory, checking format, version, files and checksums."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(path, "does not exist" if not path.exists() else "is not a *.m3 memory directory")
+    for name in (META, PLY, TENSORS):
+        if not (path / name).is_file():
+            raise InputError(path, f"memory is incomplete: {name} is missing")
+    try:
+        meta = json.loads((path / META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path / META, f"corrupt JSON ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(path / META, f"not an m3 memory (format {meta.get('format')!r})")
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise InputError(path, f"written by a newer m3 (format version {meta['version']} > {FORMAT_VERSION}); "
+                         "upgrade m3 to read it")
+    for name, digest in meta.get("checksums", {}).items():
+        if _sha256(path / name) != digest:
+            raise InputError(path / name, "checksum mismatch: the file was modified or damaged after writing")
+    gaussians = read_ply(path / PLY)
+    tensors = load_file(str(path / TENSORS))
+    models, banks = [], {}
+    for m in meta["models"]:
+        entry = ModelEntry(m["name"], int(m["feature_dim"]), tuple(m["query_slice"]), float(m["threshold"]),
+                           float(m["temperature"]), bool(m["learn_projection"]), m.get("checkpoint", ""))
+        for key in (f"{entry.name}.psc", f"{entry.name}.W"):
+            if key not in tensors:
+                raise InputError(path / TENSORS, f"tensor {key} is missing")
+        banks[entry.name] = MemoryBank(entry.name, tensors[f"{entry.name}.psc"], tensors[f"{entry.name}.W"],
+                                       entry.temperature, entry.learn_projection)
+        models.append(entry)
+    return Memory(gaussians, banks, models, meta.get("scene_frame", "world"), meta.get("source", ""),
+                  meta.get("training", {}))
