@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from m3_memory.conventions import depth_to_u16
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
@@ -249,11 +250,13 @@ def write_realsense_db3(frames: Iterable[Frame], path: str | Path, fps: int = 30
         for i, frame in enumerate(frames):
             if device is None:
                 device, sensors, recorder = _software_device(rs, tmp, frame, fps)
+                size, K = frame.size, frame.K
+            elif frame.size != size or not np.allclose(frame.K, K):
+                raise InputError(path, f"{frame.name or f'frame {i}'} has another size or intrinsics than the first "
+                                 "frame; a recording holds one camera")
             ns = round(frame.stamp * 1e9)
-            depth_u16 = np.rint(frame.depth / DEPTH_UNITS)
-            depth_u16[(depth_u16 < 0) | (depth_u16 > 65535)] = 0
             for (sensor, prof, bpp), pixels in zip(sensors, (np.ascontiguousarray(frame.rgb),
-                                                             depth_u16.astype(np.uint16))):
+                                                             depth_to_u16(frame.depth, 1.0 / DEPTH_UNITS))):
                 sf = rs.software_video_frame()
                 sf.pixels = pixels
                 sf.bpp = bpp

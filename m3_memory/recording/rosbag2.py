@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import invert_T, make_T
+from m3_memory.conventions import depth_to_u16, invert_T, make_T
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
@@ -282,8 +282,7 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
                 put("color", T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding="rgb8",
                                                         is_bigendian=0, step=w * 3, data=f.rgb.reshape(-1)),
                     "sensor_msgs/msg/Image", f.stamp)
-                mm = np.rint(np.nan_to_num(f.depth.astype(np.float64)) * 1000.0)
-                mm[(mm < 0) | (mm > 65535)] = 0
+                mm = depth_to_u16(f.depth)  # realsense-ros publishes 16UC1 millimetres
                 put("depth", T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding="16UC1",
                                                         is_bigendian=0, step=w * 2,
                                                         data=mm.astype("<u2").view(np.uint8).reshape(-1)),
