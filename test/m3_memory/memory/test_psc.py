@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from m3_memory.errors import InputError
+from m3_memory.memory.psc import principal_scene_components, psc_fast, psc_reference
+
+
+def clustered(n=3000, d=32, clusters=40, noise=0.15, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, d, generator=g)
+    labels = torch.randint(0, clusters, (n,), generator=g)
+    c = centres[labels]
+    return c + noise * torch.randn(n, d, generator=g) * c.norm(dim=1, keepdim=True) / d ** 0.5
+
+
+def scene_features(n_frames=3):
+    """'Real-like' features: a random conv net over the synthetic scene's views."""
+    from m3_memory.synth import SynthConfig, SyntheticScene
+
+    scene = SyntheticScene(SynthConfig(width=64, height=48, n_frames=n_frames))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 24, 3, padding=1))
+    with torch.no_grad():
+        imgs = torch.stack([torch.from_numpy(scene.render(i).rgb).permute(2, 0, 1).float() / 255 for i in range(n_frames)])
+        return net(imgs).permute(0, 2, 3, 1).reshape(-1, 24)
+
+
+def cos(R):
+    Rn = torch.nn.functional.normalize(R, dim=-1)
+    return Rn @ Rn.T
+
+
+@pytest.mark.parametrize("rule", ["strict", "cover"])
+@pytest.mark.parametrize("theta", [0.5, 0.8, 0.95])
+def test_fast_equals_reference_on_clustered(rule, theta):
+    R = clustered()
+    ref = psc_reference(R, theta, rule, chunk=700)
+    for chunk, block in ((256, 16), (5000, 64)):
+        torch.testing.assert_close(psc_fast(R, theta, rule, chunk=chunk, block=block), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rule", ["strict", "cover"])
+def test_fast_equals_reference_on_random_and_scene_features(rule):
+    for R, theta in ((torch.randn(1500, 16, generator=torch.Generator().manual_seed(1)), 0.4),
+                     (scene_features(), 0.9)):
+        ref = psc_reference(R, theta, rule, chunk=1000)
+        assert 1 < ref.numel() < R.shape[0]
+        torch.testing.assert_close(psc_fast(R, theta, rule, chunk=333), ref, rtol=0, atol=0)
+
+
+def test_cover_property():
+    R, theta = clustered(seed=2), 0.8
+    kept = psc_fast(R, theta, "cover")
+    S = cos(R)
+    assert torch.all(S[:, kept].max(dim=1).values >= theta - 2e-6)  # every row within theta of a kept one
+    Sk = S[kept][:, kept] - 2 * torch.eye(kept.numel())
+    assert torch.all(Sk < theta)  # kept rows pairwise apart
+    assert torch.all(kept[1:] > kept[:-1])
+
+
+def test_strict_property():
+    R, theta = clustered(seed=3), 0.8
+    kept = psc_fast(R, theta, "strict")
+    J = cos(R)[kept] >= theta  # [t, N]
+    J[torch.arange(kept.numel()), kept] = True
+    assert torch.all(J.sum(dim=0) <= 1)  # J sets of kept rows are pairwise disjoint
+    # strict keeps a subset of what cover would cover: some rows may be covered by no kept row
+    assert kept.numel() <= psc_fast(R, theta, "cover").numel()
+
+
+def test_principal_scene_components_returns_raw_rows_and_skips_zero_rows():
+    R = clustered(n=500)
+    R[::7] = 0
+    psc, kept = principal_scene_components(R, 0.8)
+    torch.testing.assert_close(psc, R[kept])
+    assert torch.all(R[kept].abs().sum(dim=1) > 0)
+    full = torch.arange(R.shape[0])[(R != 0).any(dim=1)]
+    torch.testing.assert_close(kept, full[psc_reference(R[full], 0.8)])
+
+
+def test_threshold_one_keeps_every_distinct_direction():
+    R = torch.randn(200, 8, generator=torch.Generator().manual_seed(4))
+    R = torch.cat([R, 3 * R[:50]])  # 50 scaled duplicates share a direction with earlier rows
+    _, kept = principal_scene_components(R, 1.0, "cover")
+    assert kept.numel() == 200
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="2 of 10 feature vectors contain NaN"):
+        R = torch.randn(10, 4)
+        R[3, 1] = float("nan")
+        R[5, 0] = float("inf")
+        principal_scene_components(R, 0.8)
+    with pytest.raises(InputError, match=r"\[N, d\]"):
+        principal_scene_components(torch.randn(2, 3, 4), 0.8)
+    with pytest.raises(InputError, match="threshold"):
+        principal_scene_components(torch.randn(5, 4), 1.5)
+    with pytest.raises(InputError, match="unknown PSC rule"):
+        principal_scene_components(torch.randn(5, 4), 0.5, rule="both")
