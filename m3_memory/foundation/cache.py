@@ -1,0 +1,96 @@
+"""Feature maps cached on disk, per recording and model, so each view is encoded once.
+
+Layout: ``<cache_root>/<model name>/<key>/<frame index>.safetensors`` (tensor "features",
+[h, w, d], float16 by default) plus ``meta.json`` saying what the key stands for. The key
+is a sha256 over the recording (resolved path, mtime, size), the model name, its checkpoint
+identity and its image size: change any of them and the maps are computed afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from m3_memory.errors import InputError
+from m3_memory.foundation.base import FoundationModel
+from m3_memory.recording.frame import Frame
+
+
+def default_cache_root() -> Path:
+    """``$M3_CACHE`` when set, else ``~/.cache/m3/features``."""
+    return Path(os.environ.get("M3_CACHE") or Path.home() / ".cache" / "m3" / "features").expanduser()
+
+
+def recording_identity(recording_id: str | Path) -> str:
+    """The recording part of a cache key: resolved path, mtime (ns) and size when it exists on disk,
+    else ``recording_id`` itself (e.g. the name of a generated scene)."""
+    path = Path(recording_id).expanduser()
+    if path.exists():
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    return str(recording_id)
+
+
+def cache_key(model: FoundationModel, recording_id: str | Path) -> str:
+    """sha256 hex of (recording identity, model name, checkpoint, image size)."""
+    parts = [recording_identity(recording_id), model.name, model.checkpoint, str(model.image_size)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def cached_features(model: FoundationModel, frames: Iterable[Frame], recording_id: str | Path,
+                    cache_root: str | Path | None = None, dtype: torch.dtype = torch.float16) -> Iterator[torch.Tensor]:
+    """Yield each frame's feature map [h, w, d] (float32, CPU), encoding only frames not cached yet.
+
+    frames: the recording's frames in order (frame i is cached as ``i.safetensors``).
+    recording_id: the recording's path (or a stable name). dtype: storage precision; a freshly
+    computed map is rounded through it too, so a first and a cached pass yield identical values.
+    Files are written to a temporary name and renamed, so an interrupted run leaves no partial file.
+    Models with ``cacheable = False`` (features already on disk) are passed through.
+    """
+    if not model.cacheable:
+        for index, frame in enumerate(frames):
+            yield model.encode_frame(frame, index)
+        return
+    folder = Path(cache_root or default_cache_root()).expanduser() / model.name / cache_key(model, recording_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "meta.json"
+    if not meta.exists():
+        _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps({
+            "recording": recording_identity(recording_id), "model": model.name, "checkpoint": model.checkpoint,
+            "image_size": model.image_size, "feature_dim": model.feature_dim}, indent=1)))
+    for index, frame in enumerate(frames):
+        path = folder / f"{index}.safetensors"
+        if path.exists():
+            yield _load(path)
+            continue
+        features = model.encode_frame(frame, index).to(dtype).contiguous()  # [h, w, d]
+        _write_atomic(path, lambda tmp: save_file({"features": features}, str(tmp)))
+        yield features.float()
+
+
+def _load(path: Path) -> torch.Tensor:
+    """The "features" tensor of a cache file as float32 [h, w, d]."""
+    try:
+        return load_file(str(path))["features"].float()
+    except (SafetensorError, KeyError, OSError) as err:
+        raise InputError(path, f"unreadable feature cache file ({err}); delete it to recompute") from err
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
