@@ -53,7 +53,7 @@ class MemoryBank:
         return cls(name, psc, W, **kwargs)
 
 
-def memory_attention(queries: torch.Tensor, bank: MemoryBank, chunk: int = 16384) -> torch.Tensor:
+def memory_attention(queries: torch.Tensor, bank: MemoryBank, chunk: int = 4096) -> torch.Tensor:
     """Queries ``[..., l]`` -> features ``[..., d]`` in the model's space.
 
     ``softmax(normalize(q W) @ normalize(PSC).T / T) @ PSC``, evaluated ``chunk`` queries at
@@ -66,9 +66,9 @@ def memory_attention(queries: torch.Tensor, bank: MemoryBank, chunk: int = 16384
     q = queries.reshape(-1, bank.query_dim)
     keys = torch.nn.functional.normalize(bank.psc, dim=-1)  # [t, d]
     psc = bank.psc.to(q.dtype)
-    out = []
+    out = q.new_empty(q.shape[0], bank.feature_dim)  # [M, d], filled chunk by chunk (no concatenation copy)
     for start in range(0, q.shape[0], chunk):
         proj = torch.nn.functional.normalize(q[start:start + chunk] @ bank.W.to(q.dtype), dim=-1)  # [c, d]
         attn = torch.softmax(proj @ keys.to(q.dtype).T / bank.temperature, dim=-1)  # [c, t]
-        out.append(attn @ psc)  # [c, d]
-    return torch.cat(out, dim=0).reshape(*lead, bank.feature_dim)
+        out[start:start + chunk] = attn @ psc  # [c, d]
+    return out.reshape(*lead, bank.feature_dim)

@@ -5,9 +5,9 @@ from m3_memory.errors import InputError
 from m3_memory.memory.attention import MemoryBank, memory_attention
 
 
-def bank(t=50, d=24, l=8, seed=0, **kw):
+def bank(t=50, d=24, q_dim=8, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
-    return MemoryBank.create("clip", torch.randn(t, d, generator=g), l, seed=seed, **kw)
+    return MemoryBank.create("clip", torch.randn(t, d, generator=g), q_dim, seed=seed, **kw)
 
 
 def test_output_is_a_convex_combination_of_the_bank():
