@@ -1,0 +1,135 @@
+"""Principal scene components: fast vs literal Algorithm 1, time and peak memory.
+
+Features: d = 768 (CLIP ViT-L size), a mixture of clusters with noise so the number of
+kept rows t is in the low thousands, like real PSC banks. Each measurement runs in its own
+subprocess; peak memory is that process's peak resident set size (ru_maxrss) minus its
+resident size after the features were made, so it counts what the algorithm allocated.
+The literal version is O(N^2 d): it is measured only up to N where it takes about a minute
+on this machine; the fast version is measured up to N = 10^6.
+
+    python bench/psc.py [--quick]    # writes bench/results/psc.json and psc.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+D, THETA = 768, 0.8
+
+
+def features(n: int, d: int = D, clusters: int = 2000, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, d, generator=g)
+    out = torch.empty(n, d)
+    for start in range(0, n, 100_000):  # bounded temporaries
+        m = min(100_000, n - start)
+        labels = torch.randint(0, clusters, (m,), generator=g)
+        out[start:start + m] = centres[labels] + 0.35 * torch.randn(m, d, generator=g)
+    return out
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def one(version: str, rule: str, n: int) -> dict:
+    """Run one measurement in this process; returns its numbers."""
+    import torch
+
+    from m3_memory.memory.psc import psc_fast, psc_reference
+
+    torch.set_num_threads(2)
+    R = features(n)
+    base = rss_mb()
+    fn = psc_fast if version == "fast" else psc_reference
+    t0 = time.perf_counter()
+    kept = fn(R, THETA, rule)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"version": version, "rule": rule, "N": n, "d": D, "theta": THETA, "t": int(kept.numel()),
+            "seconds": seconds, "peak_extra_mb": max(0.0, peak - base), "kept_hash": hash(tuple(kept.tolist()))}
+
+
+def measure(version: str, rule: str, n: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", version, rule, str(n)], capture_output=True, text=True,
+                         check=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  {version:9s} {rule:6s} N={n:>9,d} t={row['t']:>5d} {row['seconds']:8.2f} s "
+          f"peak +{row['peak_extra_mb']:8.1f} MB", flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--one", nargs=3, metavar=("VERSION", "RULE", "N"))
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], args.one[1], int(args.one[2]))))
+        return
+    common = [5_000, 10_000] if args.quick else [10_000, 30_000, 60_000]
+    scaling = [10_000, 30_000] if args.quick else [10_000, 30_000, 100_000, 300_000, 1_000_000]
+    rows = []
+    for rule in ("strict", "cover"):
+        for n in common:
+            fast, ref = measure("fast", rule, n), measure("reference", rule, n)
+            rows += [fast, ref]
+            if fast["kept_hash"] != ref["kept_hash"]:
+                raise SystemExit(f"kept sets differ at N={n} ({rule})")
+        for n in scaling:
+            if n not in common:
+                rows.append(measure("fast", rule, n))
+    ratios = {}
+    for rule in ("strict", "cover"):
+        n = max(common)
+        f = next(r for r in rows if r["version"] == "fast" and r["rule"] == rule and r["N"] == n)
+        r = next(r for r in rows if r["version"] == "reference" and r["rule"] == rule and r["N"] == n)
+        ratios[rule] = {"N": n, "speedup": r["seconds"] / f["seconds"],
+                        "peak_memory_ratio": f["peak_extra_mb"] / max(r["peak_extra_mb"], 1e-9), "same_kept_set": True}
+    for row in rows:
+        row.pop("kept_hash")
+    RESULTS.mkdir(exist_ok=True)
+    result = {"bench": "psc", "machine": {"cpu_count": 2, "platform": platform.platform()},
+              "method": "each measurement in a subprocess; seconds = wall time of the reduction; peak_extra_mb = "
+                        "ru_maxrss minus resident size after making the features",
+              "features": f"{2000} gaussian clusters + noise 0.35, d={D}, theta={THETA}",
+              "ratios_at_largest_common_N": ratios, "rows": rows}
+    (RESULTS / "psc.json").write_text(json.dumps(result, indent=1))
+    plot(rows, RESULTS / "psc.png")
+    print(json.dumps(ratios, indent=1))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rule, color in (("strict", "tab:blue"), ("cover", "tab:orange")):
+        for version, style in (("fast", "o-"), ("reference", "x--")):
+            pts = sorted((r["N"], r["seconds"]) for r in rows if r["rule"] == rule and r["version"] == version)
+            if pts:
+                ax.loglog(*zip(*pts), style, color=color, label=f"{version} ({rule})")
+    ax.set_xlabel("N feature vectors (d = 768)")
+    ax.set_ylabel("seconds (2 CPU cores)")
+    ax.set_title("Principal scene components: fast vs literal Algorithm 1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
