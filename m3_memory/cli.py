@@ -65,6 +65,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from m3_memory.foundation import load_model
+    from m3_memory.memory.extract import extract_components
+
+    rec = _open(args)
+    kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
+    if args.model == "precomputed":
+        kwargs = {"name": args.name or "precomputed"}
+    model = load_model(args.model, weights=args.weights, **kwargs)
+    out = Path(args.out or f"features_{Path(args.recording).name}")
+    summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride)
+    print("\n".join(summary.lines()))
+    print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from m3_memory.demo import run_demo
 
@@ -92,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", help="contact-sheet PNG path (default: <recording name>_sheet.png)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("features", help="extract a model's feature maps, reduce them to principal scene components")
+    p.add_argument("recording")
+    _add_recording_options(p)
+    p.add_argument("--model", required=True, help="clip, siglip, dinov2 or precomputed")
+    p.add_argument("--weights", help="weights file or hub tag (precomputed: the folder of [h, w, d] maps)")
+    p.add_argument("--arch", help="architecture name (open_clip / timm), default: the paper's")
+    p.add_argument("--image-size", type=int, help="short side in pixels fed to the model (default: its own)")
+    p.add_argument("--name", help="precomputed: the model's name (e.g. seem)")
+    p.add_argument("--threshold", type=float, help="PSC similarity threshold (default: the authors' per model)")
+    p.add_argument("--rule", default="strict", choices=["strict", "cover"])
+    p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
+    p.add_argument("--out", help="output folder (default: ./features_<recording name>)")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="the whole job on the embedded synthetic tabletop scene")
     p.add_argument("--out", default="m3_demo", help="output folder (default: ./m3_demo)")
