@@ -22,7 +22,7 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-dt", type=float, default=None,
                    help="RealSense/ROS 2 bags: largest colour-depth time difference kept, seconds")
     p.add_argument("--poses", default=None, choices=["auto", "tf", "odometry", "none"],
-                   help="RealSense recordings: where camera poses come from (default: auto)")
+                   help="RealSense recordings and ROS 2 bags: where camera poses come from (default: auto)")
 
 
 def _open(args: argparse.Namespace):
