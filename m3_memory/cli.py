@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="extract a model's feature maps, reduce them to principal scene components")
     p.add_argument("recording")
     _add_recording_options(p)
-    p.add_argument("--model", required=True, help="clip, siglip, dinov2 or precomputed")
+    p.add_argument("--model", required=True, help="clip, siglip, dinov2, precomputed, or clip-fixture (the test model)")
     p.add_argument("--weights", help="weights file or hub tag (precomputed: the folder of [h, w, d] maps)")
     p.add_argument("--arch", help="architecture name (open_clip / timm), default: the paper's")
     p.add_argument("--image-size", type=int, help="short side in pixels fed to the model (default: its own)")

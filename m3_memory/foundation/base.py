@@ -29,6 +29,7 @@ _BUILTIN_MODULES = {
     "siglip": "m3_memory.foundation.clip",
     "dinov2": "m3_memory.foundation.dinov2",
     "precomputed": "m3_memory.foundation.precomputed",
+    "clip-fixture": "m3_memory.foundation.fixture",
 }
 _REGISTRY: dict[str, Callable[..., "FoundationModel"]] = {}
 

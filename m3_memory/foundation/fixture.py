@@ -1,0 +1,48 @@
+"""The project's fixture CLIP: a tiny open_clip model trained on the synthetic tabletop.
+
+Real CLIP weights cannot be downloaded where m3 is tested, so the project ships a tiny
+open_clip-format model (``fixture_data/m3-fixture-clip.json``, weights in
+``fixture_data/m3_fixture_clip.safetensors``) whose dense image features (the same
+MaskCLIP value path as real CLIP) and text features share one space. It was trained by
+:mod:`m3_memory.foundation.fixture_train` on views of the synthetic scene and the names
+of its objects, so a text query such as "yellow bath duck" finds the duck there. It knows
+nothing else; it is a test fixture, not a model.
+
+It loads through exactly the code path of real CLIP (``open_clip.create_model(arch,
+pretrained=FILE)``) and reports itself as model ``clip`` with checkpoint
+``m3-fixture-clip:...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from m3_memory.errors import InputError
+from m3_memory.foundation.base import register
+
+DATA = Path(__file__).resolve().parent / "fixture_data"
+ARCH = "m3-fixture-clip"
+WEIGHTS = DATA / "m3_fixture_clip.safetensors"
+CLASSES = ("yellow bath duck", "red apple", "blue mug", "green block", "purple bowl", "wooden table", "grey floor",
+           "sky")
+
+
+def register_fixture_arch() -> None:
+    """Make the fixture architecture known to open_clip (idempotent)."""
+    import open_clip
+
+    if ARCH not in open_clip.list_models():
+        open_clip.add_model_config(DATA / f"{ARCH}.json")
+
+
+@register("clip-fixture")
+def load_fixture_clip(weights: str | Path | None = None, device: str = "cpu", **kwargs):
+    """The fixture CLIP as a :class:`~m3_memory.foundation.clip.ClipModel` (name ``clip``);
+    ``load_model("clip-fixture")``. kwargs: ClipModel options such as ``image_size``."""
+    from m3_memory.foundation.clip import ClipModel
+
+    register_fixture_arch()
+    path = Path(weights) if weights else WEIGHTS
+    if not path.is_file():
+        raise InputError(path, "fixture CLIP weights are missing; run python -m m3_memory.foundation.fixture_train")
+    return ClipModel(weights=str(path), device=device, arch=ARCH, **kwargs)
