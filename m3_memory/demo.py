@@ -1,7 +1,9 @@
 """``m3 demo``: the whole job on the embedded synthetic tabletop scene.
 
-Now: synthesise the scene, read it back through every reader, check they agree, and
-inspect each copy (contact sheets). Later stages (build -> query -> grasp plan) append here.
+Now: synthesise the scene, read it back through every reader, check they agree, inspect
+each copy (contact sheets), and reduce CLIP features of the scan to principal scene
+components (real CLIP when its weights are in the user's cache or hub, else the project's
+fixture CLIP). Later stages (build -> query -> grasp plan) append here.
 """
 
 from __future__ import annotations
@@ -9,10 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from m3_memory.errors import InputError
+from m3_memory.memory.extract import extract_components
 from m3_memory.recording import open_recording
 from m3_memory.recording.compare import compare_recordings
 from m3_memory.recording.inspect import inspect_recording
 from m3_memory.synth import SynthConfig, write_synthetic
+
+
+def choose_clip():
+    """Real CLIP (ViT-L/14@336, OpenAI weights) when the user's cache or hub has it, else the
+    fixture CLIP; says which and why."""
+    from m3_memory.foundation import load_model
+
+    try:
+        model = load_model("clip")
+        print("  using real CLIP")
+        return model
+    except InputError as err:
+        print(f"  real CLIP unavailable ({err.problem.split(';')[0]}); using the fixture CLIP trained on this scene")
+        return load_model("clip-fixture")
 
 
 def run_demo(out: Path, frames: int = 48) -> int:
@@ -22,7 +39,7 @@ def run_demo(out: Path, frames: int = 48) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/3] synthesising the tabletop scene ({frames} frames) into {out}")
     outputs = write_synthetic(out, SynthConfig(n_frames=frames))
-    print("[2/3] reading it back through every reader")
+    print("[2/4] reading it back through every reader")
     reference = open_recording(outputs.folder)
     ok = True
     for label, path in (("librealsense .db3", outputs.realsense), ("ROS 2 bag", outputs.rosbag2)):
@@ -33,13 +50,17 @@ def run_demo(out: Path, frames: int = 48) -> int:
         print(f"  {label:18s} {diff['frames_other']}/{diff['frames_reference']} frames, colour diff "
               f"{diff['rgb']:.0f}, depth diff {diff['depth_m'] * 1000:.2f} mm, pose diff {diff['pose']:.1e} "
               f"-> {'identical' if same else 'MISMATCH'}")
-    print("[3/3] inspecting each copy")
+    print("[3/4] inspecting each copy")
     sheets = out / "sheets"
     sheets.mkdir(exist_ok=True)
     for path in (outputs.folder, outputs.realsense, outputs.rosbag2):
         summary = inspect_recording(open_recording(path), sheet=sheets / f"{path.name}.png")
         print("\n".join(summary.lines()))
     print(f"contact sheets in {sheets}")
+    model = choose_clip()
+    print(f"[4/4] CLIP features -> principal scene components ({model.checkpoint})")
+    summary = extract_components(open_recording(outputs.folder), model, out / "features")
+    print("\n".join(summary.lines()))
     if not ok:
         print("m3 demo: the readers disagree (see above)")
         return 1

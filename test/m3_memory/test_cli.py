@@ -121,6 +121,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("identical") == 2
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 3
+    assert "principal scene components" in out and (tmp_path / "demo" / "features" / "features_clip.png").exists()
 
 
 @pytest.mark.parametrize("relpath, fmt, frames, options", [
