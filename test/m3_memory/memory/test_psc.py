@@ -97,3 +97,18 @@ def test_bad_input():
         principal_scene_components(torch.randn(5, 4), 1.5)
     with pytest.raises(InputError, match="unknown PSC rule"):
         principal_scene_components(torch.randn(5, 4), 0.5, rule="both")
+
+
+@pytest.mark.parametrize("rule", ["strict", "cover"])
+def test_fast_equals_reference_on_fixture_clip_features(rule):
+    """Real foundation-model features: the fixture CLIP's dense maps of the synthetic scan."""
+    from m3_memory.foundation import load_model
+    from m3_memory.synth import SynthConfig, SyntheticScene
+
+    model = load_model("clip-fixture")
+    scene = SyntheticScene(SynthConfig(width=160, height=120, n_frames=6))
+    R = torch.cat([model.encode_image(scene.render(i).rgb).reshape(-1, model.feature_dim) for i in range(6)])
+    for theta in (0.9, 0.97):
+        ref = psc_reference(R, theta, rule, chunk=500)
+        assert 1 < ref.numel() < R.shape[0]
+        torch.testing.assert_close(psc_fast(R, theta, rule, chunk=256, block=8), ref, rtol=0, atol=0)
