@@ -5,7 +5,7 @@ under torch.no_grad (inference), for several chunk sizes. Each configuration run
 own subprocess; peak memory = ru_maxrss minus the resident size after making the inputs
 (the [H, W, d] output itself is 900 MB of float32).
 
-    python bench/attention.py      # writes bench/results/attention.json
+    python bench/attention.py      # writes bench/results/attention.json and attention.png
 """
 
 from __future__ import annotations
@@ -58,6 +58,28 @@ def main() -> None:
         {"bench": "memory_attention", "device": "cpu", "threads": 2, "platform": platform.platform(),
          "method": "torch.no_grad; wall time of one full-image call after warm-up; peak_extra_mb = ru_maxrss minus "
                    "resident size after making the inputs", "rows": rows}, indent=1))
+    plot(rows, RESULTS / "attention.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(r["chunk"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    a.bar(labels, [r["ms"] / 1000 for r in rows], color="tab:blue")
+    a.set_xlabel("chunk (queries at once)")
+    a.set_ylabel("seconds per 640x480 image")
+    b.bar(labels, [r["peak_extra_mb"] for r in rows], color="tab:orange", label="peak above inputs")
+    b.axhline(rows[0]["output_mb"], color="k", ls="--", label="output [H, W, d] itself")
+    b.set_xlabel("chunk (queries at once)")
+    b.set_ylabel("MB")
+    b.legend(fontsize=8)
+    fig.suptitle(f"Memory attention on CPU: l={L}, t={T}, d={D}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
