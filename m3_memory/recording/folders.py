@@ -84,6 +84,7 @@ class _Entry:
     K: [3, 3] colour intrinsics (pixels, OpenCV centres). T_world_cam: [4, 4] colour optical
     frame (OpenCV) to world, or None when unknown or still to be read from ``pose_file``.
     stamp: seconds. size: (H, W) the index declares for the colour image, or None.
+    pose_file: 3DMatch pose text read when the frame is yielded. label: nerfstudio m3 label image.
     """
 
     color: Path
@@ -95,6 +96,11 @@ class _Entry:
     size: tuple[int, int] | None = None
     pose_file: Path | None = None
     label: Path | None = None
+
+    def frame(self, rgb: np.ndarray, depth: np.ndarray, masks: dict[str, np.ndarray] | None = None) -> Frame:
+        """The frame of this entry from its images (K and pose copied, so frames own them)."""
+        pose = None if self.T_world_cam is None else self.T_world_cam.copy()
+        return Frame(rgb, depth, self.K.copy(), pose, self.stamp, masks=masks or {}, name=self.name)
 
 
 # ---------------------------------------------------------------- 3DMatch / SUN3D
@@ -305,8 +311,7 @@ class Apc2016Recording(Recording):
                 mfile = self.path / "masks" / f"{e.name}.{obj}.mask.png"
                 if mfile.is_file():
                     masks[obj] = read_u16(mfile).astype(np.float32) / np.float32(65535.0) > thresh  # [H, W] bool
-            yield Frame(read_rgb(e.color), decode_apc_depth(read_u16(e.depth)), e.K.copy(), e.T_world_cam.copy(),
-                        e.stamp, masks=masks, name=e.name)
+            yield e.frame(read_rgb(e.color), decode_apc_depth(read_u16(e.depth)), masks)
 
 
 # ---------------------------------------------------------------- nerfstudio
@@ -453,8 +458,7 @@ class NerfstudioRecording(Recording):
             if e.label is not None:
                 label = read_u8(e.label)  # [H, W] object ids
                 masks = {name: label == oid for oid, name in self._objects.items()}
-            yield Frame(rgb, read_depth(e.depth, self.depth_scale), e.K.copy(), e.T_world_cam, e.stamp, masks=masks,
-                        name=e.name)
+            yield e.frame(rgb, read_depth(e.depth, self.depth_scale), masks)
 
 
 # ---------------------------------------------------------------- COLMAP
@@ -507,8 +511,8 @@ class ColmapRecording(Recording):
         given = self.path.resolve()
         model = _colmap_model_dir(given)
         top = next((p.parent for p in (given, given.parent) if p.name == "sparse"), given)
-        self._search = [model, *model.parents]  # folders holding images/ and depth/, nearest first
-        self._search = self._search[: self._search.index(top) + 1]
+        chain = [model, *model.parents]
+        self._search: list[Path] = chain[: chain.index(top) + 1]  # where images/ and depth/ may be, nearest first
         self.cameras = self._read_cameras(model / "cameras.txt")
         self.images_txt = model / "images.txt"
         rows = self._read_images(self.images_txt)
@@ -597,4 +601,4 @@ class ColmapRecording(Recording):
         for e in self.entries:
             rgb = read_rgb(e.color)
             _check_size(e.color, rgb, e.size, self.images_txt.with_name("cameras.txt"))
-            yield Frame(rgb, read_depth(e.depth), e.K.copy(), e.T_world_cam, e.stamp, name=e.name)
+            yield e.frame(rgb, read_depth(e.depth))
