@@ -16,7 +16,7 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/urdf", glob("urdf/*")),
     ],
-    package_data={"m3_memory.foundation": ["fixture_data/*"]},
+    package_data={"m3_memory.foundation": ["fixture_data/*"], "m3_memory.render": ["csrc/*.cpp"]},
     zip_safe=True,
     entry_points={"console_scripts": ["m3 = m3_memory.cli:main"]},
 )

@@ -1,0 +1,181 @@
+// Alpha compositing of projected 2D Gaussians on the CPU, forward and backward.
+// Plain C++ with OpenMP over 16x16 tiles; called through ctypes on raw float32 pointers.
+// Gaussians arrive sorted front to back. Per Gaussian: mean2d [2] (pixels, gsplat's
+// convention: pixel (i, j) is sampled at (j + 0.5, i + 0.5)), conic [3] = (a, b, c) of the
+// inverse 2D covariance [[a, b], [b, c]], opacity, D feature channels, and the half extent
+// of its bounding box [2] in pixels (0 = culled).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+constexpr int TILE = 16;
+constexpr float ALPHA_MAX = 0.999f;
+constexpr float ALPHA_MIN = 1.0f / 255.0f;
+constexpr float T_MIN = 1e-4f;
+
+struct Bins {
+    int tiles_x, tiles_y;
+    std::vector<std::vector<int32_t>> lists;  // per tile, Gaussian ids front to back
+};
+
+Bins bin(int n, int width, int height, const float* means2d, const float* extent) {
+    Bins b{(width + TILE - 1) / TILE, (height + TILE - 1) / TILE, {}};
+    b.lists.resize(static_cast<size_t>(b.tiles_x) * b.tiles_y);
+    for (int g = 0; g < n; ++g) {
+        const float ex = extent[2 * g], ey = extent[2 * g + 1];
+        if (ex <= 0.f || ey <= 0.f) continue;
+        const float mx = means2d[2 * g], my = means2d[2 * g + 1];
+        // pixel centres px + 0.5 within [m - e, m + e]
+        const int x0 = std::max(0, static_cast<int>(std::ceil(mx - ex - 0.5f)));
+        const int x1 = std::min(width - 1, static_cast<int>(std::floor(mx + ex - 0.5f)));
+        const int y0 = std::max(0, static_cast<int>(std::ceil(my - ey - 0.5f)));
+        const int y1 = std::min(height - 1, static_cast<int>(std::floor(my + ey - 0.5f)));
+        if (x0 > x1 || y0 > y1) continue;
+        for (int ty = y0 / TILE; ty <= y1 / TILE; ++ty)
+            for (int tx = x0 / TILE; tx <= x1 / TILE; ++tx)
+                b.lists[static_cast<size_t>(ty) * b.tiles_x + tx].push_back(g);
+    }
+    return b;
+}
+
+inline bool alpha_at(const float* means2d, const float* conics, const float* opac, int g, float px, float py,
+                     float& dx, float& dy, float& sigma, float& alpha, float& raw) {
+    dx = px - means2d[2 * g];
+    dy = py - means2d[2 * g + 1];
+    const float a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
+    sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+    if (sigma < 0.f) return false;
+    raw = opac[g] * std::exp(-sigma);
+    alpha = std::min(ALPHA_MAX, raw);
+    return alpha >= ALPHA_MIN;
+}
+}  // namespace
+
+extern "C" {
+
+int m3_num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// out: [H, W, D] accumulated features; alpha: [H, W]; last: [H, W] entries of the tile list used.
+void m3_composite_forward(int n, int d, int width, int height, const float* means2d, const float* conics,
+                          const float* opac, const float* feats, const float* extent, float* out, float* alpha_out,
+                          int32_t* last) {
+    const Bins b = bin(n, width, height, means2d, extent);
+    const int ntiles = b.tiles_x * b.tiles_y;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < ntiles; ++t) {
+        const auto& list = b.lists[t];
+        const int tx = t % b.tiles_x, ty = t / b.tiles_x;
+        for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
+            for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
+                const size_t pix = static_cast<size_t>(y) * width + x;
+                float* o = out + pix * d;
+                float T = 1.f;
+                int used = 0;
+                for (int k = 0; k < static_cast<int>(list.size()); ++k) {
+                    const int g = list[k];
+                    float dx, dy, sigma, a, raw;
+                    if (!alpha_at(means2d, conics, opac, g, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
+                    const float next = T * (1.f - a);
+                    if (next <= T_MIN) break;
+                    const float w = a * T;
+                    const float* f = feats + static_cast<size_t>(g) * d;
+                    for (int ch = 0; ch < d; ++ch) o[ch] += w * f[ch];
+                    T = next;
+                    used = k + 1;
+                }
+                alpha_out[pix] = 1.f - T;
+                last[pix] = used;
+            }
+        }
+    }
+}
+
+// Gradients of the forward outputs with respect to means2d [N, 2], conics [N, 3], opacities [N]
+// and features [N, D]; written (not accumulated) into the grad_* arrays.
+void m3_composite_backward(int n, int d, int width, int height, const float* means2d, const float* conics,
+                           const float* opac, const float* feats, const float* extent, const float* alpha_out,
+                           const int32_t* last, const float* grad_out, const float* grad_alpha, float* grad_means2d,
+                           float* grad_conics, float* grad_opac, float* grad_feats) {
+    const Bins b = bin(n, width, height, means2d, extent);
+    const int ntiles = b.tiles_x * b.tiles_y;
+    const int threads = m3_num_threads();
+    const size_t per = static_cast<size_t>(n) * (6 + d);  // mean 2, conic 3, opacity 1, features d
+    std::vector<float> buf(per * threads, 0.f);
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+        float* mine = buf.data() + per * omp_get_thread_num();
+#else
+        float* mine = buf.data();
+#endif
+        std::vector<float> behind(d);
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntiles; ++t) {
+            const auto& list = b.lists[t];
+            const int tx = t % b.tiles_x, ty = t / b.tiles_x;
+            for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
+                for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
+                    const size_t pix = static_cast<size_t>(y) * width + x;
+                    const float* gi = grad_out + pix * d;
+                    const float ga = grad_alpha[pix];
+                    const float T_final = 1.f - alpha_out[pix];
+                    float T = T_final;
+                    std::fill(behind.begin(), behind.end(), 0.f);
+                    for (int k = last[pix] - 1; k >= 0; --k) {
+                        const int g = list[k];
+                        float dx, dy, sigma, a, raw;
+                        if (!alpha_at(means2d, conics, opac, g, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
+                        T = T / (1.f - a);  // transmittance in front of g
+                        const float w = a * T;
+                        const float* f = feats + static_cast<size_t>(g) * d;
+                        float* gm = mine + static_cast<size_t>(g) * 6;
+                        float* gf = mine + static_cast<size_t>(n) * 6 + static_cast<size_t>(g) * d;
+                        float dl_da = ga * T_final / (1.f - a);
+                        for (int ch = 0; ch < d; ++ch) {
+                            gf[ch] += w * gi[ch];
+                            dl_da += gi[ch] * (f[ch] * T - behind[ch] / (1.f - a));
+                            behind[ch] += f[ch] * w;
+                        }
+                        if (raw > ALPHA_MAX) continue;  // clamped: no gradient through opacity or shape
+                        const float dl_dsigma = -dl_da * a;
+                        const float ca = conics[3 * g], cb = conics[3 * g + 1], cc = conics[3 * g + 2];
+                        gm[0] += -dl_dsigma * (ca * dx + cb * dy);
+                        gm[1] += -dl_dsigma * (cb * dx + cc * dy);
+                        gm[2] += dl_dsigma * 0.5f * dx * dx;
+                        gm[3] += dl_dsigma * dx * dy;
+                        gm[4] += dl_dsigma * 0.5f * dy * dy;
+                        gm[5] += dl_da * std::exp(-sigma);
+                    }
+                }
+            }
+        }
+    }
+    for (int g = 0; g < n; ++g) {
+        float acc[6] = {0, 0, 0, 0, 0, 0};
+        for (int th = 0; th < threads; ++th)
+            for (int i = 0; i < 6; ++i) acc[i] += buf[per * th + static_cast<size_t>(g) * 6 + i];
+        grad_means2d[2 * g] = acc[0];
+        grad_means2d[2 * g + 1] = acc[1];
+        grad_conics[3 * g] = acc[2];
+        grad_conics[3 * g + 1] = acc[3];
+        grad_conics[3 * g + 2] = acc[4];
+        grad_opac[g] = acc[5];
+        for (int ch = 0; ch < d; ++ch) {
+            float s = 0.f;
+            for (int th = 0; th < threads; ++th) s += buf[per * th + static_cast<size_t>(n) * 6 + static_cast<size_t>(g) * d + ch];
+            grad_feats[static_cast<size_t>(g) * d + ch] = s;
+        }
+    }
+}
+}
