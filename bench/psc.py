@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from plots import loglog
+
 RESULTS = Path(__file__).resolve().parent / "results"
 D, THETA = 768, 0.8
 
@@ -111,24 +113,12 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for rule, color in (("strict", "tab:blue"), ("cover", "tab:orange")):
-        for version, style in (("fast", "o-"), ("reference", "x--")):
-            pts = sorted((r["N"], r["seconds"]) for r in rows if r["rule"] == rule and r["version"] == version)
-            if pts:
-                ax.loglog(*zip(*pts), style, color=color, label=f"{version} ({rule})")
-    ax.set_xlabel("N feature vectors (d = 768)")
-    ax.set_ylabel("seconds (2 CPU cores)")
-    ax.set_title("Principal scene components: fast vs literal Algorithm 1")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    series = [(f"{version} ({rule})", style, color,
+               [(r["N"], r["seconds"]) for r in rows if r["rule"] == rule and r["version"] == version])
+              for rule, color in (("strict", "tab:blue"), ("cover", "tab:orange"))
+              for version, style in (("fast", "o-"), ("reference", "x--"))]
+    loglog(series, "N feature vectors (d = 768)", "seconds (2 CPU cores)",
+           "Principal scene components: fast vs literal Algorithm 1", path)
 
 
 if __name__ == "__main__":

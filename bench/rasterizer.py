@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from plots import loglog
 
 from m3_memory.render.cpu import rasterize_cpu
 from m3_memory.render.reference import rasterize_reference
@@ -83,22 +84,11 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for version, style in (("fast", "o-"), ("reference", "x--")):
-        pts = sorted((r["N"], r["seconds"]) for r in rows if r["version"] == version and r["width"] == 320)
-        ax.loglog(*zip(*pts), style, label=f"{version}, 320x240")
-    ax.set_xlabel("Gaussians")
-    ax.set_ylabel("seconds, forward + backward (2 cores)")
-    ax.set_title("CPU rasterizers, 3 + 16 channels + depth")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    series = [(f"{version}, 320x240", style, None,
+               [(r["N"], r["seconds"]) for r in rows if r["version"] == version and r["width"] == 320])
+              for version, style in (("fast", "o-"), ("reference", "x--"))]
+    loglog(series, "Gaussians", "seconds, forward + backward (2 cores)", "CPU rasterizers, 3 + 16 channels + depth",
+           path)
 
 
 if __name__ == "__main__":
