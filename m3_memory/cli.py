@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="m3_demo", help="output folder (default: ./m3_demo)")
     p.add_argument("--frames", type=int, default=48)
     p.set_defaults(func=cmd_demo)
+
+    # Subcommands of later stages register themselves (argparse only; heavy imports inside their handlers).
+    from m3_grasp.cli import register as register_grasp
+    from m3_memory.query.cli import register as register_query
+    from m3_memory.training.cli import register as register_build
+
+    register_build(sub)
+    register_query(sub)
+    register_grasp(sub)
     return parser
 
 
