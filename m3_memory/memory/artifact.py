@@ -6,7 +6,9 @@
 - ``memory.safetensors``: per model ``<name>.psc`` ``[t, d]`` and ``<name>.W`` ``[l, d]``.
 - ``meta.json``: format version, models (name, feature dim, query slice, PSC threshold,
   temperature, whether W was learned, checkpoint identity), scene frame, source
-  recording, training config, and SHA-256 checksums of the two data files.
+  recording, the cameras of the source views (intrinsics, size, pose, train/test split),
+  training config, and SHA-256 checksums of the two data files.
+- anything else the writer adds (``extra``), e.g. the build's ``report/`` PNGs.
 
 Written into a temporary directory beside the target and renamed into place, so a crash
 never leaves a half-written memory. Loading checks version, files and checksums.
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +84,29 @@ class ModelEntry:
 
 
 @dataclass
+class CameraView:
+    """One source view the memory was built from: OpenCV intrinsics ``K [3, 3]`` (pixels, at
+    ``width x height``), ``T_world_cam [4, 4]`` (memory frame <- OpenCV camera, metres), and
+    whether training used it (``split`` "train") or held it out ("test")."""
+
+    name: str
+    K: np.ndarray
+    width: int
+    height: int
+    T_world_cam: np.ndarray
+    split: str = "train"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "K": np.asarray(self.K, float).tolist(), "width": int(self.width),
+                "height": int(self.height), "T_world_cam": np.asarray(self.T_world_cam, float).tolist(), "split": self.split}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CameraView":
+        return cls(d["name"], np.array(d["K"], dtype=np.float64), int(d["width"]), int(d["height"]),
+                   np.array(d["T_world_cam"], dtype=np.float64), d.get("split", "train"))
+
+
+@dataclass
 class Memory:
     """A loaded memory: the Gaussians, one bank per model, and the metadata."""
 
@@ -90,6 +116,7 @@ class Memory:
     scene_frame: str = "world"
     source: str = ""
     training: dict = field(default_factory=dict)
+    cameras: list[CameraView] = field(default_factory=list)
 
     def queries_of(self, model: str) -> torch.Tensor:
         """The principal queries ``[N, l]`` of one model."""
@@ -161,8 +188,12 @@ def read_ply(path: Path) -> Gaussians:
                      queries=stack("q_"))
 
 
-def save_memory(path: str | Path, memory: Memory) -> Path:
-    """Write ``memory`` as a ``*.m3`` directory (atomically: temp dir, then rename)."""
+def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``memory`` as a ``*.m3`` directory (atomically: temp dir, then rename).
+
+    ``extra(dir)`` may add more files (reports, pictures) to the directory before it is
+    renamed into place, so they appear together with the memory or not at all.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -187,8 +218,11 @@ def save_memory(path: str | Path, memory: Memory) -> Path:
                             "threshold": m.threshold, "temperature": m.temperature,
                             "learn_projection": m.learn_projection, "checkpoint": m.checkpoint} for m in memory.models],
                 "num_gaussians": len(memory.gaussians), "scene_frame": memory.scene_frame, "source": memory.source,
-                "training": memory.training, "checksums": {PLY: _sha256(tmp / PLY), TENSORS: _sha256(tmp / TENSORS)}}
+                "training": memory.training, "cameras": [c.to_json() for c in memory.cameras],
+                "checksums": {PLY: _sha256(tmp / PLY), TENSORS: _sha256(tmp / TENSORS)}}
         (tmp / META).write_text(json.dumps(meta, indent=1))
+        if extra is not None:
+            extra(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
             os.replace(path, old / path.name)
@@ -236,5 +270,9 @@ def load_memory(path: str | Path) -> Memory:
         banks[entry.name] = MemoryBank(entry.name, tensors[f"{entry.name}.psc"], tensors[f"{entry.name}.W"],
                                        entry.temperature, entry.learn_projection)
         models.append(entry)
+    try:
+        cameras = [CameraView.from_json(c) for c in meta.get("cameras", [])]
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(path / META, f"corrupt camera list ({err})") from None
     return Memory(gaussians, banks, models, meta.get("scene_frame", "world"), meta.get("source", ""),
-                  meta.get("training", {}))
+                  meta.get("training", {}), cameras)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from m3_memory.errors import InputError
-from m3_memory.memory.artifact import FORMAT_VERSION, Gaussians, Memory, ModelEntry, load_memory, save_memory
+from m3_memory.memory.artifact import FORMAT_VERSION, CameraView, Gaussians, Memory, ModelEntry, load_memory, save_memory
 from m3_memory.memory.attention import MemoryBank
 
 
@@ -17,7 +17,9 @@ def make_memory(n=200, seed=0):
     banks = {"clip": MemoryBank.create("clip", r(30, 64), 16), "dinov2": MemoryBank.create("dinov2", r(20, 32), 32)}
     models = [ModelEntry("clip", 64, (0, 16), 0.8, 0.05, False, "fixture"),
               ModelEntry("dinov2", 32, (16, 48), 0.75, 0.05, False, "vit_small")]
-    return Memory(gaussians, banks, models, source="synthetic", training={"iterations": 10})
+    K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
+    cameras = [CameraView("f0", K, 160, 120, np.eye(4)), CameraView("f8", K, 160, 120, np.eye(4), "test")]
+    return Memory(gaussians, banks, models, source="synthetic", training={"iterations": 10}, cameras=cameras)
 
 
 def test_round_trip(tmp_path):
@@ -31,6 +33,24 @@ def test_round_trip(tmp_path):
         torch.testing.assert_close(back.banks[name].W, bank.W)
     assert back.models == mem.models and back.training == {"iterations": 10}
     torch.testing.assert_close(back.queries_of("dinov2"), mem.gaussians.queries[:, 16:48])
+    assert [(c.name, c.split, c.width) for c in back.cameras] == [("f0", "train", 160), ("f8", "test", 160)]
+    np.testing.assert_array_equal(back.cameras[0].K, mem.cameras[0].K)
+
+
+def test_extra_files_arrive_with_the_memory(tmp_path):
+    def extra(d):
+        (d / "report").mkdir()
+        (d / "report" / "note.txt").write_text("hello")
+
+    path = save_memory(tmp_path / "scene.m3", make_memory(), extra=extra)
+    assert (path / "report" / "note.txt").read_text() == "hello"
+
+    def failing(d):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_memory(tmp_path / "other.m3", make_memory(), extra=failing)
+    assert not (tmp_path / "other.m3").exists() and list(tmp_path.glob(".other*")) == []
 
 
 def test_standard_readers_open_the_ply(tmp_path):
