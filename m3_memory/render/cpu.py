@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from m3_memory.render.reference import ALPHA_MIN, project
+from m3_memory.render.reference import ALPHA_MIN, project, record_info
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "composite.cpp"
 MAX_EXTENT = 3.33  # sigmas
@@ -95,14 +95,15 @@ class _Composite(torch.autograd.Function):
 
 def rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                   colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                  near: float = 0.01, far: float = 1e10, eps2d: float = 0.3, expected_depth: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  near: float = 0.01, far: float = 1e10, eps2d: float = 0.3, expected_depth: bool = True,
+                  info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Same arguments and outputs as :func:`~m3_memory.render.reference.rasterize_reference`
     (colors [H, W, D (+1 expected depth)], alphas [H, W, 1]); float32 results on the CPU."""
     if library() is None:
         raise RuntimeError("no C++ compiler (g++) found for the fast CPU rasterizer; use rasterize_reference")
     means2d, conics, depths, valid = project(means.float(), quats.float(), scales.float(), viewmat.float(), K.float(),
                                              width, height, near, far, eps2d)
+    record_info(info, means2d, conics, valid, width, height)
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
     order = order[valid[order]]  # front to back, culled ones dropped
     con = conics[order]

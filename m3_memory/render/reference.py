@@ -76,16 +76,36 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, view
     return means2d, conics, z, valid
 
 
+def record_info(info: dict | None, means2d: torch.Tensor, conics: torch.Tensor, valid: torch.Tensor,
+                width: int, height: int) -> None:
+    """Fill ``info`` (when given) with what densification needs: ``means2d`` [N, 2] px (its
+    ``.grad`` is kept after backward) and ``visible`` [N] bool (in front of the camera with its
+    3-sigma ellipse overlapping the image)."""
+    if info is None:
+        return
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    with torch.no_grad():
+        det = (conics[:, 0, 0] * conics[:, 1, 1] - conics[:, 0, 1] ** 2).clamp_min(1e-20)
+        radius = 3 * torch.sqrt(torch.maximum(conics[:, 0, 0], conics[:, 1, 1]) / det)  # px, >= the major axis
+        inside = ((means2d[:, 0] + radius > 0) & (means2d[:, 0] - radius < width)
+                  & (means2d[:, 1] + radius > 0) & (means2d[:, 1] - radius < height))
+    info["means2d"] = means2d
+    info["visible"] = valid & inside
+
+
 def rasterize_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                         colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                         near: float = 0.01, far: float = 1e10, eps2d: float = 0.3, expected_depth: bool = True,
-                        pixel_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                        pixel_chunk: int = 4096, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Render one camera: (colors [H, W, D (+1 expected depth)], alphas [H, W, 1]).
 
     means [N, 3] world, quats [N, 4] wxyz, scales [N, 3] m, opacities [N] in [0, 1],
     colors [N, D]; viewmat [4, 4] world-to-camera; K [3, 3] in gsplat's pixel convention.
+    ``info``: see :func:`record_info`.
     """
     means2d, conics, depths, valid = project(means, quats, scales, viewmat, K, width, height, near, far, eps2d)
+    record_info(info, means2d, conics, valid, width, height)
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
     order = order[valid[order]]  # front to back, culled ones dropped
     m2, con, dep, op = means2d[order], conics[order], depths[order], opacities[order]
