@@ -1,0 +1,61 @@
+"""Where the robot description lives and the numbers of ``config/robot.yaml``.
+
+The URDF (``urdf/b1_z1.urdf``) is the one source of kinematics; ``config/robot.yaml``
+documents its mount offsets and adds the stance height and the safety margins.
+Both are found beside the package (source checkout) or in the ament share directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from m3_memory.conventions import make_T
+from m3_memory.errors import InputError
+
+
+def _share_file(relative: str) -> Path:
+    """``relative`` (e.g. "urdf/b1_z1.urdf") in the source tree, else in share/m3_memory."""
+    for root in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "m3_memory"):
+        if (root / relative).is_file():
+            return root / relative
+    raise InputError(relative, "not found beside the m3_grasp package nor in share/m3_memory")
+
+
+def default_urdf() -> Path:
+    return _share_file("urdf/b1_z1.urdf")
+
+
+def default_robot_yaml() -> Path:
+    return _share_file("config/robot.yaml")
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """Stance and safety margins (metres, radians, fractions)."""
+
+    base_height: float = 0.55  # base_link above the floor when standing
+    position_margin: float = 0.01  # rad inside each joint limit
+    velocity_fraction: float = 0.5  # of the URDF velocity limit
+    floor_clearance: float = 0.05
+    body_clearance: float = 0.04
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> RobotConfig:
+        path = Path(path) if path is not None else default_robot_yaml()
+        try:
+            robot = yaml.safe_load(path.read_text())["robot"]
+            return cls(base_height=float(robot["base_height"]), **{k: float(v) for k, v in robot["safety"].items()})
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            raise InputError(path, f"not a robot config ({type(err).__name__}: {err})") from err
+
+
+def T_world_base(x: float, y: float, yaw: float, height: float) -> np.ndarray:
+    """Pose [4, 4] of base_link (B1 trunk centre) standing at (x, y) metres with heading
+    ``yaw`` radians in the memory's world frame (z up), trunk ``height`` above the floor."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return make_T(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), [x, y, height])

@@ -1,0 +1,71 @@
+"""Fixtures: the arm model, the synthetic tabletop as points, and a memory made of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from m3_grasp.kinematics import Z1Kinematics
+from m3_grasp.robot import RobotConfig
+from m3_memory.memory.artifact import Gaussians, Memory, ModelEntry, save_memory
+from m3_memory.memory.attention import MemoryBank
+from m3_memory.synth.scene import tabletop_objects
+
+
+def sample_surface(parts, spacing: float, rng: np.random.Generator) -> np.ndarray:
+    """Points [N, 3] uniformly on the meshes of ``parts``, about one per spacing^2 of area."""
+    out = []
+    for part in parts:
+        v, f = np.asarray(part.mesh.vertices), np.asarray(part.mesh.triangles)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        area = np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2
+        n = max(int(area.sum() / spacing**2), 10)
+        k = rng.choice(len(f), n, p=area / area.sum())
+        s, r = np.sqrt(rng.random(n))[:, None], rng.random(n)[:, None]
+        out.append(a[k] * (1 - s) + b[k] * (s * (1 - r)) + c[k] * (s * r))
+    return np.concatenate(out)
+
+
+@dataclass
+class DuckScene:
+    duck_center: np.ndarray  # [3] world, the duck's bounding-box centre (m3_memory.synth.scene)
+    duck: np.ndarray  # [M, 3] points on the duck
+    scene: np.ndarray  # [K, 3] points on everything (table, legs, floor near it, all objects)
+
+
+@pytest.fixture(scope="session")
+def kin() -> Z1Kinematics:
+    return Z1Kinematics.from_urdf()
+
+
+@pytest.fixture(scope="session")
+def robot() -> RobotConfig:
+    return RobotConfig.load()
+
+
+@pytest.fixture(scope="session")
+def duck_scene() -> DuckScene:
+    rng = np.random.default_rng(0)
+    objects, background = tabletop_objects(0)
+    duck = next(o for o in objects if o.name == "yellow bath duck")
+    table_and_legs = sample_surface(background[:5], 0.01, rng)
+    floor = sample_surface(background[5:], 0.03, rng)
+    floor = floor[np.abs(floor[:, :2]).max(1) < 1.5]
+    things = [sample_surface(o.parts, 0.006, rng) for o in objects]
+    return DuckScene(duck.center, sample_surface(duck.parts, 0.004, rng), np.concatenate([table_and_legs, floor, *things]))
+
+
+@pytest.fixture(scope="session")
+def scene_memory(tmp_path_factory, duck_scene):
+    """A *.m3 memory whose Gaussians sit on the synthetic scene's surfaces (queries unused)."""
+    means = torch.tensor(duck_scene.scene, dtype=torch.float32)
+    n = len(means)
+    gaussians = Gaussians(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                          log_scales=torch.full((n, 3), float(np.log(0.005))), opacity_logits=torch.full((n,), 4.0),
+                          sh_dc=torch.zeros(n, 3), sh_rest=torch.zeros(n, 0, 3), queries=torch.zeros(n, 2))
+    bank = MemoryBank("clip", torch.eye(2, 4), torch.eye(2, 4))
+    memory = Memory(gaussians, {"clip": bank}, [ModelEntry("clip", 4, (0, 2), 0.8, 0.05, False, "none")])
+    return save_memory(tmp_path_factory.mktemp("memory") / "table.m3", memory)
