@@ -7,6 +7,7 @@ tool centre point (``z1_ee_link`` hangs on the gripper stator), so it is kept ou
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +98,16 @@ class Z1Kinematics:
         if not path.is_file():
             raise InputError(path, "URDF file not found")
         try:
+            links = {link.get("name") for link in ET.parse(path).getroot().iter("link")}
+        except ET.ParseError as err:
+            raise InputError(path, f"URDF is not XML ({err})") from err
+        for name in REQUIRED_FRAMES:
+            if name not in links:
+                raise InputError(path, f"URDF has no link '{name}' (the B1/Z1 chain needs {', '.join(REQUIRED_FRAMES)})")
+        try:
             full = pin.buildModelFromUrdf(str(path))
         except (RuntimeError, ValueError) as err:
             raise InputError(path, f"URDF does not parse: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-        for name in REQUIRED_FRAMES:
-            if not full.existFrame(name):
-                raise InputError(path, f"URDF has no link '{name}' (the B1/Z1 chain needs {', '.join(REQUIRED_FRAMES)})")
         base = full.frames[full.getFrameId(BASE_FRAME)]
         if base.parentJoint != 0 or not base.placement.isIdentity():
             raise InputError(path, f"URDF root link must be '{BASE_FRAME}'")

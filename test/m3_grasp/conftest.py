@@ -65,7 +65,7 @@ def scene_memory(tmp_path_factory, duck_scene):
     n = len(means)
     gaussians = Gaussians(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
                           log_scales=torch.full((n, 3), float(np.log(0.005))), opacity_logits=torch.full((n,), 4.0),
-                          sh_dc=torch.zeros(n, 3), sh_rest=torch.zeros(n, 0, 3), queries=torch.zeros(n, 2))
+                          sh_dc=torch.zeros(n, 3), sh_rest=torch.zeros(n, 1, 3), queries=torch.zeros(n, 2))
     bank = MemoryBank("clip", torch.eye(2, 4), torch.eye(2, 4))
     memory = Memory(gaussians, {"clip": bank}, [ModelEntry("clip", 4, (0, 2), 0.8, 0.05, False, "none")])
     return save_memory(tmp_path_factory.mktemp("memory") / "table.m3", memory)

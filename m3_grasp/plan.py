@@ -1,0 +1,327 @@
+"""Grasp planning: target + object points + scene points (world) -> a checked arm trajectory.
+
+``plan_grasp`` ranks grasp candidates (m3_grasp.candidates), then keeps the first one the arm
+reaches without touching the scene: start -> pre-grasp (joint move, gripper closed), open,
+pre-grasp -> grasp (straight line along the approach), close, grasp -> lift (straight up).
+Every configuration comes from IK verified by FK (< 1 mm, < 1 deg); the whole command
+sequence passes the safety check. When no grasp is reachable from where the B1 stands, the
+plan proposes a base displacement that makes one reachable.
+Frames: world = the memory's (z up, floor at z = 0); base = base_link (B1 trunk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from m3_grasp.candidates import GraspCandidate, grasp_candidates
+from m3_grasp.collision import Obstacles, gripper_boxes
+from m3_grasp.kinematics import Z1Kinematics
+from m3_grasp.robot import RobotConfig
+from m3_grasp.safety import SafetyError, check_command, trunk_half_extents
+from m3_memory.conventions import invert_T
+from m3_memory.errors import InputError
+
+
+@dataclass
+class GraspConfig:
+    """Planner settings (metres, radians, seconds)."""
+
+    max_tilt: float = np.deg2rad(45.0)  # approach within this of straight down
+    clearance: float = 0.005  # jaw-to-object gap on each side when open
+    squeeze: float = 0.01  # commanded closing beyond the object's width
+    pre_grasp: float = 0.10  # back along the approach
+    lift: float = 0.10  # straight up after closing
+    object_radius: float = 0.10  # object points farther from the target are ignored
+    arm_clearance: float = 0.005  # arm capsules to any point
+    max_candidates: int = 40  # tried with IK, best first
+    q_start: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # Z1 rest (folded) pose
+    dt: float = 0.02  # trajectory sample period
+    max_base_move: float = 1.0  # farthest base displacement proposed (towards the target: at least its distance); 0: none
+    seed: int = 0
+
+
+@dataclass
+class GraspPlan:
+    """A grasp plan. q_trajectory [T, 6] and gripper [T] (rad) are sampled every ``dt`` s;
+    waypoints hold tool poses T_world_ee [4, 4] (pre_grasp, grasp, lift). base_move [3] =
+    (dx, dy, dyaw) of base_link in the world frame that would make the target reachable."""
+
+    found: bool
+    message: str
+    T_world_base: np.ndarray
+    T_world_grasp: np.ndarray | None = None
+    width: float = 0.0
+    open_width: float = 0.0
+    kind: str = ""
+    waypoints: dict[str, np.ndarray] = field(default_factory=dict)
+    q_waypoints: dict[str, np.ndarray] = field(default_factory=dict)
+    q_trajectory: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+    gripper: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dt: float = 0.02
+    base_move: np.ndarray | None = None
+
+    @property
+    def duration(self) -> float:
+        return len(self.q_trajectory) * self.dt
+
+    def lines(self) -> list[str]:
+        if not self.found:
+            return [f"no grasp: {self.message}"]
+        p = self.T_world_grasp[:3, 3]
+        out = [f"grasp ({self.kind}) at [{p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f}] m (world), object width "
+               f"{self.width * 1000:.0f} mm, opening {self.open_width * 1000:.0f} mm",
+               f"trajectory: {len(self.q_trajectory)} samples every {self.dt * 1000:.0f} ms ({self.duration:.1f} s)"]
+        out += [f"  {name:9s} q = [{', '.join(f'{v:+.3f}' for v in q)}] rad" for name, q in self.q_waypoints.items()]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"found": self.found, "message": self.message, "kind": self.kind, "width_m": self.width,
+                "open_width_m": self.open_width, "dt_s": self.dt, "duration_s": self.duration,
+                "T_world_base": self.T_world_base.tolist(),
+                "T_world_grasp": None if self.T_world_grasp is None else self.T_world_grasp.tolist(),
+                "waypoints": {k: v.tolist() for k, v in self.waypoints.items()},
+                "q_waypoints": {k: v.tolist() for k, v in self.q_waypoints.items()},
+                "base_move": None if self.base_move is None else self.base_move.tolist()}
+
+
+def _validated_points(points, what: str) -> np.ndarray:
+    p = np.asarray(points if points is not None else np.zeros((0, 3)), dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise InputError(what, f"must be [N, 3] points (metres, world), got shape {list(p.shape)}")
+    return p[np.all(np.isfinite(p), axis=1)]
+
+
+def support_height(target: np.ndarray, scene_points: np.ndarray) -> float | None:
+    """Height (m) of the surface around ``target``: the top of the highest 1 cm height band
+    holding at least 20 % of the scene points 8-15 cm from it horizontally (a table top,
+    not the odd taller object beside the target), or None when there is no such band."""
+    d = np.linalg.norm(scene_points[:, :2] - target[:2], axis=1)
+    z = scene_points[(d > 0.08) & (d < 0.15), 2]
+    if len(z) < 20:
+        return None
+    counts, edges = np.histogram(z, bins=np.arange(z.min(), z.max() + 0.02, 0.01))
+    dense = np.flatnonzero(counts >= 0.2 * len(z))
+    return float(z[z <= edges[dense[-1] + 1]].max()) if len(dense) else None
+
+
+def _timed(path: np.ndarray, g_from: float, g_to: float, kin: Z1Kinematics, config: GraspConfig,
+           robot: RobotConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Sample a joint path [n, 6] (uniform path parameter) with quintic time scaling, the
+    gripper moving from g_from to g_to rad; slowest joint at 90 % of the safety limit."""
+    ds = 1.0 / max(len(path) - 1, 1)
+    rates = np.abs(np.diff(path, axis=0)).max(0) / ds if len(path) > 1 else np.zeros(6)  # [6] rad per unit path
+    limit = robot.velocity_fraction * 0.9
+    duration = 1.875 * max(float((rates / (kin.velocity * limit)).max()),
+                           abs(g_to - g_from) / (kin.gripper.velocity * limit))
+    n = max(int(np.ceil(max(duration, 0.2) / config.dt)), 1)
+    tau = np.arange(1, n + 1) / n
+    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5  # [n] in (0, 1]
+    grid = np.linspace(0.0, 1.0, len(path))
+    q = np.column_stack([np.interp(s, grid, path[:, j]) for j in range(6)])
+    return q, g_from + s * (g_to - g_from)
+
+
+class _Attempt:
+    """IK and collision checks of one candidate from one base pose."""
+
+    def __init__(self, kin: Z1Kinematics, T_base_world: np.ndarray, scene: Obstacles, obj: Obstacles,
+                 config: GraspConfig):
+        self.kin, self.T_base_world, self.scene, self.obj, self.config = kin, T_base_world, scene, obj, config
+        self.reach_miss = np.inf  # m, smallest IK position error seen on unreachable grasps
+        self.collided = 0
+
+    def _ik(self, T_world_ee: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
+        T = self.T_base_world @ T_world_ee
+        excess = self.kin.reach_excess(T)
+        if excess > 0:
+            self.reach_miss = min(self.reach_miss, excess)
+            return None
+        result = self.kin.ik(T, seeds=[seed], n_random=2, rng=np.random.default_rng(self.config.seed), max_iter=60)
+        if not result.success:
+            self.reach_miss = min(self.reach_miss, result.position_error)
+        return result.q if result.success else None
+
+    def _line(self, T_from: np.ndarray, T_to: np.ndarray, q_from: np.ndarray) -> np.ndarray | None:
+        """IK along the straight tool path T_from -> T_to (same orientation), 1 cm steps."""
+        n = max(int(np.ceil(np.linalg.norm(T_to[:3, 3] - T_from[:3, 3]) / 0.01)), 1)
+        qs, q = [q_from], q_from
+        for s in np.arange(1, n + 1) / n:
+            T = T_from.copy()
+            T[:3, 3] = (1 - s) * T_from[:3, 3] + s * T_to[:3, 3]
+            q = self._ik(T, q)
+            if q is None or np.abs(q - qs[-1]).max() > 0.3:  # no branch jumps along a line
+                return None
+            qs.append(q)
+        return np.array(qs)
+
+    def _free(self, path: np.ndarray, width: float | None, with_object: bool) -> bool:
+        """Arm (and, if width is given, gripper open to it) clear of the scene (and object)."""
+        fine = [path[0]]
+        for a, b in zip(path[:-1], path[1:]):
+            k = max(int(np.ceil(np.abs(b - a).max() / 0.05)), 1)
+            fine += [a + (b - a) * s for s in np.arange(1, k + 1) / k]
+        for q in fine:
+            for obstacles in (self.scene, self.obj) if with_object else (self.scene,):
+                if obstacles.arm_clearance(self.kin, q) < self.config.arm_clearance:
+                    return False
+            if width is not None:
+                boxes = gripper_boxes(width, self.kin.gripper.jaw_reach)
+                T = self.kin.fk(q)
+                if self.scene.points_in_boxes(T, boxes) or (with_object and self.obj.points_in_boxes(T, boxes)):
+                    return False
+        return True
+
+    def run(self, c: GraspCandidate, q_start: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Joint paths of the stages (start -> pre-grasp, pre-grasp -> grasp, grasp -> lift) or None."""
+        T_grasp = c.T_world_ee
+        T_pre = T_grasp.copy()
+        T_pre[:3, 3] -= self.config.pre_grasp * T_grasp[:3, 0]
+        T_lift = T_grasp.copy()
+        T_lift[2, 3] += self.config.lift
+        q_grasp = self._ik(T_grasp, q_start)
+        if q_grasp is None:
+            return None
+        approach = self._line(T_grasp, T_pre, q_grasp)  # computed backwards from the grasp
+        lift = self._line(T_grasp, T_lift, q_grasp) if approach is not None else None
+        if lift is None:
+            return None
+        stages = {"to_pre_grasp": np.array([q_start, approach[-1]]), "approach": approach[::-1], "lift": lift}
+        if not (self._free(stages["to_pre_grasp"], 0.0, True) and self._free(stages["approach"], c.open_width, True)
+                and self._free(stages["lift"], max(c.width - self.config.squeeze, 0.0), False)):
+            self.collided += 1
+            return None
+        return stages
+
+
+def _diverse(candidates: list[GraspCandidate]) -> list[GraspCandidate]:
+    """The best candidate of each approach sector (tilt in 0.2 rad rings, azimuth in 45 degree
+    sectors) first, in score order, then the rest: IK meets every kind of approach early."""
+    seen, first, rest = set(), [], []
+    for c in candidates:
+        a = c.T_world_ee[:3, 0]
+        key = (round(c.tilt / 0.2), round(np.arctan2(a[1], a[0]) / (np.pi / 4)) % 8 if c.tilt > 0.1 else 0)
+        (rest if key in seen else first).append(c)
+        seen.add(key)
+    return first + rest
+
+
+def _body_hits_scene(T_world_base: np.ndarray, scene_world: np.ndarray, kin: Z1Kinematics) -> bool:
+    local = (scene_world - T_world_base[:3, 3]) @ T_world_base[:3, :3]
+    return bool(np.all(np.abs(local) <= trunk_half_extents(kin.urdf) + 0.02, axis=1).any())
+
+
+def _search(candidates: list[GraspCandidate], T_world_base: np.ndarray, scene_world: np.ndarray,
+            object_world: np.ndarray, kin: Z1Kinematics, config: GraspConfig):
+    """First candidate the arm executes from this base pose: (candidate, stages) or (None, attempt)."""
+    T_base_world = invert_T(T_world_base)
+
+    def to_base(p):  # [N, 3] world -> base
+        return p @ T_base_world[:3, :3].T + T_base_world[:3, 3]
+
+    attempt = _Attempt(kin, T_base_world, Obstacles(to_base(scene_world)), Obstacles(to_base(object_world)), config)
+    q_start = np.asarray(config.q_start, dtype=np.float64)
+    for c in candidates[: config.max_candidates]:
+        stages = attempt.run(c, q_start)
+        if stages is not None:
+            return c, stages
+    return None, attempt
+
+
+def _base_move(candidates, T_world_base, target, scene_world, object_world, kin, config) -> np.ndarray | None:
+    """Smallest horizontal displacement (dx, dy, 0), in 5 cm steps along the line from the arm
+    base to the target (either way), after which a candidate is executable: a quick test that
+    some candidate's wrist is within the arm's reach, then the full search."""
+    arm_base = (T_world_base @ kin.T_base_armbase)[:3, 3]
+    u = np.append(target[:2] - arm_base[:2], 0.0)
+    distance = float(np.linalg.norm(u))
+    u = u / distance if distance > 1e-6 else T_world_base[:3, 0] * [1, 1, 0]
+    farthest = max(config.max_base_move, distance)
+    for step in sorted(np.arange(-config.max_base_move, farthest + 1e-9, 0.05), key=abs):
+        moved = T_world_base.copy()
+        moved[:3, 3] += step * u
+        if abs(step) < 1e-9 or _body_hits_scene(moved, scene_world, kin):
+            continue
+        T_base_world = invert_T(moved)
+        if all(kin.reach_excess(T_base_world @ c.T_world_ee) > 0 for c in candidates[: config.max_candidates]):
+            continue
+        if _search(candidates, moved, scene_world, object_world, kin, config)[0] is not None:
+            return np.array([*(step * u[:2]), 0.0])
+    return None
+
+
+def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarray, config: GraspConfig = GraspConfig(),
+               kin: Z1Kinematics | None = None, robot: RobotConfig | None = None) -> GraspPlan:
+    """Plan a grasp of the object at ``target_world`` [3] from its points [M, 3], avoiding the
+    scene points [K, 3] (world frame, metres; scene points near the object are its own and are
+    not obstacles), with the B1 trunk at T_world_base [4, 4].
+
+    Raises InputError for a target that is not 3 finite numbers, lies below the surface it
+    should stand on (inside or under the table), or has no object points near it. Returns a
+    plan with ``found=False`` (and a base move when walking would help) when nothing is
+    reachable or collision-free.
+    """
+    target = np.asarray(target_world, dtype=np.float64).reshape(-1)
+    if target.shape != (3,) or not np.all(np.isfinite(target)):
+        raise InputError("target", f"must be 3 finite numbers x, y, z (metres, world), got {np.asarray(target_world).tolist()}")
+    robot = robot or RobotConfig.load()
+    kin = kin or Z1Kinematics.from_urdf(position_margin=robot.position_margin)
+    scene = _validated_points(scene_points, "scene points")
+    obj = _validated_points(object_points, "object points")
+    obj = obj[np.linalg.norm(obj - target, axis=1) <= config.object_radius]
+    if len(obj) < 5:
+        raise InputError("object points", f"fewer than 5 within {config.object_radius:.2f} m of the target {target.round(3).tolist()}")
+    if len(scene):  # the object's own points are not obstacles
+        scene = scene[cKDTree(obj).query(scene, distance_upper_bound=0.01)[0] > 0.01]
+        support = support_height(target, scene)
+        if support is not None and target[2] < support - 0.005:
+            raise InputError("target", f"{target.round(3).tolist()} lies {support - target[2]:.3f} m below the surface "
+                             f"around it (z = {support:.3f} m): inside or under the table")
+        scene = scene[np.linalg.norm(scene - (T_world_base @ kin.T_base_armbase)[:3, 3], axis=1) < 1.5]
+    if _body_hits_scene(T_world_base, scene, kin):
+        raise InputError("base pose", "the B1 trunk at this base pose intersects the scene points")
+    candidates = _diverse(grasp_candidates(target, obj, scene, kin.gripper.max_width, kin.gripper.jaw_reach,
+                                           config.max_tilt, config.clearance, seed=config.seed))
+    if not candidates:
+        return GraspPlan(False, f"no grasp fits the object: opening over {kin.gripper.max_width * 1000:.0f} mm, "
+                                "no jaw contact, or palm/fingers hit the scene", T_world_base)
+    best, stages = _search(candidates, T_world_base, scene, obj, kin, config)
+    if best is None:
+        attempt = stages
+        if attempt.collided and not np.isfinite(attempt.reach_miss):
+            return GraspPlan(False, f"all {attempt.collided} reachable grasps collide with the scene", T_world_base)
+        move = _base_move(candidates, T_world_base, target, scene, obj, kin, config) if config.max_base_move > 0 else None
+        miss = f"out of reach by {attempt.reach_miss:.3f} m from this base pose"
+        if move is None:
+            return GraspPlan(False, f"{miss}; no base move along the line to the target helps", T_world_base)
+        return GraspPlan(False, f"{miss}; walk the B1 by dx={move[0]:+.2f} m, dy={move[1]:+.2f} m (world) "
+                                f"({np.linalg.norm(move[:2]):.2f} m) to reach it", T_world_base, base_move=move)
+    return _assemble(best, stages, T_world_base, kin, config, robot)
+
+
+def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np.ndarray, kin: Z1Kinematics,
+              config: GraspConfig, robot: RobotConfig) -> GraspPlan:
+    """Time the stages into one command sequence and pass it through the safety check."""
+    g_open, g_closed = kin.gripper.angle(c.open_width), kin.gripper.angle(max(c.width - config.squeeze, 0.0))
+    pre, grasp = stages["approach"][0], stages["approach"][-1]
+    pieces = [_timed(stages["to_pre_grasp"], 0.0, 0.0, kin, config, robot),
+              _timed(pre[None], 0.0, g_open, kin, config, robot),
+              _timed(stages["approach"], g_open, g_open, kin, config, robot),
+              _timed(grasp[None], g_open, g_closed, kin, config, robot),
+              _timed(stages["lift"], g_closed, g_closed, kin, config, robot)]
+    q = np.concatenate([np.asarray(config.q_start, dtype=np.float64)[None]] + [p[0] for p in pieces])
+    g = np.concatenate([[0.0]] + [p[1] for p in pieces])
+    T_pre = c.T_world_ee.copy()
+    T_pre[:3, 3] -= config.pre_grasp * c.T_world_ee[:3, 0]
+    T_lift = c.T_world_ee.copy()
+    T_lift[2, 3] += config.lift
+    plan = GraspPlan(True, "ok", T_world_base, c.T_world_ee, c.width, c.open_width, c.kind,
+                     {"pre_grasp": T_pre, "grasp": c.T_world_ee, "lift": T_lift},
+                     {"start": q[0], "pre_grasp": pre, "grasp": grasp, "lift": stages["lift"][-1]}, q, g, config.dt)
+    try:
+        check_command(kin, q, g, config.dt, T_world_base, robot)
+    except SafetyError as err:
+        return GraspPlan(False, f"planned trajectory refused by the safety check ({err.problem})", T_world_base)
+    return plan

@@ -1,0 +1,94 @@
+"""Arm command limits, enforced in one place: every backend passes its commands through
+:func:`check_command` before anything moves, and refuses them with a one-line reason.
+
+Checked per command sample: joint positions within the URDF limits, joint and gripper
+speeds within ``velocity_fraction`` of the URDF velocity limits, and the workspace: every
+arm frame from the elbow on and the tool centre point stay ``floor_clearance`` above the
+floor and ``body_clearance`` outside the B1 trunk box (base_link's collision box).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from m3_grasp.kinematics import ARM_JOINTS, BASE_FRAME, CHAIN_FRAMES, GRIPPER_JOINT, Z1Kinematics
+from m3_grasp.robot import RobotConfig
+from m3_memory.errors import InputError
+
+WORKSPACE_FRAMES = CHAIN_FRAMES[3:]  # z1_link03 (elbow) .. z1_ee_link; the shoulder sits on the mount
+
+
+class SafetyError(InputError):
+    """A command refused by :func:`check_command`; ``str()`` is one line: ``safety: <reason>``."""
+
+    def __init__(self, problem: str):
+        super().__init__("safety", problem)
+
+
+@dataclass
+class CommandCheck:
+    """What :func:`check_command` measured on an accepted command sequence."""
+
+    samples: int
+    peak_speed_fraction: float  # max |qd| / URDF limit over joints and samples
+    min_floor_clearance: float  # m
+    min_body_clearance: float  # m
+
+
+@lru_cache(maxsize=4)
+def trunk_half_extents(urdf: Path) -> np.ndarray:
+    """Half sizes [3] (m) of base_link's collision box in the URDF."""
+    for link in ET.parse(urdf).getroot().iter("link"):
+        box = link.find("collision/geometry/box")
+        if link.get("name") == BASE_FRAME and box is not None:
+            return np.array([float(v) for v in box.get("size").split()]) / 2
+    raise InputError(urdf, f"link '{BASE_FRAME}' has no collision box (the B1 trunk, needed by the safety check)")
+
+
+def check_command(kin: Z1Kinematics, q: np.ndarray, gripper: np.ndarray, dt: float, T_world_base: np.ndarray,
+                  config: RobotConfig = RobotConfig()) -> CommandCheck:
+    """Accept or refuse a command sequence: q [T, 6] arm joint angles (rad), gripper [T] joint
+    angles (rad), one sample every ``dt`` seconds, with the B1 trunk at T_world_base [4, 4]
+    (world z up, floor at z = 0). Raises SafetyError naming the first violation."""
+    q = np.asarray(q, dtype=np.float64)
+    gripper = np.asarray(gripper, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 6 or len(q) == 0 or gripper.shape != (len(q),):
+        raise SafetyError(f"commands must be q [T, 6] and gripper [T], got {list(q.shape)} and {list(gripper.shape)}")
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(gripper)) and np.isfinite(dt) and dt > 0):
+        raise SafetyError("commands contain NaN or infinity, or the time step is not positive")
+    names = (*ARM_JOINTS, GRIPPER_JOINT)
+    values = np.column_stack([q, gripper])  # [T, 7]
+    lower = np.append(kin.lower, kin.gripper.lower) - 1e-9
+    upper = np.append(kin.upper, kin.gripper.upper) + 1e-9
+    bad = np.argwhere((values < lower) | (values > upper))
+    if len(bad):
+        t, j = bad[0]
+        raise SafetyError(f"command {t}: {names[j]} = {values[t, j]:.3f} rad outside its limits "
+                          f"[{lower[j]:.3f}, {upper[j]:.3f}]")
+    limit = np.append(kin.velocity, kin.gripper.velocity) * config.velocity_fraction  # [7] rad/s
+    speed = np.abs(np.diff(values, axis=0)) / dt if len(values) > 1 else np.zeros((1, 7))
+    bad = np.argwhere(speed > limit + 1e-9)
+    if len(bad):
+        t, j = bad[0]
+        raise SafetyError(f"command {t} -> {t + 1}: {names[j]} at {speed[t, j]:.2f} rad/s, limit {limit[j]:.2f} rad/s "
+                          f"({config.velocity_fraction:.0%} of the URDF's)")
+    half = trunk_half_extents(kin.urdf)
+    floor_min, body_min = np.inf, np.inf
+    for t, qt in enumerate(q):
+        p = kin.chain_points(qt)[3:]  # [F, 3] base_link, WORKSPACE_FRAMES
+        floor = (p @ T_world_base[:3, :3].T + T_world_base[:3, 3])[:, 2]
+        body = np.linalg.norm(np.maximum(np.abs(p) - half, 0.0), axis=1)
+        for values_t, minimum, what in ((floor, config.floor_clearance, "above the floor"),
+                                        (body, config.body_clearance, "from the B1 trunk")):
+            k = int(np.argmin(values_t))
+            if values_t[k] < minimum:
+                raise SafetyError(f"command {t}: {WORKSPACE_FRAMES[k]} {values_t[k]:.3f} m {what} "
+                                  f"(workspace limit {minimum:.3f} m)")
+        floor_min, body_min = min(floor_min, float(floor.min())), min(body_min, float(body.min()))
+    fraction = float((speed / (limit / config.velocity_fraction)).max())
+    return CommandCheck(len(q), fraction, floor_min, body_min)
