@@ -1,9 +1,88 @@
-"""Subcommand registration (argparse only; the handler imports the heavy modules)."""
+"""``m3 grasp MEMORY TEXT``: query -> target -> grasp plan -> backend (argparse only here;
+the handler imports the heavy modules)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from m3_memory.errors import InputError
+
+
+def _floats(text: str, n: int, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise InputError(what, f"expected {n} comma-separated numbers, got '{text}'")
+    return values
+
+
+def _read_points(path: str):
+    import numpy as np
+    import open3d as o3d
+
+    if not Path(path).is_file():
+        raise InputError(path, "point cloud file not found")
+    points = np.asarray(o3d.io.read_point_cloud(path).points)
+    if len(points) == 0:
+        raise InputError(path, "no points read (expected a PLY/PCD point cloud, world frame, metres)")
+    return points
+
+
+def cmd_grasp(args: argparse.Namespace) -> int:
+    from m3_grasp.run import DEFAULT_BASE_POSE, memory_scene_points, run_grasp
+
+    base_pose = tuple(_floats(args.base_pose, 3, "--base-pose")) if args.base_pose else DEFAULT_BASE_POSE
+    scene = memory_scene_points(args.memory)
+    if args.target is not None:
+        target = _floats(args.target, 3, "--target")
+        if args.object_points is None:
+            raise InputError("--target", "needs --object-points (the object's points, PLY, world frame)")
+        object_points = _read_points(args.object_points)
+    else:
+        try:
+            from m3_memory.query.api import query_gaussians
+        except ImportError as err:
+            raise InputError("m3 grasp", f"the text query is not available ({err}); give --target and --object-points")
+        from m3_memory.memory.artifact import load_memory
+
+        result = query_gaussians(load_memory(args.memory), args.text)
+        if not result.found:
+            raise InputError(args.text, f"not found in {args.memory}: {result.message}")
+        target, object_points = result.point_world, result.points_world
+        print(f"'{args.text}': score {result.score:.3f}, {len(object_points)} points around "
+              f"[{', '.join(f'{v:.3f}' for v in target)}] m")
+    options = {"real_hardware": True} if args.real_hardware else {}
+    if args.backend == "sim":
+        options["animate"] = not args.no_gif
+    out = Path(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}")
+    plan, report = run_grasp(args.memory, target, object_points, scene, args.backend, out, base_pose,
+                             urdf=args.urdf, **options)
+    if args.json:
+        print(json.dumps({"plan": plan.to_dict(), "execution": report.to_dict() if report else None}, indent=1))
+    else:
+        print("\n".join(plan.lines() + (report.lines() if report else [])))
+    if report is None:
+        raise InputError("m3 grasp", plan.message)
+    return 0 if report.ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this stage's subcommands to the ``m3`` parser (none yet)."""
+    """Add ``m3 grasp`` to the ``m3`` parser."""
+    p = sub.add_parser("grasp", help="find an object in a memory, plan a Z1 grasp from the B1, run it on a backend")
+    p.add_argument("memory", help="*.m3 memory (its Gaussians are the scene the arm must not touch)")
+    p.add_argument("text", help='what to grasp, e.g. "yellow bath duck" (a label only with --target)')
+    p.add_argument("--backend", default="dry-run", help="dry-run (default), sim or unitree")
+    p.add_argument("--target", help="x,y,z of the object in the memory's world frame (metres), instead of the query")
+    p.add_argument("--object-points", help="the object's points (PLY, world frame) with --target")
+    p.add_argument("--base-pose", help="x,y,yaw of the B1 in the world frame (m, m, rad); default: at the synthetic "
+                                       "table's +y edge facing it")
+    p.add_argument("--urdf", help="robot description (default: the project's urdf/b1_z1.urdf)")
+    p.add_argument("--out", help="output folder (default: ./grasp_<memory name>)")
+    p.add_argument("--json", action="store_true", help="print the plan and execution report as JSON")
+    p.add_argument("--no-gif", action="store_true", help="sim: write the PNG only")
+    p.add_argument("--real-hardware", action="store_true", help="unitree: really move the arm")
+    p.set_defaults(func=cmd_grasp)

@@ -1,0 +1,101 @@
+"""``m3 grasp`` end to end on a memory of the synthetic tabletop; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import open3d as o3d
+import pytest
+
+from m3_grasp.robot import default_urdf
+from m3_memory.cli import main
+
+
+@pytest.fixture(scope="module")
+def duck_ply(tmp_path_factory, duck_scene):
+    path = tmp_path_factory.mktemp("duck") / "duck.ply"
+    o3d.io.write_point_cloud(str(path), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(duck_scene.duck)))
+    return path
+
+
+def target_args(duck_scene, duck_ply, target=None):
+    t = duck_scene.duck_center if target is None else target
+    return ["--target", ",".join(f"{v}" for v in t), "--object-points", str(duck_ply)]
+
+
+def test_grasp_in_sim(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    out = tmp_path / "grasp"
+    code = main(["grasp", str(scene_memory), "yellow bath duck", "--backend", "sim", "--out", str(out), "--json",
+                 "--no-gif", *target_args(duck_scene, duck_ply)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["plan"]["found"] and report["execution"]["ok"]
+    assert report["execution"]["measurements"]["grasp_centre_to_target_m"] < 0.02
+    assert (out / "plan.json").is_file() and (out / "sim.png").is_file()
+
+
+def test_dry_run_is_the_default(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    assert main(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), *target_args(duck_scene, duck_ply)]) == 0
+    assert "dry-run: recorded, nothing moved" in capsys.readouterr().out
+    assert (tmp_path / "trajectory.json").is_file()
+
+
+def bad(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m3: error: ") and "\n" not in err
+    return err
+
+
+def test_out_of_reach_says_by_how_much_and_where_to_walk(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), "--base-pose", "0.05,1.4,-1.5708",
+               *target_args(duck_scene, duck_ply)], capsys)
+    assert "out of reach by" in err and "walk the B1 by dx=" in err
+
+
+@pytest.mark.parametrize("target, needle", [("0.05,0.02,0.73", "inside or under the table"),
+                                            ("0.05,0.02,nan", "3 finite numbers"),
+                                            ("0.05,0.02", "expected 3 comma-separated numbers")])
+def test_bad_targets(scene_memory, duck_scene, duck_ply, tmp_path, capsys, target, needle):
+    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), "--target", target,
+               "--object-points", str(duck_ply)], capsys)
+    assert needle in err
+
+
+def test_urdf_missing_a_link(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    text = default_urdf().read_text()
+    broken = tmp_path / "broken.urdf"
+    broken.write_text(text.replace('<link name="lidar_link"/>', ""))
+    err = bad(["grasp", str(scene_memory), "duck", "--urdf", str(broken), "--out", str(tmp_path),
+               *target_args(duck_scene, duck_ply)], capsys)
+    assert "lidar_link" in err
+
+
+def test_unknown_backend(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    err = bad(["grasp", str(scene_memory), "duck", "--backend", "gazebo", "--out", str(tmp_path),
+               *target_args(duck_scene, duck_ply)], capsys)
+    assert "unknown backend 'gazebo'" in err
+
+
+def test_unitree_sdk_not_importable(scene_memory, duck_scene, duck_ply, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "unitree_arm_interface", None)
+    err = bad(["grasp", str(scene_memory), "duck", "--backend", "unitree", "--real-hardware", "--out", str(tmp_path),
+               *target_args(duck_scene, duck_ply)], capsys)
+    assert "unitree_arm_interface is not importable" in err
+
+
+def test_target_without_object_points(scene_memory, tmp_path, capsys):
+    err = bad(["grasp", str(scene_memory), "duck", "--target", "0.05,0.02,0.8", "--out", str(tmp_path)], capsys)
+    assert "--object-points" in err
+
+
+def test_text_query_path(scene_memory, tmp_path, capsys):
+    """Without --target the text goes to m3_memory.query.api.query_gaussians (when it exists)."""
+    try:
+        import m3_memory.query.api  # noqa: F401
+    except ImportError:
+        err = bad(["grasp", str(scene_memory), "yellow bath duck", "--out", str(tmp_path)], capsys)
+        assert "--target" in err
+        return
+    assert main(["grasp", str(scene_memory), "yellow bath duck", "--out", str(tmp_path)]) in (0, 1, 2)
