@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from m3_grasp.collision import Obstacles, finger_region, gripper_boxes, in_box
 from m3_grasp.kinematics import ARM_JOINTS, Z1Kinematics
@@ -119,10 +120,9 @@ class Sim(Backend):
 
         T_base_world = invert_T(plan.T_world_base)
         obj_base = self.object_world @ T_base_world[:3, :3].T + T_base_world[:3, 3]
-        near_obj = Obstacles(obj_base).tree
         scene_base = self.scene_world @ T_base_world[:3, :3].T + T_base_world[:3, 3]
-        if near_obj is not None and len(scene_base):  # the object's own points are not obstacles
-            scene_base = scene_base[near_obj.query(scene_base, distance_upper_bound=0.01)[0] > 0.01]
+        if len(obj_base) and len(scene_base):  # the object's own points are not obstacles
+            scene_base = scene_base[cKDTree(obj_base).query(scene_base, distance_upper_bound=0.01)[0] > 0.01]
         scene = Obstacles(scene_base)
         widest = int(np.argmin(g))  # the jaws open fully, then close on the object
         closed = widest + int(np.argmax(g[widest:] >= g[-1] - 1e-9))

@@ -49,9 +49,6 @@ class Obstacles:
         self.points = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
         self.tree = cKDTree(self.points) if len(self.points) else None
 
-    def __len__(self) -> int:
-        return len(self.points)
-
     def segment_clearance(self, a: np.ndarray, b: np.ndarray, radius: float) -> float:
         """Distance (m) from the capsule a-b of ``radius`` to the nearest point (< 0: penetration)."""
         if self.tree is None:
