@@ -18,5 +18,9 @@ setup(
     ],
     package_data={"m3_memory.foundation": ["fixture_data/*"], "m3_memory.render": ["csrc/*.cpp"]},
     zip_safe=True,
-    entry_points={"console_scripts": ["m3 = m3_memory.cli:main"]},
+    entry_points={"console_scripts": ["m3 = m3_memory.cli:main",
+                                      # ROS 2 nodes (ros2 run m3_memory <name>); pyproject.toml lists them too
+                                      "m3_mapping_node = m3_memory.ros.mapping_node:main",
+                                      "m3_query_node = m3_memory.ros.query_node:main",
+                                      "m3_grasp_node = m3_grasp.ros.grasp_node:main"]},
 )

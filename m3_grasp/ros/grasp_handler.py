@@ -1,0 +1,228 @@
+"""The Grasp action without ROS: goal -> locate -> plan -> execute -> result.
+
+The grasp node loads a memory once (:meth:`GraspHandler.load`): its Gaussians are the scene the
+arm must not touch, and text goals are found among them (:func:`m3_memory.query.api.query_gaussians`,
+no camera needed). A pose goal names the object's centre; the memory's points within
+``object_radius`` of it are the object. The robot's base_link pose comes from tf, planning is
+:func:`m3_grasp.plan.plan_grasp` in the world frame, and a backend from
+:func:`m3_grasp.backends.get_backend` carries the plan out (dry-run by default), writing into a
+fresh folder under ``out_dir``. Cancelling is honoured between stages. Every failure becomes a
+result with ``success = False`` and a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from m3_memory.errors import InputError
+from m3_memory.recording.tf import TfLookupError
+from m3_memory.ros.build_handler import Feedback, ShouldStop, StageFeedback
+from m3_memory.ros.convert import (
+    Lookup,
+    Make,
+    StampedPose,
+    joint_trajectory_msg,
+    matrix_of_pose,
+    pose_stamped_msg,
+    stamp_ns,
+    vector3_msg,
+)
+from m3_memory.ros.params import param
+
+
+@dataclass
+class GraspParams:
+    """Parameters of the grasp node (``m3_grasp``): the Grasp action server."""
+
+    memory: str = param("", "path of the *.m3 memory: the scene the arm avoids, and where text goals are found")
+    model: str = param("clip", "foundation model whose text encoder finds text goals (one the memory was built with)")
+    weights: str = param("", "model weights file or hub tag; '' = the model's default")
+    min_score: float = param(-1.0, "lowest mean score of a found object; < 0 = the method's default")
+    world_frame: str = param("world", "tf frame the memory's coordinates are in (planning happens there)")
+    base_frame: str = param("base_link", "the B1 body frame, looked up in tf")
+    backend: str = param("dry-run", "dry-run (record the commands), sim (kinematic simulation), unitree (the real Z1)")
+    real_hardware: bool = param(False, "allow the unitree backend to move the real arm")
+    object_radius: float = param(0.05, "pose goals: memory points within this distance of the target are the object, metres")
+    out_dir: str = param("m3_grasps", "each goal writes plan.json and the backend's report into a new folder here")
+    tf_timeout: float = param(0.5, "seconds to wait for a tf lookup")
+    urdf: str = param("", "robot description (B1 + Z1 URDF); '' = urdf/b1_z1.urdf found beside m3_grasp")
+    robot_config: str = param("", "stance and safety margins (robot.yaml); '' = config/robot.yaml found beside m3_grasp")
+
+
+@dataclass
+class GraspGoal:
+    """m3_msgs/action/Grasp goal, field by field; target None = not given."""
+
+    text: str = ""
+    target: StampedPose | None = None  # the object's centre in target.frame_id (position only)
+    backend: str = ""
+
+    @classmethod
+    def from_msg(cls, msg) -> GraspGoal:
+        """Read a Grasp goal message (rclpy or rosbags); InputError for a malformed target pose."""
+        target = None
+        if msg.target.header.frame_id:
+            target = StampedPose(matrix_of_pose(msg.target.pose, "target"), msg.target.header.frame_id.lstrip("/"),
+                                 stamp_ns(msg.target.header.stamp))
+        return cls(text=msg.text, target=target, backend=msg.backend)
+
+
+@dataclass
+class GraspResult:
+    """m3_msgs/action/Grasp result, field by field."""
+
+    success: bool
+    message: str
+    grasp_pose: StampedPose | None = None  # T_world_ee of the grasp
+    width: float = 0.0
+    opening: float = 0.0
+    trajectory: tuple[list[str], np.ndarray, np.ndarray] | None = None  # joint names, positions [T, J] rad, times [T] s
+    base_move: np.ndarray = field(default_factory=lambda: np.zeros(3))  # dx, dy (m), dyaw (rad) in the world frame
+    report_dir: str = ""
+
+    def fields(self, make: Make) -> dict:
+        """Every field of the result message, built with ``make``."""
+        pose = self.grasp_pose
+        names, q, times = self.trajectory or ([], np.zeros((0, 0)), np.zeros(0))
+        stamp = pose.stamp if pose else 0
+        return {"success": bool(self.success), "message": self.message,
+                "grasp_pose": pose_stamped_msg(make, pose.T if pose else None, pose.frame_id if pose else "", stamp),
+                "width": float(self.width), "opening": float(self.opening),
+                "trajectory": joint_trajectory_msg(make, names, q, times, "", stamp),
+                "base_move": vector3_msg(make, self.base_move), "report_dir": self.report_dir}
+
+
+class GraspHandler:
+    """Carries out Grasp goals with one memory, tf given as a :data:`Lookup`."""
+
+    def __init__(self, params: GraspParams, lookup: Lookup):
+        self.params, self.lookup = params, lookup
+        self.memory = self.text_model = self.robot = self.kin = None
+        self.scene = np.zeros((0, 3))  # [K, 3] world, metres
+        self.load_error = "the memory has not been loaded"
+
+    def load(self) -> str:
+        """Load the arm's kinematics and the memory (scene points, text encoder); returns a one-line
+        status. A failure is kept and reported by every goal (the node keeps running)."""
+        from m3_grasp.kinematics import Z1Kinematics
+        from m3_grasp.robot import RobotConfig
+        from m3_grasp.run import memory_scene_points
+        from m3_memory.memory.artifact import load_memory
+        from m3_memory.query.api import text_model_for
+
+        p = self.params
+        try:
+            self.robot = RobotConfig.load(p.robot_config or None)
+            self.kin = Z1Kinematics.from_urdf(p.urdf or None, position_margin=self.robot.position_margin)
+        except InputError as err:
+            self.load_error = f"robot description: {err}"
+            return self.load_error
+        if not p.memory:
+            self.load_error = "no memory: set the node's memory parameter to a *.m3 path"
+            return self.load_error
+        try:
+            memory = load_memory(self.params.memory)
+            self.text_model = text_model_for(memory, self.params.model, self.params.weights or None)
+            self.scene = memory_scene_points(self.params.memory)
+        except Exception as err:  # noqa: BLE001 - reported per goal, never crashes the node
+            self.load_error = f"memory {self.params.memory} failed to load: {err if isinstance(err, InputError) else repr(err)}"
+            return self.load_error
+        self.memory, self.load_error = memory, ""
+        return f"loaded memory {self.params.memory} ({len(self.scene)} scene points, model {self.params.model})"
+
+    def execute_msg(self, msg, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float] = time.time) -> GraspResult:
+        """A Grasp goal message -> result (see :meth:`execute`)."""
+        try:
+            goal = GraspGoal.from_msg(msg)
+        except InputError as err:
+            return GraspResult(False, str(err))
+        return self.execute(goal, feedback, should_stop, now)
+
+    def execute(self, goal: GraspGoal, feedback: Feedback, should_stop: ShouldStop,
+                now: Callable[[], float] = time.time) -> GraspResult:
+        """Locate, plan and execute one goal. Never raises."""
+        try:
+            return self._execute(goal, feedback, should_stop, now)
+        except TfLookupError as err:
+            return GraspResult(False, f"tf: {err}")
+        except InputError as err:
+            return GraspResult(False, str(err))
+        except Exception as err:  # noqa: BLE001 - the action answers, the node stays up
+            return GraspResult(False, f"grasp failed: {err!r}")
+
+    def _locate(self, goal: GraspGoal) -> tuple[np.ndarray, np.ndarray, str]:
+        """(target [3], object points [M, 3], what was found) in the world frame."""
+        p = self.params
+        if goal.text.strip():
+            if self.memory is None:
+                raise InputError("text goal", self.load_error)
+            from m3_memory.query.api import QueryConfig, query_gaussians
+
+            config = QueryConfig(model=p.model, min_score=p.min_score if p.min_score >= 0 else None)
+            result = query_gaussians(self.memory, goal.text, config, self.text_model)
+            if not result.found:
+                raise InputError(goal.text, result.message)
+            return result.point_world, result.points_world, result.message
+        if goal.target is None:
+            raise InputError("goal", "gives neither text nor a target pose (target.header.frame_id is empty)")
+        if self.memory is None:
+            raise InputError("pose goal", f"the object's points come from the memory: {self.load_error}")
+        T_world_ref, _ = self.lookup(p.world_frame, goal.target.frame_id)
+        target = (T_world_ref @ goal.target.T)[:3, 3]
+        near = self.scene[np.linalg.norm(self.scene - target, axis=1) <= p.object_radius]
+        return target, near, f"{len(near)} memory points within {p.object_radius} m of the target"
+
+    def _execute(self, goal: GraspGoal, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float]) -> GraspResult:
+        from m3_grasp.backends import BACKENDS, get_backend
+        from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
+        from m3_grasp.plan import plan_grasp
+
+        p = self.params
+        if self.kin is None:
+            raise InputError("grasp node", self.load_error)
+        backend = goal.backend or p.backend
+        if backend not in BACKENDS:
+            raise InputError("backend", f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})")
+        if backend == "unitree" and not p.real_hardware:
+            raise InputError("backend", "unitree drives the real Z1 arm; set the node's real_hardware parameter to true")
+        feedback(StageFeedback("locate", 0.0, f"finding {goal.text!r}" if goal.text.strip() else "looking up the target"))
+        target, object_points, found = self._locate(goal)
+        T_world_base, stamp = self.lookup(p.world_frame, p.base_frame)
+        feedback(StageFeedback("locate", 1.0, f"{found}; target at {np.round(target, 3).tolist()} m in {p.world_frame}"))
+        if should_stop():
+            return GraspResult(False, "canceled before planning")
+
+        feedback(StageFeedback("plan", 0.0, "planning the grasp"))
+        plan = plan_grasp(target, object_points, self.scene, T_world_base, kin=self.kin, robot=self.robot)
+        out_dir = Path(p.out_dir).expanduser()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=time.strftime("grasp-%Y%m%d-%H%M%S-", time.localtime(now())), dir=out_dir))
+        (out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1))
+        if not plan.found:
+            move = plan.base_move if plan.base_move is not None else np.zeros(3)
+            return GraspResult(False, f"no grasp: {plan.message}", base_move=np.asarray(move, dtype=np.float64),
+                               report_dir=str(out.resolve()))
+        feedback(StageFeedback("plan", 1.0, plan.lines()[0]))
+        q = np.column_stack([plan.q_trajectory, plan.gripper])  # [T, 7]
+        planned = GraspResult(False, "", StampedPose(plan.T_world_grasp, p.world_frame, stamp), plan.width, plan.open_width,
+                              ([*ARM_JOINTS, GRIPPER_JOINT], q, np.arange(len(q)) * plan.dt), np.zeros(3),
+                              str(out.resolve()))
+        if should_stop():
+            planned.message = "canceled before execution (the plan is in report_dir)"
+            return planned
+
+        feedback(StageFeedback("execute", 0.0, f"{backend}: {plan.duration:.1f} s of commands"))
+        options = {"real_hardware": True} if backend == "unitree" else {}
+        if backend == "sim":
+            options = {"scene_points": self.scene, "object_points": object_points, "target": target, "animate": False}
+        report = get_backend(backend, kin=self.kin, robot=self.robot, **options).execute(plan, out)
+        feedback(StageFeedback("execute", 1.0, report.message))
+        planned.success, planned.message = report.ok, f"{backend}: {report.message}"
+        return planned

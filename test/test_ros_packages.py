@@ -1,0 +1,177 @@
+"""The ROS 2 packaging, checked without ROS: package.xml files, the interface package's build files,
+dependencies named for every import of the nodes and launch files, executables, configs, launch files."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+from m3_grasp.ros.grasp_handler import GraspParams
+from m3_memory.ros.interfaces import INTERFACES
+from m3_memory.ros.params import MappingParams, QueryParams
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIRS = (ROOT / "m3_memory" / "ros", ROOT / "m3_grasp" / "ros")
+LAUNCH = sorted((ROOT / "launch").glob("*.launch.py"))
+CONFIGS = {"mapping": ("m3_mapping", MappingParams), "query": ("m3_query", QueryParams), "grasp": ("m3_grasp", GraspParams)}
+# Python module -> rosdep key, where they differ
+ROSDEP_KEYS = {"tf2_ros": "tf2_ros_py", "numpy": "python3-numpy", "yaml": "python3-yaml"}
+OWN = {"m3_memory", "m3_grasp"}
+PIP_ONLY = {"rosbags"}  # no rosdep key on every distro: installed with pip (package.xml says so)
+
+
+def dependencies(package_xml: Path, kinds=("depend", "exec_depend", "build_depend", "buildtool_depend")) -> set[str]:
+    root = ET.parse(package_xml).getroot()
+    return {e.text.strip() for kind in kinds for e in root.findall(kind)}
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def console_scripts() -> dict[str, str]:
+    text = (ROOT / "setup.py").read_text()
+    return dict(re.findall(r'"(\w+) = ([\w.]+:\w+)"', text))
+
+
+def launch_nodes(path: Path) -> list[tuple[str, str]]:
+    """(package, executable) of every launch_ros Node(...) in a launch file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node":
+            kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            found.append((kw["package"], kw["executable"]))
+    return found
+
+
+def test_package_xmls_are_format_3():
+    for path, build_type in ((ROOT / "package.xml", "ament_python"), (ROOT / "m3_msgs" / "package.xml", "ament_cmake")):
+        root = ET.parse(path).getroot()
+        assert root.get("format") == "3" and root.find("export/build_type").text == build_type
+        for tag in ("name", "version", "description", "maintainer", "license"):
+            assert (root.findtext(tag) or "").strip(), (path, tag)
+
+
+def test_package_xmls_validate_with_catkin_pkg():
+    package = pytest.importorskip("catkin_pkg.package")
+    for path in (ROOT / "package.xml", ROOT / "m3_msgs" / "package.xml"):
+        package.parse_package(path).validate()
+
+
+def test_interface_package_generates_every_interface():
+    msgs = ROOT / "m3_msgs"
+    root = ET.parse(msgs / "package.xml").getroot()
+    assert {"ament_cmake", "rosidl_default_generators"} <= {e.text for e in root.findall("buildtool_depend")}
+    assert "rosidl_default_runtime" in {e.text for e in root.findall("exec_depend")}
+    assert root.findtext("member_of_group") == "rosidl_interface_packages"
+    files = sorted(p.relative_to(msgs).as_posix() for p in [*msgs.glob("srv/*.srv"), *msgs.glob("action/*.action")])
+    assert files == sorted(INTERFACES)
+    cmake = (msgs / "CMakeLists.txt").read_text()
+    generated = re.search(r"rosidl_generate_interfaces\(\$\{PROJECT_NAME\}(.*?)\)", cmake, re.S).group(1)
+    assert sorted(re.findall(r'"([^"]+)"', generated)) == files
+    used = {m for f in files for m in re.findall(r"^\s*(\w+)/\w+", (msgs / f).read_text(), re.M)}
+    assert used == set(re.search(r"DEPENDENCIES ([\w ]+)", generated).group(1).split())
+    assert used <= dependencies(msgs / "package.xml")
+    assert all(f"find_package({pkg} REQUIRED)" in cmake for pkg in used | {"ament_cmake", "rosidl_default_generators"})
+    if any(f.startswith("action/") for f in files):
+        assert "action_msgs" in dependencies(msgs / "package.xml")
+
+
+def test_every_import_of_the_nodes_and_launch_files_is_a_dependency():
+    deps = dependencies(ROOT / "package.xml")
+    sources = [p for d in NODE_DIRS for p in d.glob("*.py")] + LAUNCH
+    for path in sources:
+        for module in imports(path) - OWN - PIP_ONLY:
+            assert ROSDEP_KEYS.get(module, module) in deps, f"{path.relative_to(ROOT)} imports {module}"
+        for pkg in re.findall(r'"(\w+)/(?:msg|srv|action)/\w+"', path.read_text()):  # message types named as strings
+            assert pkg in deps, f"{path.relative_to(ROOT)} builds {pkg} messages"
+    for path in LAUNCH:
+        for package, _ in launch_nodes(path):
+            assert package == "m3_memory" or package in deps, f"{path.name} starts a node of {package}"
+
+
+def test_only_node_modules_import_ros():
+    for d in NODE_DIRS:
+        for path in d.glob("*.py"):
+            ros = imports(path) & {"rclpy", "tf2_ros", "rosidl_runtime_py", "rcl_interfaces", "m3_msgs", "sensor_msgs",
+                                   "visualization_msgs", "launch", "launch_ros"}
+            assert not ros or path.name.endswith("_node.py") or path.name == "node_support.py", (path, ros)
+
+
+def test_launch_files_start_installed_executables():
+    scripts = console_scripts()
+    for path in LAUNCH:
+        for package, executable in launch_nodes(path):
+            if package == "m3_memory":
+                assert executable in scripts, f"{path.name}: no console script {executable} in setup.py"
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == func for n in tree.body), target
+
+
+@pytest.mark.xfail(strict=True, reason="pyproject.toml (the lead's) does not list the node scripts yet; setuptools "
+                   ">= 61 reads scripts from there and ignores setup.py's (ROS 2 Jazzy)")
+def test_pyproject_lists_the_same_scripts():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == console_scripts()
+
+
+def test_setup_installs_launch_config_and_urdf():
+    text = (ROOT / "setup.py").read_text()
+    for folder, pattern in (("launch", "*.py"), ("config", "*.yaml"), ("urdf", "*")):
+        assert f'("share/" + package_name + "/{folder}", glob("{folder}/{pattern}"))' in text
+    assert {p.name for p in LAUNCH} == {"build.launch.py", "query.launch.py", "grasp.launch.py", "tabletop_demo.launch.py"}
+    assert (ROOT / "urdf" / "b1_z1.urdf").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_yaml_holds_the_declared_defaults(name):
+    node, params_cls = CONFIGS[name]
+    data = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+    assert list(data) == [node] and list(data[node]) == ["ros__parameters"]
+    values = data[node]["ros__parameters"]
+    assert list(values) == [f.name for f in fields(params_cls)]
+    for f in fields(params_cls):
+        assert type(values[f.name]) is type(f.default) and values[f.name] == f.default, f.name  # ROS parameter types are strict
+        assert f.metadata["description"], f.name
+
+
+@pytest.mark.parametrize("path", LAUNCH, ids=lambda p: p.name)
+def test_launch_files_are_python_with_a_description(path):
+    tree = ast.parse(path.read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    compile(path.read_text(), str(path), "exec")
+    for rel in re.findall(r'SHARE / "(\w+)" / (?:f?"([\w.{}]+)")', path.read_text()):
+        folder, name = rel
+        if "{" not in name:
+            assert (ROOT / folder / name).is_file(), (path.name, rel)
+
+
+@pytest.mark.parametrize("path", LAUNCH, ids=lambda p: p.name)
+def test_launch_descriptions_build(path):
+    pytest.importorskip("launch_ros")  # first: without ROS, "launch" would find the repository's launch/ folder
+    import launch
+    spec = importlib.util.spec_from_file_location(path.name.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert isinstance(description, launch.LaunchDescription)
+    names = {arg.name for arg in description.get_launch_arguments()}
+    assert names >= ({"memory"} if path.name != "build.launch.py" else {"params_file", "output_dir"})
