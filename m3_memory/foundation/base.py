@@ -46,6 +46,9 @@ class FoundationModel(ABC):
     hash), recorded in memories and used as part of feature-cache keys.
     image_size: the short side in pixels images are resized to before encoding (0 when the
     model does not encode images itself).
+    psc_threshold: the PSC similarity threshold this model's features need, when it differs
+    from the authors' default for its name (the fixture CLIP's features are far more
+    similar to each other than real CLIP's).
     """
 
     name: str = ""
@@ -53,6 +56,7 @@ class FoundationModel(ABC):
     checkpoint: str = ""
     image_size: int = 0
     cacheable: bool = True  # False when features already live on disk (nothing to cache)
+    psc_threshold: float | None = None
 
     @abstractmethod
     def encode_image(self, rgb: np.ndarray) -> torch.Tensor:

@@ -23,6 +23,7 @@ from m3_memory.foundation.base import register
 DATA = Path(__file__).resolve().parent / "fixture_data"
 ARCH = "m3-fixture-clip"
 WEIGHTS = DATA / "m3_fixture_clip.safetensors"
+PSC_THRESHOLD = 0.95  # at the CLIP default 0.8 its features collapse to ~6 components; 0.95 keeps ~50
 CLASSES = ("yellow bath duck", "red apple", "blue mug", "green block", "purple bowl", "wooden table", "grey floor",
            "sky")
 
@@ -45,4 +46,6 @@ def load_fixture_clip(weights: str | Path | None = None, device: str = "cpu", **
     path = Path(weights) if weights else WEIGHTS
     if not path.is_file():
         raise InputError(path, "fixture CLIP weights are missing; run python -m m3_memory.foundation.fixture_train")
-    return ClipModel(weights=str(path), device=device, arch=ARCH, **kwargs)
+    model = ClipModel(weights=str(path), device=device, arch=ARCH, **kwargs)
+    model.psc_threshold = PSC_THRESHOLD
+    return model

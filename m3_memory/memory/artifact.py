@@ -184,7 +184,7 @@ def read_ply(path: Path) -> Gaussians:
     return Gaussians(means=torch.from_numpy(np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)),
                      quats=stack("rot_"), log_scales=stack("scale_"),
                      opacity_logits=torch.from_numpy(np.asarray(v["opacity"], dtype=np.float32)),
-                     sh_dc=stack("f_dc_"), sh_rest=rest.reshape(-1, 3, k).transpose(1, 2).contiguous(),
+                     sh_dc=stack("f_dc_"), sh_rest=rest.reshape(len(v), 3, k).transpose(1, 2).contiguous(),
                      queries=stack("q_"))
 
 

@@ -71,6 +71,11 @@ def pca_colors(maps: list[torch.Tensor], seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def default_threshold(model: FoundationModel) -> float:
+    """The PSC threshold for ``model``: its own when it states one, else the authors' per name."""
+    return model.psc_threshold if model.psc_threshold is not None else DEFAULT_THRESHOLDS.get(model.name, 0.8)
+
+
 def extract_components(recording: Recording, model: FoundationModel, out_dir: str | Path, threshold: float | None = None,
                        rule: str = "strict", stride: int = 1, png_frames: int = 4, cache_root: str | Path | None = None,
                        show_progress: bool = True) -> FeatureSummary:
@@ -81,7 +86,7 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
 
     if stride < 1:
         raise InputError("--stride", f"must be >= 1, got {stride}")
-    theta = DEFAULT_THRESHOLDS.get(model.name, 0.8) if threshold is None else threshold
+    theta = default_threshold(model) if threshold is None else threshold
     t0 = time.perf_counter()
     frames = (f for i, f in enumerate(recording) if i % stride == 0)
     maps = []

@@ -1,4 +1,4 @@
-"""Subcommand registration (argparse only; the handler imports the heavy modules)."""
+"""``m3 build``: recording -> memory (argparse only; the handler imports the heavy modules)."""
 
 from __future__ import annotations
 
@@ -6,4 +6,43 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this stage's subcommands to the ``m3`` parser (none yet)."""
+    """Add ``m3 build`` to the ``m3`` parser."""
+    p = sub.add_parser("build", help="build a memory (*.m3) from a recording: features, PSC, Gaussians, training")
+    p.add_argument("recording", help="RealSense .bag/.db3, ROS 2 bag, or posed image folder")
+    p.add_argument("--format", default="auto", help="recording format (default: auto-detect)")
+    p.add_argument("--max-dt", type=float, default=None,
+                   help="RealSense/ROS 2 bags: largest colour-depth time difference kept, seconds")
+    p.add_argument("--poses", default=None, choices=["auto", "tf", "odometry", "none"],
+                   help="RealSense recordings and ROS 2 bags: where camera poses come from (default: auto)")
+    p.add_argument("--model", default="clip", help="foundation model(s), comma-separated: clip, siglip, dinov2, "
+                   "precomputed, clip-fixture (default: clip)")
+    p.add_argument("--weights", help="weights file or hub tag for the (single) model")
+    p.add_argument("--out", required=True, help="output memory directory, e.g. scene.m3")
+    p.add_argument("--fast", action="store_true", help="CPU preset: 600 iterations at 320 px, <= 60k Gaussians")
+    p.add_argument("--iterations", type=int, help="override the number of training iterations")
+    p.add_argument("--learn-projection", action="store_true", help="optimise W_m (the paper's text) instead of "
+                   "keeping it fixed (the authors' code)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output memory")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt left by a stopped build")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from m3_memory.training.build import BuildStopped, build_memory
+    from m3_memory.training.config import TrainConfig
+
+    cfg = TrainConfig.fast() if args.fast else TrainConfig()
+    if args.iterations is not None:
+        cfg = cfg.with_(iterations=args.iterations)
+    if args.learn_projection:
+        cfg = cfg.with_(learn_projection=True)
+    options = {k: v for k, v in (("max_dt", args.max_dt), ("poses", args.poses)) if v is not None}
+    try:
+        report = build_memory(args.recording, args.out, model=args.model, weights=args.weights, overwrite=args.overwrite,
+                              resume=args.resume, config=cfg, fmt=args.format, **options)
+    except BuildStopped as stop:
+        print(f"m3: {stop}")
+        return 130
+    print("\n".join(report.lines()))
+    print(f"pictures: {report.out / 'report'}")
+    return 0

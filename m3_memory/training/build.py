@@ -1,0 +1,304 @@
+"""``build_memory``: recording -> features -> principal scene components -> Gaussians ->
+training -> a ``*.m3`` memory with a report of held-out quality.
+
+Checkpoints go to ``<out>.ckpt`` every ``checkpoint_every`` iterations, on Ctrl-C and on
+``should_stop``; ``resume=True`` continues from it. The memory itself is written only when
+training finishes (atomically, with its ``report/`` pictures), so a stopped build never
+leaves a partial memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from m3_memory.errors import InputError
+from m3_memory.foundation import load_model
+from m3_memory.foundation.cache import cached_features
+from m3_memory.memory.artifact import CameraView, Memory, ModelEntry, save_memory
+from m3_memory.memory.attention import MemoryBank
+from m3_memory.memory.extract import default_threshold
+from m3_memory.memory.psc import principal_scene_components
+from m3_memory.recording import open_recording
+from m3_memory.recording.frame import Frame
+from m3_memory.training.config import TrainConfig
+from m3_memory.training.init import init_from_rgbd
+from m3_memory.training.trainer import Trainer, View, scene_extent
+
+Progress = Callable[[str, float, str], None]
+
+
+class BuildStopped(RuntimeError):
+    """Raised when a build is interrupted (Ctrl-C or ``should_stop``) after saving a checkpoint."""
+
+    def __init__(self, iteration: int, checkpoint: Path):
+        self.iteration, self.checkpoint = iteration, checkpoint
+        super().__init__(f"stopped at iteration {iteration}; checkpoint {checkpoint} (continue with --resume)")
+
+
+@dataclass
+class BuildReport:
+    """What a build did: output path, seconds per stage, held-out metrics before and after training."""
+
+    out: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    initial: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    num_gaussians: int = 0
+    iterations: int = 0
+    models: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        fmt = lambda m: ", ".join(f"{k} {v:.3f}" for k, v in m.items()) or "no held-out views"  # noqa: E731
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        return [f"memory: {self.out} ({self.num_gaussians} Gaussians, {self.iterations} iterations, "
+                f"models {', '.join(self.models)})",
+                f"held-out before training: {fmt(self.initial)}", f"held-out after training:  {fmt(self.final)}",
+                f"time: {stages}"]
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
+
+
+def _scaled(frame: Frame, max_side: int | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Frame -> (rgb [H', W', 3] float, depth [H', W'] m, K [3, 3] OpenCV) at the training size."""
+    h, w = frame.rgb.shape[:2]
+    s = 1.0 if not max_side else min(1.0, max_side / max(h, w))
+    H, W = max(1, round(h * s)), max(1, round(w * s))
+    rgb = torch.from_numpy(frame.rgb).float().div(255)
+    depth = torch.from_numpy(np.ascontiguousarray(frame.depth, dtype=np.float32))
+    K = np.array(frame.K, dtype=np.float64)
+    if (H, W) != (h, w):
+        rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", antialias=True,
+                            align_corners=False)[0].permute(1, 2, 0)
+        depth = F.interpolate(depth[None, None], size=(H, W), mode="nearest")[0, 0]
+        sx, sy = W / w, H / h
+        K[0, 0] *= sx
+        K[1, 1] *= sy
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return rgb.contiguous(), depth.contiguous(), K
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag read between iterations (main thread only), so a checkpoint is always
+    taken from a consistent state."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None):
+        self.should_stop, self.flag, self.previous = should_stop, False, None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.flag or bool(self.should_stop and self.should_stop())
+
+
+def _save_checkpoint(path: Path, trainer: Trainer, identity: dict, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"identity": identity, "trainer": trainer.state_dict(), "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, identity: dict) -> dict:
+    if not path.is_file():
+        raise InputError(path, "no checkpoint to resume from (build without --resume)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise InputError(path, f"checkpoint cannot be read ({type(err).__name__}); delete it or build without --resume") \
+            from None
+    theirs = ckpt.get("identity", {})
+    for key in ("config", "recording", "models"):
+        if theirs.get(key) != identity[key]:
+            raise InputError(path, f"checkpoint is from another {key} ({theirs.get(key)!r} vs {identity[key]!r}); "
+                             "delete it or build without --resume")
+    return ckpt
+
+
+def build_memory(recording: str | Path, out: str | Path, model: str = "clip", weights: str | None = None,
+                 fast: bool = False, overwrite: bool = False, resume: bool = False, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None, config: TrainConfig | None = None,
+                 cache_root: str | Path | None = None, show_progress: bool = True, **recording_options) -> BuildReport:
+    """Build a memory from ``recording`` into ``out`` (a ``*.m3`` directory).
+
+    model: one foundation-model name or several separated by commas ("clip,dinov2").
+    weights: a weights file or hub tag (one model only). fast: the CPU preset
+    (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
+    is called as work advances; should_stop() is polled between iterations.
+    """
+    out = Path(out)
+    cfg = config or (TrainConfig.fast() if fast else TrainConfig())
+    names = [m.strip() for m in model.split(",") if m.strip()]
+    if not names:
+        raise InputError("--model", "no model named")
+    if weights and len(names) > 1:
+        raise InputError("--weights", "gives one file but several models are named")
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists; pass --overwrite to replace it")
+    ckpt_path = checkpoint_path(out)
+    report = BuildReport(out)
+    say = progress or (lambda stage, fraction, message: None)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[stage] = report.seconds.get(stage, 0.0) + now - clock
+        clock = now
+
+    say("read", 0.0, f"reading {recording}")
+    rec = open_recording(recording, **recording_options)
+    frames = list(rec)
+    if not frames:
+        raise InputError(recording, "has no usable frames (see m3 inspect)")
+    test_idx = [i for i in range(len(frames)) if len(frames) > 1 and i % cfg.test_every == 0]
+    train_idx = [i for i in range(len(frames)) if i not in test_idx]
+    lap("read")
+
+    models = [load_model(n, weights=weights) for n in names]
+    features: dict[str, list[torch.Tensor]] = {}
+    for k, fm in enumerate(models):
+        say("features", k / len(models), f"{fm.name} features of {len(frames)} frames")
+        features[fm.name] = list(tqdm(cached_features(fm, frames, rec.path, cache_root=cache_root), total=len(frames),
+                                      desc=f"features {fm.name}", unit="frame", leave=False,
+                                      disable=None if show_progress else True))
+    lap("features")
+
+    banks, entries, slices = {}, [], {}
+    for k, fm in enumerate(models):
+        say("psc", k / len(models), f"{fm.name} principal scene components")
+        flat = torch.cat([features[fm.name][i].reshape(-1, fm.feature_dim) for i in train_idx])
+        theta = default_threshold(fm)
+        psc, _ = principal_scene_components(flat, theta, cfg.psc_rule)
+        slices[fm.name] = (k * cfg.query_dim, (k + 1) * cfg.query_dim)
+        banks[fm.name] = MemoryBank.create(fm.name, psc, cfg.query_dim, seed=cfg.seed + k, temperature=cfg.temperature,
+                                           learn_projection=cfg.learn_projection)
+        entries.append(ModelEntry(fm.name, fm.feature_dim, slices[fm.name], theta, cfg.temperature,
+                                  cfg.learn_projection, fm.checkpoint))
+    report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in entries]
+    lap("psc")
+
+    say("init", 0.0, "initialising Gaussians from RGB-D")
+    gaussians = init_from_rgbd([frames[i] for i in train_idx], query_dim=cfg.query_dim * len(models), voxel=cfg.voxel,
+                               stride=cfg.init_stride, depth_max=cfg.depth_max, seed=cfg.seed, source=str(recording))
+    if len(gaussians) > cfg.max_gaussians:
+        keep = torch.randperm(len(gaussians), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_gaussians]
+        gaussians = type(gaussians)(*(getattr(gaussians, f)[keep] for f in
+                                      ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest", "queries")))
+    views = []
+    for i, f in enumerate(frames):
+        rgb, depth, K = _scaled(f, cfg.max_side)
+        views.append(View(f.name or f"frame {i}", rgb, depth, K, f.T_world_cam,
+                          {fm.name: features[fm.name][i] for fm in models}))
+    train, test = [views[i] for i in train_idx], [views[i] for i in test_idx]
+    trainer = Trainer(gaussians, banks, slices, cfg, scene_extent(train))
+    identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
+                "models": [fm.checkpoint for fm in models]}
+    history: list[dict] = []
+    if resume:
+        ckpt = _load_checkpoint(ckpt_path, identity)
+        trainer.load_state_dict(ckpt["trainer"])
+        history = ckpt["history"]
+    report.initial = Trainer(gaussians, banks, slices, cfg, trainer.extent).evaluate(test) if test else {}
+    lap("init")
+
+    _train(trainer, train, test, cfg, ckpt_path, identity, history, say, should_stop, show_progress)
+    lap("train")
+
+    say("evaluate", 0.0, f"scoring {len(test)} held-out views")
+    report.final = trainer.evaluate(test)
+    report.num_gaussians = trainer.params["means"].shape[0]
+    report.iterations = trainer.iteration
+    lap("evaluate")
+
+    say("write", 0.0, f"writing {out}")
+    cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], f.T_world_cam, "test" if i in test_idx else "train")
+               for i, (v, f) in enumerate(zip(views, frames))]
+    memory = Memory(trainer.gaussians(), trainer.banks, entries, "world", str(recording),
+                    {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
+                     "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
+                     "final": report.final}, cameras)
+
+    def pictures(folder: Path) -> None:
+        from m3_memory.training.report import heldout_sheet, training_curve
+
+        (folder / "report").mkdir()
+        if test:
+            heldout_sheet(trainer, test, folder / "report" / "heldout.png", models[0].name)
+        if history:
+            training_curve(history, folder / "report" / "training_curve.png")
+        summary = {"seconds": report.seconds, "initial": report.initial, "final": report.final,
+                   "num_gaussians": report.num_gaussians, "iterations": report.iterations, "config": cfg.to_json()}
+        (folder / "report" / "report.json").write_text(json.dumps(summary, indent=1))
+
+    save_memory(out, memory, extra=pictures)
+    ckpt_path.unlink(missing_ok=True)
+    lap("write")
+    say("done", 1.0, f"memory written to {out}")
+    return report
+
+
+def _train(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
+           history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
+    """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping."""
+    order = torch.Generator().manual_seed(cfg.seed + trainer.iteration)
+    queue: list[int] = []
+    saved = None
+    bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc="training", unit="it",
+               disable=None if show_progress else True)
+    postfix: dict[str, str] = {}
+    with _StopFlag(should_stop) as stop:
+        while trainer.iteration < cfg.iterations:
+            if stop():
+                _save_checkpoint(ckpt_path, trainer, identity, history)
+                bar.close()
+                raise BuildStopped(trainer.iteration, ckpt_path)
+            if not queue:
+                queue = torch.randperm(len(train), generator=order).tolist()
+            terms = trainer.step(train[queue.pop()])
+            it = trainer.iteration
+            if not math.isfinite(terms["loss"]):
+                bar.close()
+                last = f"last good checkpoint {ckpt_path} (iteration {saved})" if saved else "no checkpoint was saved yet"
+                raise InputError("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
+                                 "check the recording's poses and depth or lower the learning rates")
+            history.append({"iteration": it, **terms})
+            if test and (it % cfg.eval_every == 0 or it == cfg.iterations):
+                metrics = trainer.evaluate(test[:cfg.eval_views])
+                history.append({"iteration": it, **metrics})
+                postfix["psnr"] = f"{metrics['psnr']:.2f}"
+            if it % cfg.checkpoint_every == 0:
+                _save_checkpoint(ckpt_path, trainer, identity, history)
+                saved = it
+            postfix["loss"] = f"{terms['loss']:.4f}"
+            postfix["N"] = str(trainer.params["means"].shape[0])
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            say("train", it / cfg.iterations, f"iteration {it}/{cfg.iterations} loss {terms['loss']:.4f}")
+    bar.close()

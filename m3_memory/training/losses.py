@@ -1,0 +1,85 @@
+"""Training losses: L1 + SSIM on colour, cosine + MSE on memory-attention features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from m3_memory.memory.attention import MemoryBank, memory_attention
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]  # [size, size]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11) -> torch.Tensor:
+    """Mean structural similarity of two images [H, W, C] in [0, 1] (Gaussian window 11, sigma 1.5)."""
+    c = a.shape[-1]
+    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]  # [1, C, H, W]
+    w = _gaussian_window(size).to(a)[None, None].repeat(c, 1, 1, 1)  # [C, 1, s, s]
+    blur = lambda t: F.conv2d(t, w, padding=size // 2, groups=c)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def rgb_loss(render: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.2) -> torch.Tensor:
+    """``(1 - w) L1 + w (1 - SSIM)`` on [H, W, 3] images in [0, 1]."""
+    return (1 - ssim_weight) * (render - target).abs().mean() + ssim_weight * (1 - ssim(render, target))
+
+
+def psnr(render: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1]."""
+    mse = torch.mean((render.clamp(0, 1) - target) ** 2).item()
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+
+
+def sample_pixels(height: int, width: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` pixels [count, 2] (column u, row v; int64) drawn uniformly from the render."""
+    u = torch.randint(width, (count,), generator=generator)
+    v = torch.randint(height, (count,), generator=generator)
+    return torch.stack([u, v], dim=-1)
+
+
+def lookup(maps: torch.Tensor, uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Bilinear values of ``maps`` [h, w, d] (covering the same image as a width x height
+    render) at render pixel coordinates ``uv`` [P, 2] -> [P, d]."""
+    grid = torch.stack([uv[:, 0] / width * 2 - 1, uv[:, 1] / height * 2 - 1], dim=-1)  # [P, 2] in [-1, 1]
+    out = F.grid_sample(maps.permute(2, 0, 1)[None].float(), grid[None, None].to(maps.device), mode="bilinear",
+                        padding_mode="border", align_corners=False)  # [1, d, 1, P]
+    return out[0, :, 0].T
+
+
+def labeled_lookup(maps: torch.Tensor, uv: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`lookup`, but all-zero (unlabeled) map pixels take no part: values are
+    interpolated over labeled neighbours only, and points mostly over unlabeled pixels are
+    flagged. Returns (values [P, d], labeled [P] bool)."""
+    labeled = (maps != 0).any(dim=-1, keepdim=True).float()  # [h, w, 1]
+    weight = lookup(labeled, uv, width, height)  # [P, 1]
+    values = lookup(maps, uv, width, height) / weight.clamp_min(1e-6)
+    return values, weight[:, 0] > 0.5
+
+
+def feature_loss(query_map: torch.Tensor, target: torch.Tensor, bank: MemoryBank, uv: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance + MSE between memory-attention features of the rendered principal
+    queries and the model's own map, at render pixels ``uv`` [P, 2] (from :func:`sample_pixels`).
+
+    query_map [H, W, l]; target [h, w, d] (any resolution, looked up bilinearly at the pixel
+    centres); returns (loss, mean cosine). Ground-truth pixels whose feature is all zero
+    (unlabeled) are ignored.
+    """
+    height, width = query_map.shape[:2]
+    q = query_map[uv[:, 1], uv[:, 0]]  # [P, l]
+    gt, keep = labeled_lookup(target, uv.float() + 0.5, width, height)  # [P, d], [P]
+    if not keep.any():
+        zero = query_map.sum() * 0
+        return zero, zero.detach()
+    pred = memory_attention(q[keep], bank)  # [P', d]
+    cos = F.cosine_similarity(pred, gt[keep], dim=-1)
+    return (1 - cos).mean() + F.mse_loss(pred, gt[keep]), cos.mean().detach()

@@ -1,0 +1,228 @@
+"""The training loop: render colour + principal queries, decode features through memory
+attention, optimise Gaussians (and optionally the projections) with the authors' losses.
+
+Cameras are :class:`View` s prepared by the build (images at training resolution, gsplat
+intrinsics). One view per iteration, as 3DGS does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from m3_memory.conventions import invert_T
+from m3_memory.memory.artifact import Gaussians
+from m3_memory.memory.attention import MemoryBank, memory_attention
+from m3_memory.render.rasterization import means2d_grad, rasterization
+from m3_memory.render.reference import gsplat_K
+from m3_memory.render.sh import sh_to_rgb
+from m3_memory.training.config import TrainConfig
+from m3_memory.training.densify import GradStats, densify_and_prune, reset_opacity
+from m3_memory.training.losses import feature_loss, lookup, psnr, rgb_loss, sample_pixels
+
+
+@dataclass
+class View:
+    """One training or held-out camera at training resolution.
+
+    rgb [H, W, 3] float in [0, 1]; depth [H, W] metres (0 = invalid); K [3, 3] OpenCV
+    convention at this resolution; T_world_cam [4, 4]; features: per model [h, w, d].
+    """
+
+    name: str
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    K: np.ndarray
+    T_world_cam: np.ndarray
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]  # width, height
+
+    def camera(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(viewmat [1, 4, 4], gsplat K [1, 3, 3], camera centre [3]) as float32 tensors."""
+        viewmat = torch.from_numpy(invert_T(self.T_world_cam)).float()[None]
+        K = gsplat_K(torch.from_numpy(self.K).float())[None]
+        return viewmat, K, torch.from_numpy(self.T_world_cam[:3, 3]).float()
+
+
+def scene_extent(views: list[View]) -> float:
+    """3DGS's scene scale: 1.1 x the largest camera distance from the cameras' mean centre (m),
+    at least 0.1 m."""
+    centres = np.stack([v.T_world_cam[:3, 3] for v in views])
+    return max(0.1, 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max()))
+
+
+def _lr_schedule(start: float, end: float, step: int, total: int) -> float:
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    return math.exp((1 - t) * math.log(start) + t * math.log(end))
+
+
+class Trainer:
+    """Owns the parameters, the optimiser and the densification statistics."""
+
+    def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
+                 cfg: TrainConfig, extent: float) -> None:
+        self.cfg, self.extent, self.banks, self.slices = cfg, extent, banks, slices
+        n = len(gaussians)
+        rest = (cfg.sh_degree + 1) ** 2 - 1
+        sh_rest = torch.zeros(n, rest, 3)
+        k = min(rest, gaussians.sh_rest.shape[1])
+        sh_rest[:, :k] = gaussians.sh_rest[:, :k]
+        tensors = {"means": gaussians.means, "quats": gaussians.quats, "log_scales": gaussians.log_scales,
+                   "opacity_logits": gaussians.opacity_logits, "sh_dc": gaussians.sh_dc, "sh_rest": sh_rest,
+                   "queries": gaussians.queries}
+        self.params = {k: v.detach().float().clone().requires_grad_(True) for k, v in tensors.items()}
+        # what no Gaussian covers (sky, far walls without depth) shows this learned colour and query
+        self.background = torch.cat([torch.full((3,), 0.5), torch.zeros(gaussians.queries.shape[1])]).requires_grad_(True)
+        lrs = {"means": cfg.lr_position * extent, "quats": cfg.lr_rotation, "log_scales": cfg.lr_scale,
+               "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_color, "sh_rest": cfg.lr_color / 20,
+               "queries": cfg.lr_query}
+        groups = [{"params": [self.params[k]], "lr": lr, "name": k} for k, lr in lrs.items()]
+        groups.append({"params": [self.background], "lr": cfg.lr_background, "name": "background"})
+        for name, bank in banks.items():
+            if bank.learn_projection:
+                bank.W = bank.W.detach().float().clone().requires_grad_(True)
+                groups.append({"params": [bank.W], "lr": cfg.lr_projection, "name": f"W.{name}"})
+        self.optimizer = torch.optim.Adam(groups, eps=1e-15)
+        self.stats = GradStats.zeros(n)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.iteration = 0
+
+    # -- rendering -------------------------------------------------------------------------
+    def sh_degree_now(self) -> int:
+        return min(self.cfg.sh_degree, self.iteration // max(self.cfg.sh_increase_every, 1))
+
+    def render(self, view: View, depth: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
+        """(rgb [H, W, 3], queries [H, W, L], expected depth [H, W] m or None, meta)."""
+        p = self.params
+        viewmat, K, centre = view.camera()
+        rgb = sh_to_rgb(p["sh_dc"], p["sh_rest"], p["means"], centre, self.sh_degree_now())
+        colors = torch.cat([rgb, p["queries"]], dim=1)  # [N, 3 + L]
+        width, height = view.size
+        out, alpha, meta = rasterization(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1),
+                                         p["log_scales"].exp(), torch.sigmoid(p["opacity_logits"]), colors, viewmat, K,
+                                         width, height, render_mode="RGB+ED" if depth else "RGB")
+        out = out[0]
+        d = out[..., -1] if depth else None
+        bg = self.background
+        rgb_out = out[..., :3] + (1 - alpha[0]) * bg[:3].clamp(0, 1)
+        queries = out[..., 3:3 + p["queries"].shape[1]] + (1 - alpha[0]) * bg[3:]
+        return rgb_out, queries, d, meta
+
+    # -- one iteration ---------------------------------------------------------------------
+    def step(self, view: View) -> dict[str, float]:
+        """One optimisation step on ``view``; returns the loss terms."""
+        cfg = self.cfg
+        self.iteration += 1
+        for group in self.optimizer.param_groups:
+            if group["name"] == "means":
+                group["lr"] = _lr_schedule(cfg.lr_position * self.extent, cfg.lr_position_final * self.extent,
+                                           self.iteration, cfg.iterations)
+        rgb, queries, _, meta = self.render(view)
+        loss = rgb_loss(rgb, view.rgb, cfg.ssim_weight)
+        terms = {"rgb": loss.item()}
+        width, height = view.size
+        uv = sample_pixels(height, width, cfg.feature_pixels, self.generator)
+        for name, bank in self.banks.items():
+            a, b = self.slices[name]
+            f_loss, cos = feature_loss(queries[..., a:b], view.features[name], bank, uv)
+            loss = loss + cfg.feature_weight * f_loss
+            terms[f"cos.{name}"] = cos.item()
+        terms["loss"] = loss.item()
+        if not math.isfinite(terms["loss"]):
+            return terms
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad = means2d_grad(meta, width, height)
+        if grad is not None and self.iteration < cfg.densify_stop:
+            self.stats.add(grad, meta["visible"])
+        self.optimizer.step()
+        self._density_control()
+        return terms
+
+    def _density_control(self) -> None:
+        cfg, it = self.cfg, self.iteration
+        if cfg.densify_start < it <= cfg.densify_stop and it % cfg.densify_every == 0:
+            after_reset = it > cfg.opacity_reset_every
+            densify_and_prune(self.optimizer, self.params, self.stats, cfg.densify_grad, cfg.densify_scale * self.extent,
+                              cfg.prune_opacity, cfg.max_gaussians, self.generator,
+                              0.1 * self.extent if after_reset else None)
+            self.stats = GradStats.zeros(self.params["means"].shape[0])
+        if it % cfg.opacity_reset_every == 0 and it <= cfg.densify_stop:
+            reset_opacity(self.optimizer, self.params)
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, views: list[View]) -> dict[str, float]:
+        """Mean held-out PSNR (dB) and, per model, cosine similarity and L2 distance between
+        decoded and ground-truth features (at the ground-truth maps' resolution)."""
+        if not views:
+            return {}
+        totals: dict[str, list[float]] = {"psnr": []}
+        for view in views:
+            rgb, queries, _, _ = self.render(view)
+            totals["psnr"].append(psnr(rgb, view.rgb))
+            for name, bank in self.banks.items():
+                cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name], bank)
+                totals.setdefault(f"cos.{name}", []).append(cos)
+                totals.setdefault(f"l2.{name}", []).append(l2)
+        return {k: float(np.mean(v)) for k, v in totals.items()}
+
+    def gaussians(self) -> Gaussians:
+        """The current Gaussians (detached copies)."""
+        p = {k: v.detach().clone() for k, v in self.params.items()}
+        return Gaussians(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1), p["log_scales"],
+                         p["opacity_logits"], p["sh_dc"], p["sh_rest"], p["queries"])
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "params": {k: v.detach() for k, v in self.params.items()},
+                "background": self.background.detach(),
+                "W": {k: b.W.detach() for k, b in self.banks.items()}, "optimizer": self.optimizer.state_dict(),
+                "stats": (self.stats.total, self.stats.count), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (parameters, Adam moments, statistics, random state)."""
+        self.iteration = int(state["iteration"])
+        for group in self.optimizer.param_groups:
+            name = group["name"]
+            if name == "background":
+                src = state["background"]
+            else:
+                src = state["W"][name[2:]] if name.startswith("W.") else state["params"][name]
+            new = src.detach().clone().float().requires_grad_(True)
+            group["params"][0] = new
+            if name == "background":
+                self.background = new
+            elif name.startswith("W."):
+                self.banks[name[2:]].W = new
+            else:
+                self.params[name] = new
+        for name, W in state["W"].items():
+            if not self.banks[name].learn_projection:
+                self.banks[name].W = W.clone()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stats = GradStats(*state["stats"])
+        self.generator.set_state(state["generator"])
+
+
+@torch.no_grad()
+def feature_fidelity(query_map: torch.Tensor, target: torch.Tensor, bank: MemoryBank) -> tuple[float, float]:
+    """Mean cosine similarity and mean L2 distance between features decoded from ``query_map``
+    [H, W, l] (sampled at the centres of ``target``'s pixels) and ``target`` [h, w, d];
+    all-zero (unlabeled) target pixels are skipped."""
+    h, w = target.shape[:2]
+    height, width = query_map.shape[:2]
+    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    uv = torch.stack([(u.reshape(-1) + 0.5) * width / w, (v.reshape(-1) + 0.5) * height / h], dim=-1)
+    q = lookup(query_map, uv, width, height)  # [h*w, l]
+    gt = target.reshape(-1, target.shape[-1]).float()
+    keep = gt.abs().sum(-1) > 0  # exact pixel values here, no interpolation
+    pred = memory_attention(q[keep], bank)
+    cos = torch.nn.functional.cosine_similarity(pred, gt[keep], dim=-1).mean()
+    return float(cos), float((pred - gt[keep]).norm(dim=-1).mean())

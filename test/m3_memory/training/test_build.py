@@ -1,0 +1,102 @@
+"""build_memory and `m3 build` on the small synthetic scan (fixture CLIP, few iterations)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from m3_memory.cli import main
+from m3_memory.errors import InputError
+from m3_memory.memory.artifact import load_memory
+from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path
+from m3_memory.training.config import TrainConfig
+
+
+def test_built_memory_is_complete_and_better_than_untrained(built_memory, synth):
+    path, report = built_memory
+    memory = load_memory(path)
+    assert len(memory.gaussians) == report.num_gaussians > 1000 and report.iterations == 40
+    assert memory.models[0].name == "clip" and memory.models[0].checkpoint.startswith("m3-fixture-clip")
+    assert memory.banks["clip"].psc.shape[1] == memory.models[0].feature_dim
+    splits = [c.split for c in memory.cameras]
+    assert len(splits) == 10 and splits.count("test") == 2 and memory.cameras[0].split == "test"  # views 0 and 8
+    np.testing.assert_array_equal(memory.cameras[3].T_world_cam.shape, (4, 4))
+    for name in ("heldout.png", "training_curve.png", "report.json"):
+        assert (path / "report" / name).is_file()
+    # even 40 iterations must beat the untrained memory on held-out views
+    assert report.final["psnr"] > report.initial["psnr"] + 2
+    assert report.final["cos.clip"] > report.initial["cos.clip"] + 0.1
+    assert not checkpoint_path(path).exists()  # removed once the memory is written
+    assert json.loads((path / "report" / "report.json").read_text())["iterations"] == 40
+
+
+def test_existing_output_is_refused(built_memory, synth):
+    path, _ = built_memory
+    with pytest.raises(InputError, match="--overwrite"):
+        build_memory(synth.folder, path, model="clip-fixture", fast=True)
+    assert main(["build", str(synth.folder), "--out", str(path), "--model", "clip-fixture"]) == 2
+
+
+def test_stop_then_resume_continues_where_it_stopped(synth, tmp_path, tiny_build):
+    out = tmp_path / "resumed.m3"
+    cfg = TrainConfig.fast(**{**tiny_build, "iterations": 12, "checkpoint_every": 100})
+    calls = {"n": 0}
+
+    def stop_after_five():
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(BuildStopped) as stopped:
+        build_memory(synth.folder, out, model="clip-fixture", config=cfg, should_stop=stop_after_five,
+                     cache_root=tmp_path / "cache", show_progress=False)
+    assert stopped.value.iteration == 5 and checkpoint_path(out).is_file() and not out.exists()
+    ckpt = torch.load(checkpoint_path(out), weights_only=False)
+    assert ckpt["trainer"]["iteration"] == 5
+    report = build_memory(synth.folder, out, model="clip-fixture", config=cfg, resume=True,
+                          cache_root=tmp_path / "cache", show_progress=False)
+    assert report.iterations == 12 and out.is_dir() and not checkpoint_path(out).exists()
+
+
+def test_resume_refuses_another_config_or_no_checkpoint(synth, tmp_path, tiny_build):
+    out = tmp_path / "other.m3"
+    cfg = TrainConfig.fast(**{**tiny_build, "iterations": 3})
+    with pytest.raises(InputError, match="no checkpoint"):
+        build_memory(synth.folder, out, model="clip-fixture", config=cfg, resume=True, show_progress=False)
+    with pytest.raises(BuildStopped):
+        build_memory(synth.folder, out, model="clip-fixture", config=cfg, should_stop=lambda: True,
+                     cache_root=tmp_path / "cache", show_progress=False)
+    with pytest.raises(InputError, match="another config"):
+        build_memory(synth.folder, out, model="clip-fixture", config=cfg.with_(query_dim=8), resume=True,
+                     cache_root=tmp_path / "cache", show_progress=False)
+
+
+def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(synth, tmp_path, tiny_build, monkeypatch):
+    import m3_memory.training.trainer as trainer_module
+
+    real, calls = trainer_module.rgb_loss, {"n": 0}
+
+    def nan_on_fifth(*args, **kwargs):  # fault injection: the fifth iteration's loss is NaN
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(trainer_module, "rgb_loss", nan_on_fifth)
+    out = tmp_path / "nan.m3"
+    cfg = TrainConfig.fast(**{**tiny_build, "iterations": 10, "checkpoint_every": 2})
+    with pytest.raises(InputError, match=r"loss became nan at iteration 5; last good checkpoint .* \(iteration 4\)"):
+        build_memory(synth.folder, out, model="clip-fixture", config=cfg, cache_root=tmp_path / "cache",
+                     show_progress=False)
+    assert not out.exists()
+    assert torch.load(checkpoint_path(out), weights_only=False)["trainer"]["iteration"] == 4
+
+
+def test_bad_inputs(tmp_path, synth):
+    with pytest.raises(InputError, match="does not exist"):
+        build_memory(tmp_path / "missing", tmp_path / "x.m3", model="clip-fixture", fast=True)
+    with pytest.raises(InputError, match="unknown foundation model"):
+        build_memory(synth.folder, tmp_path / "x.m3", model="nosuchmodel", fast=True)
+    with pytest.raises(InputError, match="iterations"):
+        TrainConfig(iterations=0)
+    assert main(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "y.m3"), "--model", "clip-fixture"]) == 2
+    assert not (tmp_path / "x.m3").exists() and not (tmp_path / "y.m3").exists()
