@@ -84,7 +84,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from m3_memory.demo import run_demo
 
-    return run_demo(Path(args.out), frames=args.frames)
+    return run_demo(Path(args.out), frames=args.frames, iterations=args.iterations)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole job on the embedded synthetic tabletop scene")
     p.add_argument("--out", default="m3_demo", help="output folder (default: ./m3_demo)")
     p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--iterations", type=int, help="training iterations (default: the fast preset's 600)")
     p.set_defaults(func=cmd_demo)
 
     # Subcommands of later stages register themselves (argparse only; heavy imports inside their handlers).

@@ -18,28 +18,33 @@ from m3_memory.recording.inspect import inspect_recording
 from m3_memory.synth import SynthConfig, write_synthetic
 
 
-def choose_clip():
+def choose_clip() -> tuple[str, object]:
     """Real CLIP (ViT-L/14@336, OpenAI weights) when the user's cache or hub has it, else the
-    fixture CLIP; says which and why."""
+    fixture CLIP; says which and why. Returns (registry name, model)."""
     from m3_memory.foundation import load_model
 
     try:
         model = load_model("clip")
         print("  using real CLIP")
-        return model
+        return "clip", model
     except InputError as err:
         print(f"  real CLIP unavailable ({err.problem.split(';')[0]}); using the fixture CLIP trained on this scene")
-        return load_model("clip-fixture")
+        return "clip-fixture", load_model("clip-fixture")
 
 
-def run_demo(out: Path, frames: int = 48) -> int:
-    """Run the demo into ``out``; returns the exit code (0 when every reader agrees)."""
+def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
+    """Run the demo into ``out``; returns the exit code (0 when every reader agrees and every
+    stage succeeded). iterations: training iterations (default: the ``fast`` preset's)."""
+    from m3_memory.training.build import build_memory
+    from m3_memory.training.config import TrainConfig
+
     if frames < 2:
         raise InputError("m3 demo", "needs --frames >= 2")
+    steps = 5
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/3] synthesising the tabletop scene ({frames} frames) into {out}")
+    print(f"[1/{steps}] synthesising the tabletop scene ({frames} frames) into {out}")
     outputs = write_synthetic(out, SynthConfig(n_frames=frames))
-    print("[2/4] reading it back through every reader")
+    print(f"[2/{steps}] reading it back through every reader")
     reference = open_recording(outputs.folder)
     ok = True
     for label, path in (("librealsense .db3", outputs.realsense), ("ROS 2 bag", outputs.rosbag2)):
@@ -50,19 +55,25 @@ def run_demo(out: Path, frames: int = 48) -> int:
         print(f"  {label:18s} {diff['frames_other']}/{diff['frames_reference']} frames, colour diff "
               f"{diff['rgb']:.0f}, depth diff {diff['depth_m'] * 1000:.2f} mm, pose diff {diff['pose']:.1e} "
               f"-> {'identical' if same else 'MISMATCH'}")
-    print("[3/4] inspecting each copy")
+    print(f"[3/{steps}] inspecting each copy")
     sheets = out / "sheets"
     sheets.mkdir(exist_ok=True)
     for path in (outputs.folder, outputs.realsense, outputs.rosbag2):
         summary = inspect_recording(open_recording(path), sheet=sheets / f"{path.name}.png")
         print("\n".join(summary.lines()))
     print(f"contact sheets in {sheets}")
-    model = choose_clip()
-    print(f"[4/4] CLIP features -> principal scene components ({model.checkpoint})")
-    summary = extract_components(open_recording(outputs.folder), model, out / "features")
-    print("\n".join(summary.lines()))
     if not ok:
         print("m3 demo: the readers disagree (see above)")
         return 1
-    print("demo finished: every reader returns the same frames")
+    name, model = choose_clip()
+    print(f"[4/{steps}] CLIP features -> principal scene components ({model.checkpoint})")
+    summary = extract_components(open_recording(outputs.folder), model, out / "features")
+    print("\n".join(summary.lines()))
+    cfg = TrainConfig.fast() if iterations is None else TrainConfig.fast(iterations=iterations)
+    print(f"[5/{steps}] building the memory ({cfg.iterations} iterations, fast CPU preset)")
+    memory_path = out / "tabletop.m3"
+    report = build_memory(outputs.folder, memory_path, model=name, config=cfg, overwrite=True)
+    print("\n".join(report.lines()))
+    print(f"held-out renders and training curve in {memory_path / 'report'}")
+    print("demo finished")
     return 0

@@ -8,7 +8,7 @@ intrinsics). One view per iteration, as 3DGS does.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -67,7 +67,9 @@ class Trainer:
 
     def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
                  cfg: TrainConfig, extent: float) -> None:
-        self.cfg, self.extent, self.banks, self.slices = cfg, extent, banks, slices
+        self.cfg, self.extent, self.slices = cfg, extent, slices
+        # own copies: a learned projection must not leak into banks shared with other trainers
+        self.banks = {k: replace(b, W=b.W.detach().clone()) for k, b in banks.items()}
         n = len(gaussians)
         rest = (cfg.sh_degree + 1) ** 2 - 1
         sh_rest = torch.zeros(n, rest, 3)
@@ -84,9 +86,9 @@ class Trainer:
                "queries": cfg.lr_query}
         groups = [{"params": [self.params[k]], "lr": lr, "name": k} for k, lr in lrs.items()]
         groups.append({"params": [self.background], "lr": cfg.lr_background, "name": "background"})
-        for name, bank in banks.items():
+        for name, bank in self.banks.items():
             if bank.learn_projection:
-                bank.W = bank.W.detach().float().clone().requires_grad_(True)
+                bank.W = bank.W.float().requires_grad_(True)
                 groups.append({"params": [bank.W], "lr": cfg.lr_projection, "name": f"W.{name}"})
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)
         self.stats = GradStats.zeros(n)

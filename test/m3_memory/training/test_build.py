@@ -100,3 +100,18 @@ def test_bad_inputs(tmp_path, synth):
         TrainConfig(iterations=0)
     assert main(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "y.m3"), "--model", "clip-fixture"]) == 2
     assert not (tmp_path / "x.m3").exists() and not (tmp_path / "y.m3").exists()
+
+
+def test_projection_fixed_by_default_and_learned_on_request(built_memory, synth, tmp_path, tiny_build):
+    from m3_memory.memory.attention import MemoryBank
+
+    fixed = load_memory(built_memory[0]).banks["clip"]
+    draw = MemoryBank.create("clip", fixed.psc, fixed.query_dim, seed=0).W  # the build's N(0, 1) draw
+    torch.testing.assert_close(fixed.W, draw)
+    cfg = TrainConfig.fast(**{**tiny_build, "iterations": 5, "learn_projection": True})
+    build_memory(synth.folder, tmp_path / "learned.m3", model="clip-fixture", config=cfg,
+                 cache_root=tmp_path / "cache", show_progress=False)
+    learned = load_memory(tmp_path / "learned.m3")
+    assert learned.models[0].learn_projection and learned.banks["clip"].learn_projection
+    moved = (learned.banks["clip"].W - draw).abs().max().item()
+    assert 1e-4 < moved < 0.1  # five Adam steps of lr 1e-3 move each entry by at most ~5e-3
