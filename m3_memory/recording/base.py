@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from m3_memory.errors import InputError
 from m3_memory.recording.frame import Frame
 
@@ -39,6 +41,11 @@ class Recording(ABC):
     def objects(self) -> list[str]:
         """Names of the annotated objects whose masks frames carry (may be empty)."""
         return []
+
+    def sparse_points(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Structure-from-motion points of the scene, when the recording has them:
+        (xyz [M, 3] float64 world metres, rgb [M, 3] uint8); None otherwise."""
+        return None
 
     @abstractmethod
     def _frames(self) -> Iterator[Frame]:

@@ -597,6 +597,27 @@ class ColmapRecording(Recording):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def sparse_points(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """points3D.txt beside images.txt (``POINT3D_ID X Y Z R G B ERROR TRACK...`` per line):
+        (xyz [M, 3] world metres, rgb [M, 3] uint8), or None when the model has no such file."""
+        path = self.images_txt.parent / "points3D.txt"
+        if not path.is_file():
+            return None
+        xyz, rgb = [], []
+        for n, line in enumerate(_read_text(path).splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            values = _numbers(f"{path} line {n}", " ".join(parts[1:7]), 6) if len(parts) >= 8 else None
+            if values is None or not np.all(np.isfinite(values[:3])) or not np.all((values[3:] >= 0) & (values[3:] <= 255)):
+                raise InputError(f"{path} line {n}", "is not 'POINT3D_ID X Y Z R G B ERROR TRACK...'")
+            xyz.append(values[:3])
+            rgb.append(values[3:])
+        if not xyz:
+            return None
+        return np.array(xyz, dtype=np.float64), np.array(rgb).astype(np.uint8)
+
     def _frames(self) -> Iterator[Frame]:
         for e in self.entries:
             rgb = read_rgb(e.color)

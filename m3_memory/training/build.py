@@ -206,7 +206,8 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
 
     say("init", 0.0, "initialising Gaussians from RGB-D")
     gaussians = init_from_rgbd([frames[i] for i in train_idx], query_dim=cfg.query_dim * len(models), voxel=cfg.voxel,
-                               stride=cfg.init_stride, depth_max=cfg.depth_max, seed=cfg.seed, source=str(recording))
+                               stride=cfg.init_stride, depth_max=cfg.depth_max, seed=cfg.seed, source=str(recording),
+                               sparse=rec.sparse_points())
     if len(gaussians) > cfg.max_gaussians:
         keep = torch.randperm(len(gaussians), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_gaussians]
         gaussians = type(gaussians)(*(getattr(gaussians, f)[keep] for f in

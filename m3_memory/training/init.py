@@ -37,14 +37,20 @@ def _cloud(points: np.ndarray, colors: np.ndarray) -> o3d.geometry.PointCloud:
 
 
 def init_from_rgbd(frames: Iterable[Frame], query_dim: int, voxel: float = 0.01, stride: int = 2,
-                   depth_max: float = 5.0, seed: int = 0, source: str = "recording") -> Gaussians:
+                   depth_max: float = 5.0, seed: int = 0, source: str = "recording",
+                   sparse: tuple[np.ndarray, np.ndarray] | None = None) -> Gaussians:
     """Posed RGB-D frames -> Gaussians [N] in the world frame (metres).
 
     voxel: merge distance (m). stride: use every stride-th pixel. depth_max: ignore depth
     farther than this (m). query_dim: principal-query channels per Gaussian.
+    sparse: structure-from-motion points (xyz [M, 3] m, rgb [M, 3] uint8) merged in, as 3DGS
+    initialises from them; they also cover what lies beyond the depth camera's range.
     """
     merged = o3d.geometry.PointCloud()
     seen = 0
+    if sparse is not None:
+        merged += _cloud(np.asarray(sparse[0], np.float64), np.asarray(sparse[1], np.float64) / 255.0)
+        merged = merged.voxel_down_sample(voxel)
     for f in frames:
         if f.T_world_cam is None:
             raise InputError(source, f"{f.name or 'a frame'} has no camera pose; poses are needed to place Gaussians "
@@ -59,7 +65,7 @@ def init_from_rgbd(frames: Iterable[Frame], query_dim: int, voxel: float = 0.01,
         cols = f.rgb[::stride, ::stride][v, u].astype(np.float64) / 255.0  # [M, 3]
         merged += _cloud(pts, cols).voxel_down_sample(voxel)
         merged = merged.voxel_down_sample(voxel)
-    if seen == 0 or len(merged.points) == 0:
+    if (seen == 0 and sparse is None) or len(merged.points) == 0:
         raise InputError(source, f"no valid depth closer than {depth_max} m in any frame: nothing to initialise from")
     means = np.asarray(merged.points)
     colors = np.asarray(merged.colors)

@@ -307,6 +307,20 @@ def test_colmap(tmp_path):
         np.testing.assert_array_equal(f.depth, d)
 
 
+def test_colmap_sparse_points(tmp_path):
+    K, poses, rgb, depth = make_frames()
+    write_colmap(tmp_path / "cm", K, poses, rgb, depth)
+    assert open_recording(tmp_path / "cm").sparse_points() is None  # no points3D.txt
+    (tmp_path / "cm" / "sparse" / "0" / "points3D.txt").write_text(
+        "# 3D point list\n1 0.5 -0.25 2.0 255 128 0 0.7 1 0 2 3\n2 1 2 3 10 20 30 0.1\n")
+    xyz, colors = open_recording(tmp_path / "cm").sparse_points()
+    np.testing.assert_allclose(xyz, [[0.5, -0.25, 2.0], [1, 2, 3]])
+    np.testing.assert_array_equal(colors, [[255, 128, 0], [10, 20, 30]])
+    (tmp_path / "cm" / "sparse" / "0" / "points3D.txt").write_text("1 0.5 nan 2.0 255 128 0 0.7\n")
+    with pytest.raises(InputError, match="points3D.txt line 1"):
+        open_recording(tmp_path / "cm").sparse_points()
+
+
 def test_colmap_model_folder_given_png_depth_and_image_id_order(tmp_path):
     K, poses, rgb, depth = make_frames()
     K[1, 1] = K[0, 0]

@@ -44,3 +44,13 @@ def test_no_depth_and_no_pose(scene):
     unposed = Frame(f.rgb, f.depth, f.K, None, 0.0, name="frame 0")
     with pytest.raises(InputError, match="frame 0 has no camera pose"):
         init_from_rgbd([unposed], query_dim=4)
+
+
+def test_sparse_points_are_merged_in(scene):
+    frames = list(scene)[:2]
+    far = np.array([[0.0, 0.0, 50.0], [1.0, 0.0, 50.0]])  # beyond any depth
+    g = init_from_rgbd(frames, query_dim=4, voxel=0.01, sparse=(far, np.array([[255, 0, 0], [255, 0, 0]], np.uint8)))
+    plain = init_from_rgbd(frames, query_dim=4, voxel=0.01)
+    assert len(g) == len(plain) + 2
+    hit = (g.means - torch.tensor([0.0, 0.0, 50.0])).norm(dim=1).argmin()
+    torch.testing.assert_close(0.5 + SH_C0 * g.sh_dc[hit], torch.tensor([1.0, 0.0, 0.0]))
