@@ -126,9 +126,8 @@ def test_launch_files_start_installed_executables():
         assert any(isinstance(n, ast.FunctionDef) and n.name == func for n in tree.body), target
 
 
-@pytest.mark.xfail(strict=True, reason="pyproject.toml (the lead's) does not list the node scripts yet; setuptools "
-                   ">= 61 reads scripts from there and ignores setup.py's (ROS 2 Jazzy)")
 def test_pyproject_lists_the_same_scripts():
+    """setuptools >= 61 reads scripts from pyproject.toml and ignores setup.py's (ROS 2 Jazzy)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"] == console_scripts()
 
