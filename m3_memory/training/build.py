@@ -162,6 +162,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     if out.exists() and not overwrite:
         raise InputError(out, "exists; pass --overwrite to replace it")
     ckpt_path = checkpoint_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     report = BuildReport(out)
     say = progress or (lambda stage, fraction, message: None)
     clock = time.perf_counter()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from m3_memory.conventions import invert_T
+from m3_memory.errors import InputError
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.memory.attention import MemoryBank, memory_attention
 from m3_memory.render.rasterization import means2d_grad, rasterization
@@ -151,9 +152,12 @@ class Trainer:
         cfg, it = self.cfg, self.iteration
         if cfg.densify_start < it <= cfg.densify_stop and it % cfg.densify_every == 0:
             after_reset = it > cfg.opacity_reset_every
-            densify_and_prune(self.optimizer, self.params, self.stats, cfg.densify_grad, cfg.densify_scale * self.extent,
-                              cfg.prune_opacity, cfg.max_gaussians, self.generator,
-                              0.1 * self.extent if after_reset else None)
+            counts = densify_and_prune(self.optimizer, self.params, self.stats, cfg.densify_grad,
+                                       cfg.densify_scale * self.extent, cfg.prune_opacity, cfg.max_gaussians,
+                                       self.generator, 0.1 * self.extent if after_reset else None)
+            if counts["total"] == 0:
+                raise InputError("training", f"every Gaussian was pruned at iteration {it} (opacity below "
+                                 f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
             self.stats = GradStats.zeros(self.params["means"].shape[0])
         if it % cfg.opacity_reset_every == 0 and it <= cfg.densify_stop:
             reset_opacity(self.optimizer, self.params)

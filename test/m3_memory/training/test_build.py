@@ -39,7 +39,7 @@ def test_existing_output_is_refused(built_memory, synth):
 
 
 def test_stop_then_resume_continues_where_it_stopped(synth, tmp_path, tiny_build):
-    out = tmp_path / "resumed.m3"
+    out = tmp_path / "new" / "folder" / "resumed.m3"  # parents are created
     cfg = TrainConfig.fast(**{**tiny_build, "iterations": 12, "checkpoint_every": 100})
     calls = {"n": 0}
 
@@ -89,6 +89,14 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(sy
                      show_progress=False)
     assert not out.exists()
     assert torch.load(checkpoint_path(out), weights_only=False)["trainer"]["iteration"] == 4
+
+
+def test_zero_gaussians_after_pruning_is_an_error(synth, tmp_path, tiny_build):
+    cfg = TrainConfig.fast(**{**tiny_build, "iterations": 12, "prune_opacity": 1.0})
+    with pytest.raises(InputError, match="every Gaussian was pruned at iteration 20|every Gaussian was pruned"):
+        build_memory(synth.folder, tmp_path / "empty.m3", model="clip-fixture", config=cfg.with_(iterations=25),
+                     cache_root=tmp_path / "cache", show_progress=False)
+    assert not (tmp_path / "empty.m3").exists()
 
 
 def test_bad_inputs(tmp_path, synth):
