@@ -18,12 +18,28 @@ from m3_memory.conventions import make_T
 from m3_memory.errors import InputError
 
 
+def _share_roots() -> list[Path]:
+    """Where installed data may be: the source tree, the ament index's share directory of
+    m3_memory (colcon installs), and share/m3_memory under the Python prefix (pip)."""
+    roots = [Path(__file__).resolve().parents[1]]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            roots.append(Path(get_package_share_directory("m3_memory")))
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return [*roots, Path(sys.prefix) / "share" / "m3_memory"]
+
+
 def _share_file(relative: str) -> Path:
-    """``relative`` (e.g. "urdf/b1_z1.urdf") in the source tree, else in share/m3_memory."""
-    for root in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "m3_memory"):
+    """``relative`` (e.g. "urdf/b1_z1.urdf") in the source tree or an installed share directory."""
+    for root in _share_roots():
         if (root / relative).is_file():
             return root / relative
-    raise InputError(relative, "not found beside the m3_grasp package nor in share/m3_memory")
+    raise InputError(relative, "not found beside the m3_grasp package, in the ament index, nor in share/m3_memory")
 
 
 def default_urdf() -> Path:
