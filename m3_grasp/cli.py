@@ -44,12 +44,12 @@ def cmd_grasp(args: argparse.Namespace) -> int:
         object_points = _read_points(args.object_points)
     else:
         try:
-            from m3_memory.query.api import query_gaussians
+            from m3_memory.query.api import find_in_memory
         except ImportError as err:
             raise InputError("m3 grasp", f"the text query is not available ({err}); give --target and --object-points")
         from m3_memory.memory.artifact import load_memory
 
-        result = query_gaussians(load_memory(args.memory), args.text)
+        result = find_in_memory(load_memory(args.memory), args.text)
         if not result.found:
             raise InputError(args.text, f"not found in {args.memory}: {result.message}")
         target, object_points = result.point_world, result.points_world

@@ -1,14 +1,17 @@
 """``m3 demo``: the whole job on the embedded synthetic tabletop scene.
 
-Now: synthesise the scene, read it back through every reader, check they agree, inspect
-each copy (contact sheets), and reduce CLIP features of the scan to principal scene
-components (real CLIP when its weights are in the user's cache or hub, else the project's
-fixture CLIP). Later stages (build -> query -> grasp plan) append here.
+Synthesise the scene, read it back through every reader, check they agree, inspect each
+copy (contact sheets), reduce CLIP features of the scan to principal scene components (real
+CLIP when its weights are in the user's cache or hub, else the project's fixture CLIP),
+build the memory, ask it for the yellow bath duck, and grasp the duck with the Z1 on the B1
+in the kinematic simulation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from m3_memory.errors import InputError
 from m3_memory.memory.extract import extract_components
@@ -40,7 +43,7 @@ def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
 
     if frames < 2:
         raise InputError("m3 demo", "needs --frames >= 2")
-    steps = 5
+    steps = 7
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/{steps}] synthesising the tabletop scene ({frames} frames) into {out}")
     outputs = write_synthetic(out, SynthConfig(n_frames=frames))
@@ -75,5 +78,34 @@ def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
     report = build_memory(outputs.folder, memory_path, model=name, config=cfg, overwrite=True)
     print("\n".join(report.lines()))
     print(f"held-out renders and training curve in {memory_path / 'report'}")
+    return _query_and_grasp(memory_path, out, steps)
+
+
+def _query_and_grasp(memory_path: Path, out: Path, steps: int) -> int:
+    from m3_grasp.run import run_grasp
+    from m3_memory.memory.artifact import load_memory
+    from m3_memory.query.api import find_in_memory
+    from m3_memory.query.camera import Camera
+    from m3_memory.query.picture import heatmap_overlay
+
+    text = "yellow bath duck"
+    print(f"[6/{steps}] asking the memory for the {text}")
+    memory = load_memory(memory_path)
+    result = find_in_memory(memory, text)
+    print(f"  {result.message}")
+    if not result.found:
+        print(f"m3 demo: the memory did not find the {text}")
+        return 1
+    camera = next(Camera.from_view(c) for c in memory.cameras if np.array_equal(c.T_world_cam, result.T_world_cam))
+    heatmap_overlay(memory, camera, result, out / "query" / "heatmap.png")
+    print(f"  target [{', '.join(f'{v:.3f}' for v in result.point_world)}] m (memory frame); "
+          f"heatmap in {out / 'query' / 'heatmap.png'}")
+    print(f"[7/{steps}] grasping it with the Z1 on the B1 (kinematic simulation)")
+    plan, report = run_grasp(memory_path, result.point_world, result.points_world, backend="sim", out_dir=out / "grasp")
+    print(f"  {plan.message}")
+    if report is None:
+        print("m3 demo: no grasp was planned")
+        return 1
+    print("\n".join(f"  {line}" for line in report.lines()))
     print("demo finished")
     return 0

@@ -1,10 +1,13 @@
-"""Fixtures for every test: where the real captured data is (skipping when absent)."""
+"""Fixtures for every test: where the real captured data is (skipping when absent), one small
+synthetic scan and a memory built from it (both once per session)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from m3_memory.synth import SynthConfig, write_synthetic
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
@@ -15,3 +18,34 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real data not found at {REALDATA}")
     return REALDATA
+
+SMALL = SynthConfig(width=160, height=120, n_frames=10)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """The synthetic tabletop scan as a folder, a librealsense .db3 and a ROS 2 bag."""
+    return write_synthetic(tmp_path_factory.mktemp("synth"), SMALL, show_progress=False)
+
+
+TINY_BUILD = dict(iterations=40, max_side=160, max_gaussians=15_000, densify_start=10, densify_stop=30,
+                  densify_every=10, eval_every=20, checkpoint_every=20)
+
+
+@pytest.fixture(scope="session")
+def built_memory(synth, tmp_path_factory):
+    """A memory built from the small synthetic scan with the fixture CLIP (40 iterations):
+    (path of the *.m3, BuildReport)."""
+    from m3_memory.training.build import build_memory
+    from m3_memory.training.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("built") / "scene.m3"
+    report = build_memory(synth.folder, out, model="clip-fixture", config=TrainConfig.fast(**TINY_BUILD),
+                          cache_root=tmp_path_factory.mktemp("cache"), show_progress=False)
+    return out, report
+
+
+@pytest.fixture
+def tiny_build():
+    """Training options of the small test builds (a dict for TrainConfig.fast)."""
+    return dict(TINY_BUILD)

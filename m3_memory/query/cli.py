@@ -1,9 +1,100 @@
-"""Subcommand registration (argparse only; the handler imports the heavy modules)."""
+"""``m3 query``: text -> heatmap -> 3D target (argparse only; the handler imports the heavy modules)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from m3_memory.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this stage's subcommands to the ``m3`` parser (none yet)."""
+    """Add ``m3 query`` to the ``m3`` parser."""
+    p = sub.add_parser("query", help="find a text in a memory: heatmap, 3D target, highlighted Gaussians")
+    p.add_argument("memory", help="the *.m3 memory")
+    p.add_argument("text", help='what to find, e.g. "yellow bath duck"')
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--view", type=int, help="ask from the memory's source camera N (see meta.json cameras)")
+    where.add_argument("--pose", help="camera pose file: JSON {T_world_cam, K, width, height} or 16 numbers (4x4)")
+    p.add_argument("--depth", help="live depth registered to the camera: .npy float32 metres or 16-bit PNG millimetres")
+    p.add_argument("--method", default="relevancy", choices=["relevancy", "cosine"])
+    p.add_argument("--gaussians", action="store_true", help="query the Gaussians in 3D instead of rendering a view")
+    p.add_argument("--model", default="clip", help="which of the memory's models answers (default: clip)")
+    p.add_argument("--weights", help="the text model's weights file, when the memory was built from one")
+    p.add_argument("--out", default="query", help="folder for heatmap.png and target.ply (default: ./query)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_query)
+
+
+def _read_depth(path: str):
+    import numpy as np
+
+    from m3_memory.recording.images import read_depth
+
+    if not Path(path).is_file():
+        raise InputError(path, "depth file does not exist")
+    if path.endswith(".npy"):
+        try:
+            return np.load(path)
+        except ValueError as err:
+            raise InputError(path, f"cannot read the .npy ({err})") from None
+    return read_depth(path)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from m3_memory.memory.artifact import load_memory, write_ply
+    from m3_memory.query.api import QueryConfig, find_in_memory, gaussians_in_box, query_gaussians, query_text, text_model_for
+    from m3_memory.query.camera import Camera, read_pose_file
+    from m3_memory.query.picture import heatmap_overlay
+
+    memory = load_memory(args.memory)
+    config = QueryConfig(model=args.model, method=args.method)
+    text_model = text_model_for(memory, args.model, args.weights)
+    camera = None
+    if args.gaussians:
+        result = query_gaussians(memory, args.text, config, text_model)
+    elif args.view is not None or args.pose is not None:
+        if args.view is not None:
+            if not 0 <= args.view < len(memory.cameras):
+                raise InputError("--view", f"{args.view} is not a source camera of this memory (0..{len(memory.cameras) - 1})")
+            camera = Camera.from_view(memory.cameras[args.view])
+        else:
+            camera = read_pose_file(args.pose, memory.cameras[0] if memory.cameras else None)
+        depth = _read_depth(args.depth) if args.depth else None
+        result = query_text(memory, args.text, camera, depth, config, text_model)
+    else:
+        if args.depth:
+            raise InputError("--depth", "needs the camera it was taken from (--view or --pose)")
+        result = find_in_memory(memory, args.text, config, text_model)
+        camera = next((Camera.from_view(c) for c in memory.cameras if result.T_world_cam is not None
+                       and np.array_equal(c.T_world_cam, result.T_world_cam)), None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    if camera is not None:
+        heatmap_overlay(memory, camera, result, out / "heatmap.png")
+        files.append(out / "heatmap.png")
+    if result.found:
+        idx = result.gaussians if len(result.gaussians) else (gaussians_in_box(memory, result.box) if result.box else [])
+        if len(idx):
+            write_ply(out / "target.ply", _subset(memory.gaussians, np.asarray(idx)))
+            files.append(out / "target.ply")
+    if args.json:
+        print(json.dumps({**result.to_json(), "files": [str(f) for f in files]}, indent=1))
+    else:
+        print(result.message)
+        if result.found:
+            print(f"target (memory frame, m): [{', '.join(f'{v:.3f}' for v in result.point_world)}]")
+        for f in files:
+            print(f"wrote {f}")
+    return 0 if result.found else 1  # like grep: 1 = nothing relevant found
+
+
+def _subset(g, idx):
+    from m3_memory.memory.artifact import Gaussians
+
+    return Gaussians(*(getattr(g, k)[idx] for k in ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest",
+                                                    "queries")))

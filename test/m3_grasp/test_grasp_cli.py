@@ -90,12 +90,10 @@ def test_target_without_object_points(scene_memory, tmp_path, capsys):
     assert "--object-points" in err
 
 
-def test_text_query_path(scene_memory, tmp_path, capsys):
-    """Without --target the text goes to m3_memory.query.api.query_gaussians (when it exists)."""
-    try:
-        import m3_memory.query.api  # noqa: F401
-    except ImportError:
-        err = bad(["grasp", str(scene_memory), "yellow bath duck", "--out", str(tmp_path)], capsys)
-        assert "--target" in err
-        return
-    assert main(["grasp", str(scene_memory), "yellow bath duck", "--out", str(tmp_path)]) in (0, 1, 2)
+def test_grasp_by_text_on_a_built_memory(built_memory, tmp_path, capsys):
+    """Text -> 3D query on a trained memory -> plan -> dry-run: the duck is found and grasped."""
+    out = tmp_path / "grasp"
+    assert main(["grasp", str(built_memory[0]), "yellow bath duck", "--backend", "dry-run", "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["found"] and (out / "trajectory.json").is_file()
+    assert "yellow bath duck" in capsys.readouterr().out

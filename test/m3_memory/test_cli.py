@@ -117,12 +117,14 @@ def test_console_script_exit_code(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "6", "--iterations", "60"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "8", "--iterations", "150"]) == 0
     out = capsys.readouterr().out
     assert out.count("identical") == 2
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 3
     assert "principal scene components" in out and (tmp_path / "demo" / "features" / "features_clip.png").exists()
     assert (tmp_path / "demo" / "tabletop.m3" / "report" / "heldout.png").exists()
+    assert "found 'yellow bath duck'" in out and (tmp_path / "demo" / "query" / "heatmap.png").exists()
+    assert (tmp_path / "demo" / "grasp" / "sim.png").exists() and "demo finished" in out
 
 
 @pytest.mark.parametrize("relpath, fmt, frames, options", [

@@ -1,0 +1,76 @@
+"""Read the memory at a camera: render principal queries and expected depth, decode to features.
+
+The Gaussians alpha-composite one model's query slice ``[N, l]`` into a query map ``[H, W, l]``
+(plus expected depth), and memory attention turns every covered pixel into a feature in the
+foundation model's own space (paper, section 3). Attention normalises ``q W``, so the query's
+scale (alpha) does not change the feature; pixels the Gaussians barely cover are flagged
+invalid instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from m3_memory.memory.artifact import Memory
+from m3_memory.memory.attention import memory_attention
+from m3_memory.query.camera import Camera
+from m3_memory.render.rasterization import rasterization
+from m3_memory.render.reference import gsplat_K
+from m3_memory.render.sh import sh_to_rgb
+
+MIN_ALPHA = 0.5  # pixels with less accumulated opacity show (mostly) nothing of the memory
+
+
+@dataclass
+class RenderedView:
+    """What the memory shows at one camera. features [H, W, d] (zeros where invalid);
+    depth [H, W] expected depth along the optical axis (m, 0 where invalid); alpha [H, W]
+    accumulated opacity; valid [H, W] bool (alpha >= the threshold used)."""
+
+    features: torch.Tensor
+    depth: torch.Tensor
+    alpha: torch.Tensor
+    valid: torch.Tensor
+
+
+def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend: str = "auto"
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``."""
+    g = memory.gaussians
+    queries = memory.queries_of(model)  # [N, l]
+    viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None]  # [1, 4, 4] world -> camera
+    K = gsplat_K(torch.from_numpy(camera.K).float())[None]  # [1, 3, 3]
+    with torch.no_grad():
+        out, alpha, _ = rasterization(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), queries,
+                                      viewmat, K, camera.width, camera.height, render_mode="RGB+ED", backend=backend)
+    return out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]
+
+
+def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alpha: float = MIN_ALPHA,
+                    backend: str = "auto") -> RenderedView:
+    """Features the memory holds at ``camera`` for ``model`` (see :class:`RenderedView`)."""
+    q, depth, alpha = render_queries(memory, camera, model, backend)
+    valid = alpha >= min_alpha  # [H, W]
+    bank = memory.banks[model]
+    features = torch.zeros(*valid.shape, bank.feature_dim)  # [H, W, d]
+    with torch.no_grad():
+        features[valid] = memory_attention(q[valid], bank)
+    return RenderedView(features, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
+
+
+def render_rgb(memory: Memory, camera: Camera, backend: str = "auto") -> np.ndarray:
+    """The memory's colour image at ``camera``: uint8 [H, W, 3], view-dependent colour from the
+    Gaussians' spherical harmonics, the build's learned background colour where nothing is."""
+    g = memory.gaussians
+    T = torch.from_numpy(camera.T_world_cam).float()
+    colors = sh_to_rgb(g.sh_dc, g.sh_rest, g.means, T[:3, 3])  # [N, 3]
+    K = gsplat_K(torch.from_numpy(camera.K).float())[None]
+    with torch.no_grad():
+        out, alpha, _ = rasterization(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), colors,
+                                      T.inverse()[None], K, camera.width, camera.height, backend=backend)
+    background = torch.tensor(memory.training.get("background", [0.0, 0.0, 0.0])[:3]).clamp(0, 1)
+    rgb = out[0] + (1 - alpha[0]) * background
+    return (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
