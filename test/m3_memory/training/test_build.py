@@ -123,3 +123,22 @@ def test_projection_fixed_by_default_and_learned_on_request(built_memory, synth,
     assert learned.models[0].learn_projection and learned.banks["clip"].learn_projection
     moved = (learned.banks["clip"].W - draw).abs().max().item()
     assert 1e-4 < moved < 0.1  # five Adam steps of lr 1e-3 move each entry by at most ~5e-3
+
+
+def test_ctrl_c_sets_the_stop_flag_instead_of_raising():
+    import os
+    import signal
+    import time
+
+    from m3_memory.training.build import _StopFlag
+
+    before = signal.getsignal(signal.SIGINT)
+    with _StopFlag(None) as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        time.sleep(0.05)
+        assert stop()  # the loop saves a checkpoint and raises BuildStopped at its next check
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C gives up at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before
