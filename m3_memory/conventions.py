@@ -77,6 +77,15 @@ def rigid_error(T: np.ndarray) -> str | None:
     return None
 
 
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """OpenCV K [3, 3] of an image resized by sx, sy (new width / old width, ...): the image
+    edges stay put, so pixel centres (at integers) move as (c + 0.5) s - 0.5."""
+    out = np.array(K, dtype=np.float64)
+    out[0, 0], out[0, 2] = out[0, 0] * sx, (out[0, 2] + 0.5) * sx - 0.5
+    out[1, 1], out[1, 2] = out[1, 1] * sy, (out[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """Pinhole intrinsics K [3, 3] in pixels (pixel centres at integer + 0.5 are not assumed)."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import rigid_error
+from m3_memory.conventions import rigid_error, scale_intrinsics
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import CameraView
 
@@ -48,11 +48,7 @@ class Camera:
     def scaled(self, factor: float) -> "Camera":
         """The same camera at ``factor`` times the resolution (pixel centres kept consistent)."""
         w, h = max(1, round(self.width * factor)), max(1, round(self.height * factor))
-        sx, sy = w / self.width, h / self.height
-        K = self.K.copy()
-        K[0, 0], K[0, 2] = K[0, 0] * sx, (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 1], K[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
-        return Camera(K, w, h, self.T_world_cam)
+        return Camera(scale_intrinsics(self.K, w / self.width, h / self.height), w, h, self.T_world_cam)
 
     def to_json(self) -> dict:
         return {"K": self.K.tolist(), "width": self.width, "height": self.height, "T_world_cam": self.T_world_cam.tolist()}

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from m3_memory.conventions import scale_intrinsics
 from m3_memory.errors import InputError
 from m3_memory.foundation import load_model
 from m3_memory.foundation.cache import cached_features
@@ -86,11 +87,7 @@ def _scaled(frame: Frame, max_side: int | None) -> tuple[torch.Tensor, torch.Ten
         rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", antialias=True,
                             align_corners=False)[0].permute(1, 2, 0)
         depth = F.interpolate(depth[None, None], size=(H, W), mode="nearest")[0, 0]
-        sx, sy = W / w, H / h
-        K[0, 0] *= sx
-        K[1, 1] *= sy
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        K = scale_intrinsics(K, W / w, H / h)
     return rgb.contiguous(), depth.contiguous(), K
 
 

@@ -46,6 +46,13 @@ def sample_pixels(height: int, width: int, count: int, generator: torch.Generato
     return torch.stack([u, v], dim=-1)
 
 
+def map_pixel_centres(h: int, w: int, width: int, height: int) -> torch.Tensor:
+    """Centres of an h x w map's pixels [h * w, 2] (row-major) in the coordinates of a
+    width x height render of the same image (pixels, centres at +0.5)."""
+    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([(u.reshape(-1) + 0.5) * width / w, (v.reshape(-1) + 0.5) * height / h], dim=-1)
+
+
 def lookup(maps: torch.Tensor, uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Bilinear values of ``maps`` [h, w, d] (covering the same image as a width x height
     render) at render pixel coordinates ``uv`` [P, 2] -> [P, d]."""

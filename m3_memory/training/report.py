@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 from m3_memory.memory.attention import memory_attention  # noqa: E402
 from m3_memory.memory.extract import pca_colors  # noqa: E402
 from m3_memory.recording.inspect import contact_sheet  # noqa: E402
-from m3_memory.training.losses import lookup  # noqa: E402
+from m3_memory.training.losses import lookup, map_pixel_centres  # noqa: E402
 from m3_memory.training.trainer import Trainer, View  # noqa: E402
 
 
@@ -43,8 +43,7 @@ def heldout_sheet(trainer: Trainer, views: list[View], path: Path, model: str | 
             target = view.features[model]
             h, w = target.shape[:2]
             height, width = queries.shape[:2]
-            v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-            uv = torch.stack([(u.reshape(-1) + 0.5) * width / w, (v.reshape(-1) + 0.5) * height / h], dim=-1)
+            uv = map_pixel_centres(h, w, width, height)
             a, b = trainer.slices[model]
             q = lookup(queries[..., a:b], uv, width, height)
             gts.append(target.float())

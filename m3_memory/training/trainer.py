@@ -22,7 +22,7 @@ from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.densify import GradStats, densify_and_prune, reset_opacity
-from m3_memory.training.losses import feature_loss, lookup, psnr, rgb_loss, sample_pixels
+from m3_memory.training.losses import feature_loss, lookup, map_pixel_centres, psnr, rgb_loss, sample_pixels
 
 
 @dataclass
@@ -224,8 +224,7 @@ def feature_fidelity(query_map: torch.Tensor, target: torch.Tensor, bank: Memory
     all-zero (unlabeled) target pixels are skipped."""
     h, w = target.shape[:2]
     height, width = query_map.shape[:2]
-    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    uv = torch.stack([(u.reshape(-1) + 0.5) * width / w, (v.reshape(-1) + 0.5) * height / h], dim=-1)
+    uv = map_pixel_centres(h, w, width, height)
     q = lookup(query_map, uv, width, height)  # [h*w, l]
     gt = target.reshape(-1, target.shape[-1]).float()
     keep = gt.abs().sum(-1) > 0  # exact pixel values here, no interpolation

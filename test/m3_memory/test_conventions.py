@@ -82,3 +82,12 @@ def test_backproject_inverts_projection():
     uvw = K @ p_cam[:3]
     np.testing.assert_allclose(uvw[:2] / uvw[2], [200, 100], atol=1e-9)
     np.testing.assert_allclose(p_cam[2], 2.0)
+
+
+def test_scale_intrinsics_keeps_the_image_edges():
+    from m3_memory.conventions import intrinsics_matrix, scale_intrinsics
+
+    K = intrinsics_matrix(500.0, 400.0, 319.5, 239.5)  # principal point at the centre of 640 x 480
+    half = scale_intrinsics(K, 0.5, 0.5)
+    np.testing.assert_allclose(half, intrinsics_matrix(250.0, 200.0, 159.5, 119.5))  # centre of 320 x 240
+    np.testing.assert_allclose(scale_intrinsics(half, 2.0, 2.0), K)
