@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel, load_model
@@ -35,13 +36,13 @@ from m3_memory.query.relevancy import (
     threshold_value,
 )
 from m3_memory.query.render import MIN_ALPHA, render_features
-from m3_memory.query.spatial import MIN_OPACITY, best_cluster, gaussian_features
+from m3_memory.query.spatial import MIN_OPACITY, NEIGHBOURS, best_cluster, dbscan, gaussian_features
 from m3_memory.query.target import Box, check_depth, lift_region, oriented_box, robust_center
 
 # The fixture CLIP learnt only its scene's names, so "object", "things", ... mean nothing to it;
 # its background classes play the canonical negatives' part.
 FIXTURE_NEGATIVES = tuple(FIXTURE_CLASSES[5:])
-DEFAULT_MIN_SCORE = {"relevancy": 0.1, "cosine": 0.3}
+DEFAULT_MIN_SCORE = {"relevancy": 0.1, "cosine": 0.3}  # measured on the fixture: bench/query.py "calibration"
 
 
 @dataclass
@@ -55,7 +56,11 @@ class QueryConfig:
     default, DEFAULT_MIN_SCORE). threshold: "otsu" or a score bound for the region.
     render_scale: render at this fraction of the camera's resolution (scores are upsampled).
     min_alpha: pixels the Gaussians cover less than this are ignored. min_pixels: smallest region.
-    cluster_eps (m), cluster_min_points: DBSCAN of relevant Gaussians (query_gaussians).
+    cluster_eps (m), cluster_min_points: DBSCAN of relevant Gaussians. object_centre: complete the
+    visible surface with the memory's Gaussians of the object (see :func:`object_gaussians`) and
+    take the target point from them; the surface points stay the evidence (and the fallback).
+    neighbours: a Gaussian is decoded from the opacity-weighted sum of this many nearest
+    Gaussians' queries (see :mod:`m3_memory.query.spatial`).
     """
 
     model: str = "clip"
@@ -68,6 +73,8 @@ class QueryConfig:
     min_pixels: int = 4
     cluster_eps: float = 0.02
     cluster_min_points: int = 5
+    object_centre: bool = True
+    neighbours: int = NEIGHBOURS
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -229,8 +236,42 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
         return result
     result.found, result.points_world = True, points
     result.point_world, result.box = robust_center(points), oriented_box(points)
-    result.message = f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}"
+    result.message = f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of the visible surface"
+    if config.object_centre:
+        bound = threshold_value(score, valid, config.threshold)
+        members = object_gaussians(memory, points, t, neg, bound, config)
+        if len(members):
+            body = memory.gaussians.means[members].numpy().astype(np.float64)
+            result.gaussians, result.point_world, result.box = members, robust_center(body), oriented_box(body)
+            result.message = (f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of "
+                              f"{len(members)} memory Gaussians of the object")
     return result
+
+
+def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: torch.Tensor, bound: float,
+                     config: QueryConfig, margin: float = 0.15) -> np.ndarray:
+    """Indices of the memory's Gaussians that make up the object whose visible surface is ``points``
+    [M, 3]: Gaussians within ``margin`` m of the surface's bounding box are scored against the text;
+    those above ``bound`` are clustered (DBSCAN) and the cluster holding most Gaussians within
+    ``cluster_eps`` of the surface is the object. Empty when no cluster touches the surface (e.g. the
+    object moved since the scan: then the live surface is the answer)."""
+    means = memory.gaussians.means.numpy().astype(np.float64)
+    lo, hi = points.min(0) - margin, points.max(0) + margin
+    near = np.nonzero(np.all((means >= lo) & (means <= hi), axis=1))[0]
+    if len(near) == 0:
+        return near
+    feats = gaussian_features(memory, config.model, config.neighbours, near)  # [n, d]
+    score = score_map(feats, t, neg, config.method).numpy()
+    bright = torch.sigmoid(memory.gaussians.opacity_logits[near]).numpy() >= MIN_OPACITY
+    cand = near[bright & (score > bound)]
+    labels = dbscan(means[cand], config.cluster_eps, config.cluster_min_points)
+    if len(labels) == 0 or labels.max() < 0:
+        return np.zeros(0, dtype=int)
+    touching = cKDTree(points).query(means[cand], distance_upper_bound=config.cluster_eps)[0] < np.inf  # [c]
+    votes = np.bincount(labels[(labels >= 0) & touching], minlength=labels.max() + 1)
+    if votes.max() == 0:
+        return np.zeros(0, dtype=int)
+    return cand[labels == int(np.argmax(votes))]
 
 
 def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig(),
@@ -238,7 +279,7 @@ def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig
     """Find ``text`` among the Gaussians themselves: decode each Gaussian's query, score it, cluster
     the relevant ones in 3D (DBSCAN) and return the best cluster's median point, means and box."""
     text, t, neg, warnings = _prepare(memory, text, config, text_model)
-    score = score_map(gaussian_features(memory, config.model), t, neg, config.method).numpy()  # [N]
+    score = score_map(gaussian_features(memory, config.model, config.neighbours), t, neg, config.method).numpy()  # [N]
     bright = torch.sigmoid(memory.gaussians.opacity_logits).numpy() >= MIN_OPACITY
     bound = threshold_value(score, bright, config.threshold)
     relevant = np.nonzero(bright & (score > bound))[0]
