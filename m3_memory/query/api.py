@@ -171,11 +171,14 @@ def _context_warning(text_model: FoundationModel, text: str) -> list[str]:
     return [f"query is {n} tokens, longer than the text encoder's {context}: truncated"] if n > context else []
 
 
+def canonical_negatives(text_model: FoundationModel) -> tuple[str, ...]:
+    """LERF's canonical negatives; the fixture CLIP's background classes for the fixture CLIP."""
+    return FIXTURE_NEGATIVES if text_model.checkpoint.startswith(FIXTURE_ARCH + ":") else CANONICAL_NEGATIVES
+
+
 def _embeddings(text_model: FoundationModel, text: str, config: QueryConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(text embedding [d], negatives [k, d]) for a validated query."""
-    negatives = config.negatives
-    if negatives is None:
-        negatives = FIXTURE_NEGATIVES if text_model.checkpoint.startswith(FIXTURE_ARCH + ":") else CANONICAL_NEGATIVES
+    negatives = canonical_negatives(text_model) if config.negatives is None else config.negatives
     emb = text_model.encode_text([text, *negatives])  # [1 + k, d]
     return emb[0], emb[1:]
 

@@ -26,6 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_query)
 
+    p = sub.add_parser("eval", help="held-out feature fidelity and text grounding: the model's 2D maps vs the memory")
+    p.add_argument("memory", help="the *.m3 memory")
+    p.add_argument("--masks", help="recording with object masks, the memory's source (default: meta.json source)")
+    p.add_argument("--mask-source", default="auto", choices=["auto", "recording", "segm"],
+                   help="APC scenes: segm/ label images (auto: when present) or the recording's conservative masks/")
+    p.add_argument("--views", default="test", choices=["test", "all"], help="held-out views (default) or all")
+    p.add_argument("--model", default="clip", help="which of the memory's models is evaluated (default: clip)")
+    p.add_argument("--weights", help="the model's weights file, when the memory was built from one")
+    p.add_argument("--out", default="eval", help="folder for eval.json and eval.png (default: ./eval)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_eval)
+
 
 def _read_depth(path: str):
     import numpy as np
@@ -98,3 +110,42 @@ def _subset(g, idx):
 
     return Gaussians(*(getattr(g, k)[idx] for k in ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest",
                                                     "queries")))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from m3_memory.memory.artifact import load_memory
+    from m3_memory.query.api import canonical_negatives, text_model_for
+    from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
+    from m3_memory.recording import open_recording
+
+    memory = load_memory(args.memory)
+    text_model = text_model_for(memory, args.model, args.weights)
+    source = args.masks or memory.source
+    if not source:
+        raise InputError(args.memory, "names no source recording; pass --masks RECORDING")
+    if not Path(source).exists():
+        raise InputError(source, "recording with the masks does not exist (pass --masks RECORDING)")
+    recording = open_recording(source)
+    frames = list(recording)
+    segm = Path(source) / "segm"
+    use_segm = args.mask_source == "segm" or (args.mask_source == "auto" and recording.format_name == "apc2016"
+                                               and segm.is_dir())
+    if use_segm:
+        for frame, masks in zip(frames, apc_segm_masks(source, frames)):
+            frame.masks = masks
+    views = heldout_views(memory, frames, args.views)
+    rows = evaluate([RawMaps(text_model), MemoryMaps(memory, args.model)], views, text_model, canonical_negatives(text_model))
+    about = {"memory": str(args.memory), "recording": str(source), "model": text_model.checkpoint, "views": len(views),
+             "split": args.views, "masks": "segm" if use_segm else "recording"}
+    json_path, png_path = write_report(rows, args.out, about)
+    if args.json:
+        print(json.dumps({**about, "rows": [{k: v for k, v in r.to_json().items() if k != "pairs"} for r in rows]}, indent=1))
+    else:
+        print(f"{len(views)} {args.views} views, {rows[0].paper.pairs} (view, object) pairs; grounding: cosine + Otsu")
+        print(f"  {'row':14s} {'params':>10s} {'cos':>6s} {'L2':>6s} {'mIoU':>6s} {'cIoU':>6s} {'AP50':>5s} {'AP60':>5s}")
+        for r in rows:
+            params = "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M"
+            print(f"  {r.name:14s} {params:>10s} {r.cosine:6.3f} {r.l2:6.3f} {r.paper.mIoU:6.3f} {r.paper.cIoU:6.3f} "
+                  f"{r.paper.AP50:5.2f} {r.paper.AP60:5.2f}")
+        print(f"wrote {json_path}, {png_path}")
+    return 0

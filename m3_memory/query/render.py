@@ -50,10 +50,20 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
 
 
 def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alpha: float = MIN_ALPHA,
-                    backend: str = "auto") -> RenderedView:
-    """Features the memory holds at ``camera`` for ``model`` (see :class:`RenderedView`)."""
+                    backend: str = "auto", background: bool = False) -> RenderedView:
+    """Features the memory holds at ``camera`` for ``model`` (see :class:`RenderedView`).
+
+    background: composite the build's learned background query where the Gaussians do not
+    cover a pixel (as training renders it) and decode every pixel (all valid); for comparing
+    whole feature maps, not for finding targets (the background has no depth)."""
     q, depth, alpha = render_queries(memory, camera, model, backend)
     valid = alpha >= min_alpha  # [H, W]
+    stored = memory.training.get("background")
+    if background:
+        a, b = next(m.query_slice for m in memory.models if m.name == model)
+        if stored is not None and len(stored) >= 3 + b:
+            q = q + (1 - alpha[..., None]) * torch.tensor(stored[3 + a:3 + b], dtype=q.dtype)
+        valid = torch.ones_like(valid)
     bank = memory.banks[model]
     features = torch.zeros(*valid.shape, bank.feature_dim)  # [H, W, d]
     with torch.no_grad():

@@ -1,0 +1,297 @@
+"""Held-out evaluation of feature predictors side by side (paper, Tables 1 and 2).
+
+Rows are *predictors*: anything with a ``name``, a ``parameters`` count (None when it is not a
+3D representation) and ``features(view) -> [h, w, d]`` covering the view's image in the
+foundation model's space. Built in: the model's own 2D maps (:class:`RawMaps`, the upper
+bound) and the M3 memory rendered at the view's camera (:class:`MemoryMaps`); a distillation
+baseline plugs in as one more predictor.
+
+On each held-out view (the memory's "test" cameras, every 8th):
+
+- feature fidelity against the model's own map of the view: mean cosine similarity (and cosine
+  distance 1 - cos) and mean L2 distance, with the prediction bilinearly sampled at the centres
+  of the map's pixels; all-zero (unlabeled) map pixels are skipped;
+- text grounding against object masks, per (view, object in view): the paper's protocol, cosine
+  of every pixel's feature (bilinearly upsampled to the image) with the object's name, binarised
+  with Otsu's threshold, IoU with the mask; and m3's query protocol (LERF relevancy, Otsu, largest
+  connected component, :func:`~m3_memory.query.relevancy.target_region`). Aggregates: mIoU (mean
+  IoU), cIoU (summed intersections over summed unions), AP50/AP60 (share of pairs with IoU > 0.5 / 0.6).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from m3_memory.errors import InputError
+from m3_memory.foundation import FoundationModel
+from m3_memory.memory.artifact import Memory
+from m3_memory.query.camera import Camera
+from m3_memory.query.relevancy import cosine_map, relevancy_map, target_region, threshold_value
+from m3_memory.query.render import render_features
+from m3_memory.recording.frame import Frame
+from m3_memory.training.losses import lookup, map_pixel_centres
+
+MIN_MASK_FRACTION = 0.001  # an object counts as in view when its mask covers this share of the image
+
+
+@dataclass
+class EvalView:
+    """One held-out view: its index in the recording, colour image uint8 [H, W, 3], object masks
+    (name -> bool [H, W]) and the camera it was taken with (memory frame)."""
+
+    index: int
+    name: str
+    rgb: np.ndarray
+    masks: dict[str, np.ndarray]
+    camera: Camera
+
+
+class Predictor(Protocol):
+    name: str
+    parameters: int | None
+
+    def features(self, view: EvalView) -> torch.Tensor:
+        """Features [h, w, d] covering the view's image (any h, w) in the model's space."""
+
+
+@dataclass
+class RawMaps:
+    """The foundation model's own dense maps of the view (the upper bound of any memory)."""
+
+    model: FoundationModel
+    name: str = "raw 2D maps"
+    parameters: int | None = None
+
+    def features(self, view: EvalView) -> torch.Tensor:
+        return self.model.encode_image(view.rgb)
+
+
+@dataclass
+class MemoryMaps:
+    """The M3 memory rendered at the view's camera and decoded by memory attention (the build's
+    learned background query where no Gaussian covers a pixel)."""
+
+    memory: Memory
+    model: str = "clip"
+    name: str = "M3 memory"
+
+    @property
+    def parameters(self) -> int:
+        g = self.memory.gaussians
+        per_gaussian = sum(t[0].numel() for t in (g.means, g.quats, g.log_scales, g.opacity_logits[:, None], g.sh_dc,
+                                                   g.sh_rest.reshape(len(g), -1), g.queries))
+        return len(g) * per_gaussian + sum(b.psc.numel() + b.W.numel() for b in self.memory.banks.values())
+
+    def features(self, view: EvalView) -> torch.Tensor:
+        return render_features(self.memory, view.camera, self.model, background=True).features
+
+
+@dataclass
+class Scores:
+    """Grounding aggregates over (view, object) pairs."""
+
+    mIoU: float
+    cIoU: float
+    AP50: float
+    AP60: float
+    pairs: int
+
+    @classmethod
+    def of(cls, inter: Sequence[int], union: Sequence[int]) -> "Scores":
+        iou = np.array(inter, float) / np.maximum(np.array(union, float), 1)
+        return cls(float(iou.mean()) if len(iou) else 0.0, float(np.sum(inter) / max(np.sum(union), 1)),
+                   float((iou > 0.5).mean()) if len(iou) else 0.0, float((iou > 0.6).mean()) if len(iou) else 0.0, len(iou))
+
+
+@dataclass
+class Row:
+    """One predictor's results."""
+
+    name: str
+    parameters: int | None
+    cosine: float
+    l2: float
+    paper: Scores
+    query: Scores
+    seconds_per_view: float
+    pairs: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "parameters": self.parameters, "cosine": self.cosine, "cosine_distance": 1 - self.cosine,
+                "l2": self.l2, "grounding_paper": vars(self.paper), "grounding_query": vars(self.query),
+                "seconds_per_view": self.seconds_per_view, "pairs": self.pairs}
+
+
+def heldout_views(memory: Memory, frames: Sequence[Frame], split: str = "test") -> list[EvalView]:
+    """The memory's ``split`` cameras ("test": held out; "all") with the recording's frames of the
+    same index (colour and masks); the frames must be the memory's source recording, in order."""
+    if not memory.cameras:
+        raise InputError("memory", "stores no source cameras: cannot tell its held-out views")
+    if len(frames) != len(memory.cameras):
+        raise InputError("masks", f"the recording has {len(frames)} frames, the memory was built from "
+                         f"{len(memory.cameras)}: not its source recording")
+    views = []
+    for i, (cam, f) in enumerate(zip(memory.cameras, frames)):
+        if split == "all" or cam.split == split:
+            camera = Camera.from_view(cam)
+            if f.rgb.shape[:2] != (cam.height, cam.width):
+                raise InputError("masks", f"frame {i} is {f.rgb.shape[1]}x{f.rgb.shape[0]}, the memory's camera "
+                                 f"{cam.width}x{cam.height}: not its source recording")
+            views.append(EvalView(i, f.name or f"frame {i}", f.rgb, f.masks, camera))
+    if not views:
+        raise InputError("memory", f"has no {split!r} cameras to evaluate on")
+    return views
+
+
+def _upsampled(features: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if features.shape[:2] == (height, width):
+        return features
+    x = features.permute(2, 0, 1)[None].float()
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+
+
+def fidelity(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float, int]:
+    """(mean cosine, mean L2, pixel count) of ``pred`` [H', W', d] sampled at the centres of
+    ``target``'s [h, w, d] pixels; all-zero target pixels skipped."""
+    h, w = target.shape[:2]
+    uv = map_pixel_centres(h, w, pred.shape[1], pred.shape[0])
+    p = lookup(pred, uv, pred.shape[1], pred.shape[0])  # [h*w, d]
+    gt = target.reshape(-1, target.shape[-1]).float()
+    keep = gt.abs().sum(-1) > 0
+    cos = F.cosine_similarity(p[keep], gt[keep], dim=-1)
+    return float(cos.mean()), float((p[keep] - gt[keep]).norm(dim=-1).mean()), int(keep.sum())
+
+
+def text_of(obj: str) -> str:
+    """An object's name as a query: underscores (APC names) become spaces."""
+    return obj.replace("_", " ")
+
+
+def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_model: FoundationModel,
+             negatives: Sequence[str]) -> list[Row]:
+    """Fidelity and grounding of every predictor on ``views`` (module doc). The text model is the
+    one whose space the predictors' features are in; its own maps are the fidelity targets."""
+    import time
+
+    objects = sorted({o for v in views for o, m in v.masks.items() if m.mean() >= MIN_MASK_FRACTION})
+    if not objects:
+        raise InputError("masks", "no object mask covers any held-out view: nothing to ground")
+    emb = text_model.encode_text([text_of(o) for o in objects] + list(negatives))  # [k + n, d]
+    text, neg = dict(zip(objects, emb[:len(objects)])), emb[len(objects):]
+    targets = [text_model.encode_image(v.rgb) for v in views]  # [h, w, d] each
+    rows = []
+    for p in predictors:
+        cos_sum, l2_sum, count, seconds = 0.0, 0.0, 0, 0.0
+        inter = {"paper": [], "query": []}
+        union = {"paper": [], "query": []}
+        pairs = []
+        for v, target in zip(views, targets):
+            start = time.perf_counter()
+            f = p.features(v)
+            seconds += time.perf_counter() - start
+            c, l2, n = fidelity(f, target)
+            cos_sum, l2_sum, count = cos_sum + c * n, l2_sum + l2 * n, count + n
+            up = _upsampled(f, *v.rgb.shape[:2])  # [H, W, d]
+            everywhere = np.ones(v.rgb.shape[:2], bool)
+            for o in objects:
+                gt = v.masks.get(o)
+                if gt is None or gt.mean() < MIN_MASK_FRACTION:
+                    continue
+                s = cosine_map(up, text[o]).numpy()
+                found = {"paper": s > threshold_value(s, everywhere, "otsu"),
+                         "query": target_region(relevancy_map(up, text[o], neg).numpy(), everywhere)}
+                pair = {"view": v.name, "object": o}
+                for k, m in found.items():
+                    i, u = int((m & gt).sum()), int((m | gt).sum())
+                    inter[k].append(i)
+                    union[k].append(u)
+                    pair[f"iou_{k}"] = i / max(u, 1)
+                pairs.append(pair)
+        rows.append(Row(p.name, p.parameters, cos_sum / max(count, 1), l2_sum / max(count, 1),
+                        Scores.of(inter["paper"], union["paper"]), Scores.of(inter["query"], union["query"]),
+                        seconds / len(views), pairs))
+    return rows
+
+
+def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Path, Path]:
+    """``eval.json`` (``about`` + every row) and ``eval.png`` (a table and grounding bars) in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = next((r for r in rows if r.parameters is None), None)
+    data = {**about, "rows": [r.to_json() for r in rows]}
+    if raw is not None and raw.paper.mIoU > 0:
+        for r, d in zip(rows, data["rows"]):
+            d["mIoU_vs_raw"] = r.paper.mIoU / raw.paper.mIoU
+    json_path, png_path = out / "eval.json", out / "eval.png"
+    json_path.write_text(json.dumps(data, indent=1))
+    fig, (ax_t, ax_b) = plt.subplots(2, 1, figsize=(9, 5.5), gridspec_kw={"height_ratios": [1, 1.6]})
+    ax_t.axis("off")
+    cells = [[r.name, "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M", f"{r.cosine:.3f}", f"{r.l2:.3f}",
+              f"{r.paper.mIoU:.3f}", f"{r.paper.cIoU:.3f}", f"{r.paper.AP50:.2f}", f"{r.paper.AP60:.2f}",
+              f"{r.query.mIoU:.3f}"] for r in rows]
+    table = ax_t.table(cells, colLabels=["row", "params", "cos", "L2", "mIoU", "cIoU", "AP50", "AP60", "mIoU (query)"],
+                       loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    metrics = ["mIoU", "cIoU", "AP50", "AP60"]
+    x = np.arange(len(metrics))
+    for i, r in enumerate(rows):
+        ax_b.bar(x + (i - (len(rows) - 1) / 2) * 0.8 / len(rows), [getattr(r.paper, m) for m in metrics], 0.8 / len(rows),
+                 label=r.name)
+    ax_b.set_xticks(x, metrics)
+    ax_b.set_ylim(0, 1)
+    ax_b.set_ylabel("grounding (cosine + Otsu)")
+    ax_b.legend(fontsize=8)
+    fig.suptitle(f"{about.get('memory', '')}: {about.get('views', '?')} held-out views, {rows[0].paper.pairs} "
+                 "(view, object) pairs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path
+
+
+def apc_segm_masks(folder: str | Path, frames: Sequence[Frame]) -> list[dict[str, np.ndarray]]:
+    """Object masks of an APC 2016 scene from its ``segm/frame-XXXXXX.segm.png`` label images.
+
+    The scene's ``masks/`` are conservative (thresholded confidence: about a third of each object);
+    ``segm/`` labels whole objects but does not name its label values, so each value is given the
+    object whose ``masks/`` mask it overlaps most, over all frames. Returns one name -> bool [H, W]
+    dict per frame (objects with no label value are left out)."""
+    from m3_memory.recording.images import read_u8
+
+    folder = Path(folder)
+    labels = []
+    for f in frames:
+        path = folder / "segm" / f"{f.name}.segm.png"
+        if not path.is_file():
+            raise InputError(path, "missing: the APC scene's segm/ label image of this frame")
+        labels.append(read_u8(path).astype(np.int64))  # [H, W]
+    overlap: dict[int, dict[str, int]] = {}
+    for f, lab in zip(frames, labels):
+        for obj, m in f.masks.items():
+            values, counts = np.unique(lab[m], return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist()):
+                if value:
+                    overlap.setdefault(value, {}).setdefault(obj, 0)
+                    overlap[value][obj] += count
+    name = {value: max(votes, key=votes.get) for value, votes in overlap.items()}
+    out = []
+    for lab in labels:
+        masks: dict[str, np.ndarray] = {}
+        for value, obj in name.items():
+            masks[obj] = masks.get(obj, np.zeros(lab.shape, bool)) | (lab == value)
+        out.append(masks)
+    return out
