@@ -156,14 +156,19 @@ def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None
     return model
 
 
+@lru_cache(maxsize=4)
+def _tokenizer(arch: str):
+    import open_clip
+
+    return open_clip.get_tokenizer(arch)  # builds the BPE tables: ~80 ms, so once per process
+
+
 def _context_warning(text_model: FoundationModel, text: str) -> list[str]:
     """A warning when ``text`` is longer than the text encoder's context (it is then truncated)."""
     arch = getattr(text_model, "arch", None)
     if arch is None:
         return []
-    import open_clip
-
-    tokenizer = open_clip.get_tokenizer(arch)
+    tokenizer = _tokenizer(arch)
     encode, context = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
     if encode is None or context is None:
         return []
@@ -252,7 +257,7 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
 
 
 def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: torch.Tensor, bound: float,
-                     config: QueryConfig, margin: float = 0.15) -> np.ndarray:
+                     config: QueryConfig, margin: float = 0.1) -> np.ndarray:
     """Indices of the memory's Gaussians that make up the object whose visible surface is ``points``
     [M, 3]: Gaussians within ``margin`` m of the surface's bounding box are scored against the text;
     those above ``bound`` are clustered (DBSCAN) and the cluster holding most Gaussians within

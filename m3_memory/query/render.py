@@ -36,16 +36,35 @@ class RenderedView:
     valid: torch.Tensor
 
 
+def in_view(memory: Memory, camera: Camera, sigmas: float = 4.0) -> torch.Tensor:
+    """Indices [n] of the Gaussians that can touch ``camera``'s image: in front of it, and with the
+    projected centre within ``sigmas`` times the largest scale (in pixels at that depth) of the
+    image. The rasterizers cut Gaussians at <= 3.33 sigma, so the others cannot change a pixel;
+    dropping them first saves their projection, sorting and binning (most of a tabletop memory's
+    floor is out of any one view)."""
+    g = memory.gaussians
+    T = torch.from_numpy(camera.T_world_cam).inverse().float()  # [4, 4] world -> camera
+    p = g.means @ T[:3, :3].T + T[:3, 3]  # [N, 3] camera frame
+    z = p[:, 2].clamp_min(1e-6)
+    K = camera.K
+    u, v = K[0, 0] * p[:, 0] / z + K[0, 2], K[1, 1] * p[:, 1] / z + K[1, 2]
+    r = sigmas * g.log_scales.amax(dim=1).exp() * max(K[0, 0], K[1, 1]) / z + 1  # [N] px
+    ok = (p[:, 2] > 0.01) & (u > -0.5 - r) & (u < camera.width - 0.5 + r) & (v > -0.5 - r) & (v < camera.height - 0.5 + r)
+    return ok.nonzero().squeeze(1)
+
+
 def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend: str = "auto"
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``."""
     g = memory.gaussians
-    queries = memory.queries_of(model)  # [N, l]
+    keep = in_view(memory, camera)  # [n] of N
+    queries = memory.queries_of(model)[keep]  # [n, l]
     viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None]  # [1, 4, 4] world -> camera
     K = gsplat_K(torch.from_numpy(camera.K).float())[None]  # [1, 3, 3]
     with torch.no_grad():
-        out, alpha, _ = rasterization(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), queries,
-                                      viewmat, K, camera.width, camera.height, render_mode="RGB+ED", backend=backend)
+        out, alpha, _ = rasterization(g.means[keep], g.quats[keep], g.log_scales[keep].exp(),
+                                      torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
+                                      camera.height, render_mode="RGB+ED", backend=backend)
     return out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]
 
 

@@ -16,6 +16,8 @@ pixel's footprint; ``neighbours=1`` is the literal per-Gaussian decoding.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -25,6 +27,20 @@ from m3_memory.memory.attention import memory_attention
 
 MIN_OPACITY = 0.05  # Gaussians fainter than this are not part of any object
 NEIGHBOURS = 64  # queries summed per decoded Gaussian (bench/query.py measures 1..64)
+
+
+_TREES: dict[int, tuple[weakref.ref, cKDTree]] = {}  # id(means) -> (the tensor, its tree)
+
+
+def centre_tree(memory: Memory) -> cKDTree:
+    """k-d tree of the Gaussians' centres, built once per loaded memory (kept while its ``means``
+    tensor lives; memories are not edited in place)."""
+    means = memory.gaussians.means
+    ref, tree = _TREES.get(id(means), (None, None))
+    if ref is None or ref() is not means:
+        tree = cKDTree(means.numpy().astype(np.float64))
+        _TREES[id(means)] = (weakref.ref(means, lambda _, key=id(means): _TREES.pop(key, None)), tree)
+    return tree
 
 
 def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS,
@@ -38,8 +54,7 @@ def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEI
     if k == 1:
         q = queries[torch.from_numpy(index)]
     else:
-        means = g.means.numpy().astype(np.float64)
-        _, nn = cKDTree(means).query(means[index], k=k)  # [n, k]
+        _, nn = centre_tree(memory).query(g.means.numpy()[index].astype(np.float64), k=k)  # [n, k]
         nn = torch.from_numpy(nn.reshape(len(index), k))
         q = (torch.sigmoid(g.opacity_logits)[nn][..., None] * queries[nn]).sum(1)  # [n, l]
     with torch.no_grad():
