@@ -141,11 +141,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**about, "rows": [{k: v for k, v in r.to_json().items() if k != "pairs"} for r in rows]}, indent=1))
     else:
-        print(f"{len(views)} {args.views} views, {rows[0].paper.pairs} (view, object) pairs; grounding: cosine + Otsu")
-        print(f"  {'row':14s} {'params':>10s} {'cos':>6s} {'L2':>6s} {'mIoU':>6s} {'cIoU':>6s} {'AP50':>5s} {'AP60':>5s}")
+        print(f"{len(views)} {args.views} views, {rows[0].paper.pairs} (view, object) pairs; grounding: cosine + Otsu "
+              "(paper), relevancy + Otsu + largest component (query)")
+        print(f"  {'row':14s} {'params':>10s} {'cos':>6s} {'L2':>6s} {'mIoU':>6s} {'cIoU':>6s} {'AP50':>5s} {'AP60':>5s} "
+              f"{'mIoU (query)':>12s}")
         for r in rows:
             params = "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M"
             print(f"  {r.name:14s} {params:>10s} {r.cosine:6.3f} {r.l2:6.3f} {r.paper.mIoU:6.3f} {r.paper.cIoU:6.3f} "
-                  f"{r.paper.AP50:5.2f} {r.paper.AP60:5.2f}")
+                  f"{r.paper.AP50:5.2f} {r.paper.AP60:5.2f} {r.query.mIoU:12.3f}")
         print(f"wrote {json_path}, {png_path}")
     return 0

@@ -246,14 +246,15 @@ def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Pat
                        loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    metrics = ["mIoU", "cIoU", "AP50", "AP60"]
+    metrics = [(p, m) for p in ("paper", "query") for m in ("mIoU", "cIoU", "AP50", "AP60")]
     x = np.arange(len(metrics))
     for i, r in enumerate(rows):
-        ax_b.bar(x + (i - (len(rows) - 1) / 2) * 0.8 / len(rows), [getattr(r.paper, m) for m in metrics], 0.8 / len(rows),
-                 label=r.name)
-    ax_b.set_xticks(x, metrics)
+        ax_b.bar(x + (i - (len(rows) - 1) / 2) * 0.8 / len(rows), [getattr(getattr(r, p), m) for p, m in metrics],
+                 0.8 / len(rows), label=r.name)
+    ax_b.set_xticks(x, [f"{m}\n{p}" for p, m in metrics], fontsize=8)
     ax_b.set_ylim(0, 1)
-    ax_b.set_ylabel("grounding (cosine + Otsu)")
+    ax_b.set_ylabel("grounding")
+    ax_b.set_title("paper: cosine + Otsu; query: relevancy + Otsu + largest component", fontsize=8)
     ax_b.legend(fontsize=8)
     fig.suptitle(f"{about.get('memory', '')}: {about.get('views', '?')} held-out views, {rows[0].paper.pairs} "
                  "(view, object) pairs", fontsize=9)

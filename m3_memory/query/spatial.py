@@ -29,36 +29,54 @@ MIN_OPACITY = 0.05  # Gaussians fainter than this are not part of any object
 NEIGHBOURS = 64  # queries summed per decoded Gaussian (bench/query.py measures 1..64)
 
 
-_TREES: dict[int, tuple[weakref.ref, cKDTree]] = {}  # id(means) -> (the tensor, its tree)
+_CACHE: dict[int, tuple[weakref.ref, dict]] = {}  # id(means) -> (the tensor, what was computed from its memory)
+
+
+def _memo(memory: Memory) -> dict:
+    """Per-memory store of derived data, kept while the memory's ``means`` tensor lives (memories
+    are not edited in place)."""
+    means = memory.gaussians.means
+    ref, store = _CACHE.get(id(means), (None, None))
+    if ref is None or ref() is not means:
+        store = {}
+        _CACHE[id(means)] = (weakref.ref(means, lambda _, key=id(means): _CACHE.pop(key, None)), store)
+    return store
 
 
 def centre_tree(memory: Memory) -> cKDTree:
-    """k-d tree of the Gaussians' centres, built once per loaded memory (kept while its ``means``
-    tensor lives; memories are not edited in place)."""
-    means = memory.gaussians.means
-    ref, tree = _TREES.get(id(means), (None, None))
-    if ref is None or ref() is not means:
-        tree = cKDTree(means.numpy().astype(np.float64))
-        _TREES[id(means)] = (weakref.ref(means, lambda _, key=id(means): _TREES.pop(key, None)), tree)
-    return tree
+    """k-d tree of the Gaussians' centres, built once per loaded memory."""
+    store = _memo(memory)
+    if "tree" not in store:
+        store["tree"] = cKDTree(memory.gaussians.means.numpy().astype(np.float64))
+    return store["tree"]
+
+
+def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np.ndarray | None = None) -> torch.Tensor:
+    """Opacity-weighted sums [n, l] of the queries of each Gaussian's ``neighbours`` nearest Gaussians
+    (itself included) for the Gaussians ``index``; for all of them (None) computed once per memory."""
+    g = memory.gaussians
+    queries = memory.queries_of(model)  # [N, l]
+    k = min(max(1, neighbours), len(g))
+    if k == 1:
+        return queries if index is None else queries[torch.from_numpy(np.asarray(index))]
+    store, key = _memo(memory), ("queries", model, k)
+    if index is None and key in store:
+        return store[key]
+    at = g.means.numpy().astype(np.float64) if index is None else g.means.numpy()[np.asarray(index)].astype(np.float64)
+    _, nn = centre_tree(memory).query(at, k=k)  # [n, k]
+    nn = torch.from_numpy(nn.reshape(len(at), k))
+    summed = (torch.sigmoid(g.opacity_logits)[nn][..., None] * queries[nn]).sum(1)  # [n, l]
+    if index is None:
+        store[key] = summed
+    return summed
 
 
 def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS,
                       index: np.ndarray | None = None) -> torch.Tensor:
     """Decoded features [n, d] of the Gaussians ``index`` (default: all N) in the model's space,
     each from the opacity-weighted sum of its ``neighbours`` nearest Gaussians' queries."""
-    g = memory.gaussians
-    queries = memory.queries_of(model)  # [N, l]
-    index = np.arange(len(g)) if index is None else np.asarray(index)
-    k = min(max(1, neighbours), len(g))
-    if k == 1:
-        q = queries[torch.from_numpy(index)]
-    else:
-        _, nn = centre_tree(memory).query(g.means.numpy()[index].astype(np.float64), k=k)  # [n, k]
-        nn = torch.from_numpy(nn.reshape(len(index), k))
-        q = (torch.sigmoid(g.opacity_logits)[nn][..., None] * queries[nn]).sum(1)  # [n, l]
     with torch.no_grad():
-        return memory_attention(q, memory.banks[model])
+        return memory_attention(neighbourhood_queries(memory, model, neighbours, index), memory.banks[model])
 
 
 def dbscan(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
