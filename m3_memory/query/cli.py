@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from m3_memory.errors import InputError
@@ -94,6 +95,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         if len(idx):
             write_ply(out / "target.ply", _subset(memory.gaussians, np.asarray(idx)))
             files.append(out / "target.ply")
+    for warning in result.warnings:
+        print(f"m3: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({**result.to_json(), "files": [str(f) for f in files]}, indent=1))
     else:
