@@ -7,7 +7,6 @@ Both are found beside the package (source checkout) or in the ament share direct
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,38 +15,15 @@ import yaml
 
 from m3_memory.conventions import make_T
 from m3_memory.errors import InputError
-
-
-def _share_roots() -> list[Path]:
-    """Where installed data may be: the source tree, the ament index's share directory of
-    m3_memory (colcon installs), and share/m3_memory under the Python prefix (pip)."""
-    roots = [Path(__file__).resolve().parents[1]]
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            roots.append(Path(get_package_share_directory("m3_memory")))
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return [*roots, Path(sys.prefix) / "share" / "m3_memory"]
-
-
-def _share_file(relative: str) -> Path:
-    """``relative`` (e.g. "urdf/b1_z1.urdf") in the source tree or an installed share directory."""
-    for root in _share_roots():
-        if (root / relative).is_file():
-            return root / relative
-    raise InputError(relative, "not found beside the m3_grasp package, in the ament index, nor in share/m3_memory")
+from m3_memory.share import share_file
 
 
 def default_urdf() -> Path:
-    return _share_file("urdf/b1_z1.urdf")
+    return share_file("urdf/b1_z1.urdf")
 
 
 def default_robot_yaml() -> Path:
-    return _share_file("config/robot.yaml")
+    return share_file("config/robot.yaml")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 from m3_memory.conventions import invert_T, rigid_error
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import Memory
+from m3_memory.share import share_file
 
 ARM_JOINTS = tuple(f"z1_joint{i}" for i in range(1, 7))
 GRIPPER_JOINT = "z1_gripper_joint"
@@ -74,9 +75,7 @@ class RobotChain:
         import pinocchio as pin
 
         if path is None:
-            from m3_grasp.robot import default_urdf  # the robot description ships with the grasp stage
-
-            path = default_urdf()
+            path = share_file("urdf/b1_z1.urdf")
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "URDF file not found")
