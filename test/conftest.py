@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from memories import TINY_BUILD
 
 from m3_memory.synth import SynthConfig, write_synthetic
 
@@ -28,8 +29,6 @@ def synth(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("synth"), SMALL, show_progress=False)
 
 
-TINY_BUILD = dict(iterations=40, max_side=160, max_gaussians=15_000, densify_start=10, densify_stop=30,
-                  densify_every=10, eval_every=20, checkpoint_every=20)
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +48,20 @@ def built_memory(synth, tmp_path_factory):
 def tiny_build():
     """Training options of the small test builds (a dict for TrainConfig.fast)."""
     return dict(TINY_BUILD)
+
+
+@pytest.fixture(scope="session")
+def store():
+    """rosbags typestore with Humble's messages and m3_msgs."""
+    from m3_memory.ros.interfaces import m3_typestore
+
+    return m3_typestore()
+
+
+@pytest.fixture(scope="session")
+def make(store):
+    """rosbags message factory (unset fields at zero values, like rclpy constructors)."""
+    from m3_memory.ros.interfaces import message_factory
+
+    return message_factory(store)
+

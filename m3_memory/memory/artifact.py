@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,15 @@ class Gaussians:
 
     def __len__(self) -> int:
         return self.means.shape[0]
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> "Gaussians":
+        """The Gaussians at ``index`` (indices [n] or a bool mask [N])."""
+        index = torch.as_tensor(index)
+        return Gaussians(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def parameter_count(self) -> int:
+        """Numbers stored per Gaussian, times N."""
+        return sum(getattr(self, f.name).numel() for f in fields(self))
 
 
 @dataclass

@@ -37,6 +37,10 @@ class MemoryBank:
         if self.temperature <= 0:
             raise InputError(self.name, f"temperature must be > 0, got {self.temperature}")
 
+    def __call__(self, queries: torch.Tensor) -> torch.Tensor:
+        """Decode queries ``[..., l]`` to features ``[..., d]`` (:func:`memory_attention`)."""
+        return memory_attention(queries, self)
+
     @property
     def query_dim(self) -> int:
         return self.W.shape[0]

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", default="test", choices=["test", "all"], help="held-out views (default) or all")
     p.add_argument("--model", default="clip", help="which of the memory's models is evaluated (default: clip)")
     p.add_argument("--weights", help="the model's weights file, when the memory was built from one")
+    p.add_argument("--baseline", action="store_true",
+                   help="also train a Feature-3DGS-style distillation baseline with the memory's own budget (as long as "
+                   "the build took) and report it as a third row")
+    p.add_argument("--baseline-dim", type=int, default=64, metavar="L",
+                   help="the baseline's per-Gaussian feature dimension (default: 64)")
     p.add_argument("--out", default="eval", help="folder for eval.json and eval.png (default: ./eval)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_eval)
@@ -93,7 +98,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if result.found:
         idx = result.gaussians if len(result.gaussians) else (gaussians_in_box(memory, result.box) if result.box else [])
         if len(idx):
-            write_ply(out / "target.ply", _subset(memory.gaussians, np.asarray(idx)))
+            write_ply(out / "target.ply", memory.gaussians.subset(np.asarray(idx)))
             files.append(out / "target.ply")
     for warning in result.warnings:
         print(f"m3: warning: {warning}", file=sys.stderr)
@@ -108,11 +113,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0 if result.found else 1  # like grep: 1 = nothing relevant found
 
 
-def _subset(g, idx):
-    from m3_memory.memory.artifact import Gaussians
+def _baseline(memory, recording: str, model, feature_dim: int):
+    from m3_memory.query.eval import Distilled
+    from m3_memory.training.config import TrainConfig
+    from m3_memory.training.distill import train_baseline
 
-    return Gaussians(*(getattr(g, k)[idx] for k in ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest",
-                                                    "queries")))
+    if feature_dim < 1:
+        raise InputError("--baseline-dim", f"must be >= 1, got {feature_dim}")
+    if "config" not in memory.training:
+        raise InputError("--baseline", "the memory records no training config: cannot give the baseline its budget")
+    cfg = TrainConfig.from_json(memory.training["config"])
+    cfg = cfg.with_(iterations=int(memory.training.get("iterations", cfg.iterations)))
+    print(f"training the distillation baseline (l={feature_dim}, {cfg.iterations} iterations) on {recording}",
+          file=sys.stderr)
+    trainer, _ = train_baseline(recording, cfg, [model], feature_dim)
+    return Distilled(trainer, model.name)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -137,7 +152,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for frame, masks in zip(frames, apc_segm_masks(source, frames)):
             frame.masks = masks
     views = heldout_views(memory, frames, args.views)
-    rows = evaluate([RawMaps(text_model), MemoryMaps(memory, args.model)], views, text_model, canonical_negatives(text_model))
+    predictors = [RawMaps(text_model), MemoryMaps(memory, args.model)]
+    if args.baseline:
+        predictors.append(_baseline(memory, source, text_model, args.baseline_dim))
+    rows = evaluate(predictors, views, text_model, canonical_negatives(text_model))
     about = {"memory": str(args.memory), "recording": str(source), "model": text_model.checkpoint, "views": len(views),
              "split": args.views, "masks": "segm" if use_segm else "recording"}
     json_path, png_path = write_report(rows, args.out, about)

@@ -3,8 +3,8 @@
 Rows are *predictors*: anything with a ``name``, a ``parameters`` count (None when it is not a
 3D representation) and ``features(view) -> [h, w, d]`` covering the view's image in the
 foundation model's space. Built in: the model's own 2D maps (:class:`RawMaps`, the upper
-bound) and the M3 memory rendered at the view's camera (:class:`MemoryMaps`); a distillation
-baseline plugs in as one more predictor.
+bound), the M3 memory rendered at the view's camera (:class:`MemoryMaps`) and a Feature-3DGS-style
+distillation baseline trained with the memory's budget (:class:`Distilled`).
 
 On each held-out view (the memory's "test" cameras, every 8th):
 
@@ -37,6 +37,7 @@ from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import cosine_map, relevancy_map, target_region, threshold_value
 from m3_memory.query.render import render_features
 from m3_memory.recording.frame import Frame
+from m3_memory.training.distill import DistillTrainer
 from m3_memory.training.losses import lookup, map_pixel_centres
 
 MIN_MASK_FRACTION = 0.001  # an object counts as in view when its mask covers this share of the image
@@ -85,13 +86,31 @@ class MemoryMaps:
 
     @property
     def parameters(self) -> int:
-        g = self.memory.gaussians
-        per_gaussian = sum(t[0].numel() for t in (g.means, g.quats, g.log_scales, g.opacity_logits[:, None], g.sh_dc,
-                                                   g.sh_rest.reshape(len(g), -1), g.queries))
-        return len(g) * per_gaussian + sum(b.psc.numel() + b.W.numel() for b in self.memory.banks.values())
+        return self.memory.gaussians.parameter_count() + sum(b.psc.numel() + b.W.numel() for b in self.memory.banks.values())
 
     def features(self, view: EvalView) -> torch.Tensor:
         return render_features(self.memory, view.camera, self.model, background=True).features
+
+
+@dataclass
+class Distilled:
+    """A Feature-3DGS-style baseline (:mod:`m3_memory.training.distill`) rendered at the view's
+    camera and decoded by its linear layer."""
+
+    trainer: DistillTrainer
+    model: str = "clip"
+
+    @property
+    def name(self) -> str:
+        return f"F-3DGS-style l={self.trainer.feature_dim}"
+
+    @property
+    def parameters(self) -> int:
+        return self.trainer.parameter_count()
+
+    def features(self, view: EvalView) -> torch.Tensor:
+        c = view.camera
+        return self.trainer.features_at(c.T_world_cam, c.K, c.width, c.height, self.model)
 
 
 @dataclass
@@ -232,9 +251,14 @@ def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     raw = next((r for r in rows if r.parameters is None), None)
     data = {**about, "rows": [r.to_json() for r in rows]}
-    if raw is not None and raw.paper.mIoU > 0:
-        for r, d in zip(rows, data["rows"]):
+    memory = next((r for r in rows if isinstance(r.parameters, int) and r.name == MemoryMaps.name), None)
+    for r, d in zip(rows, data["rows"]):
+        if raw is not None and raw.paper.mIoU > 0:
             d["mIoU_vs_raw"] = r.paper.mIoU / raw.paper.mIoU
+        if raw is not None and raw.query.mIoU > 0:
+            d["mIoU_query_vs_raw"] = r.query.mIoU / raw.query.mIoU
+        if memory is not None and r.parameters:
+            d["parameters_vs_memory"] = r.parameters / memory.parameters
     json_path, png_path = out / "eval.json", out / "eval.png"
     json_path.write_text(json.dumps(data, indent=1))
     fig, (ax_t, ax_b) = plt.subplots(2, 1, figsize=(9, 5.5), gridspec_kw={"height_ratios": [1, 1.6]})

@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from m3_memory.conventions import scale_intrinsics
 from m3_memory.errors import InputError
-from m3_memory.foundation import load_model
+from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.cache import cached_features
-from m3_memory.memory.artifact import CameraView, Memory, ModelEntry, save_memory
+from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry, save_memory
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
@@ -138,38 +138,37 @@ def _load_checkpoint(path: Path, identity: dict) -> dict:
     return ckpt
 
 
-def build_memory(recording: str | Path, out: str | Path, model: str = "clip", weights: str | None = None,
-                 fast: bool = False, overwrite: bool = False, resume: bool = False, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None, config: TrainConfig | None = None,
-                 cache_root: str | Path | None = None, show_progress: bool = True, **recording_options) -> BuildReport:
-    """Build a memory from ``recording`` into ``out`` (a ``*.m3`` directory).
+@dataclass
+class Prepared:
+    """Everything training starts from: the recording's frames, the models and their banks, the
+    initial Gaussians and the views (train / held out) at training resolution."""
 
-    model: one foundation-model name or several separated by commas ("clip,dinov2").
-    weights: a weights file or hub tag (one model only). fast: the CPU preset
-    (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
-    is called as work advances; should_stop() is polled between iterations.
-    """
-    out = Path(out)
-    cfg = config or (TrainConfig.fast() if fast else TrainConfig())
-    names = [m.strip() for m in model.split(",") if m.strip()]
-    if not names:
-        raise InputError("--model", "no model named")
-    if weights and len(names) > 1:
-        raise InputError("--weights", "gives one file but several models are named")
-    if out.exists() and not overwrite:
-        raise InputError(out, "exists; pass --overwrite to replace it")
-    ckpt_path = checkpoint_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = BuildReport(out)
-    say = progress or (lambda stage, fraction, message: None)
-    clock = time.perf_counter()
+    frames: list[Frame]
+    test_idx: list[int]
+    models: list[FoundationModel]
+    banks: dict[str, MemoryBank]
+    entries: list[ModelEntry]
+    slices: dict[str, tuple[int, int]]
+    gaussians: Gaussians
+    views: list[View]
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        report.seconds[stage] = report.seconds.get(stage, 0.0) + now - clock
-        clock = now
+    @property
+    def train(self) -> list[View]:
+        return [v for i, v in enumerate(self.views) if i not in self.test_idx]
 
+    @property
+    def test(self) -> list[View]:
+        return [self.views[i] for i in self.test_idx]
+
+
+def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationModel], cache_root: str | Path | None = None,
+            show_progress: bool = True, say: Progress | None = None, lap: Callable[[str], None] | None = None,
+            **recording_options) -> Prepared:
+    """Read ``recording``, extract (cached) features of ``models``, reduce them to principal
+    scene components (train views only) and initialise Gaussians from RGB-D: the common start of
+    a memory build and of a distillation baseline trained with the same budget."""
+    say = say or (lambda stage, fraction, message: None)
+    lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
     frames = list(rec)
@@ -179,7 +178,6 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     train_idx = [i for i in range(len(frames)) if i not in test_idx]
     lap("read")
 
-    models = [load_model(n, weights=weights) for n in names]
     features: dict[str, list[torch.Tensor]] = {}
     for k, fm in enumerate(models):
         say("features", k / len(models), f"{fm.name} features of {len(frames)} frames")
@@ -199,7 +197,6 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
                                            learn_projection=cfg.learn_projection)
         entries.append(ModelEntry(fm.name, fm.feature_dim, slices[fm.name], theta, cfg.temperature,
                                   cfg.learn_projection, fm.checkpoint))
-    report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in entries]
     lap("psc")
 
     say("init", 0.0, "initialising Gaussians from RGB-D")
@@ -208,15 +205,50 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
                                sparse=rec.sparse_points())
     if len(gaussians) > cfg.max_gaussians:
         keep = torch.randperm(len(gaussians), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_gaussians]
-        gaussians = type(gaussians)(*(getattr(gaussians, f)[keep] for f in
-                                      ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest", "queries")))
+        gaussians = gaussians.subset(keep)
     views = []
     for i, f in enumerate(frames):
         rgb, depth, K = _scaled(f, cfg.max_side)
         views.append(View(f.name or f"frame {i}", rgb, depth, K, f.T_world_cam,
                           {fm.name: features[fm.name][i] for fm in models}))
-    train, test = [views[i] for i in train_idx], [views[i] for i in test_idx]
-    trainer = Trainer(gaussians, banks, slices, cfg, scene_extent(train))
+    return Prepared(frames, test_idx, models, banks, entries, slices, gaussians, views)
+
+
+def build_memory(recording: str | Path, out: str | Path, model: str = "clip", weights: str | None = None,
+                 fast: bool = False, overwrite: bool = False, resume: bool = False, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None, config: TrainConfig | None = None,
+                 cache_root: str | Path | None = None, show_progress: bool = True, **recording_options) -> BuildReport:
+    """Build a memory from ``recording`` into ``out`` (a ``*.m3`` directory).
+
+    model: one foundation-model name or several separated by commas ("clip,dinov2").
+    weights: a weights file or hub tag (one model only). fast: the CPU preset
+    (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
+    is called as work advances; should_stop() is polled between iterations.
+    """
+    out = Path(out)
+    cfg = config or (TrainConfig.fast() if fast else TrainConfig())
+    names = model_names(model, weights)
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists; pass --overwrite to replace it")
+    ckpt_path = checkpoint_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = BuildReport(out)
+    say = progress or (lambda stage, fraction, message: None)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[stage] = report.seconds.get(stage, 0.0) + now - clock
+        clock = now
+
+    say("read", 0.0, f"loading {', '.join(names)}")
+    models = [load_model(n, weights=weights) for n in names]
+    prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, **recording_options)
+    banks, slices, test_idx = prep.banks, prep.slices, prep.test_idx
+    report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
+    train, test = prep.train, prep.test
+    trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train))
     identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
                 "models": [fm.checkpoint for fm in models]}
     history: list[dict] = []
@@ -224,10 +256,10 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
         ckpt = _load_checkpoint(ckpt_path, identity)
         trainer.load_state_dict(ckpt["trainer"])
         history = ckpt["history"]
-    report.initial = Trainer(gaussians, banks, slices, cfg, trainer.extent).evaluate(test) if test else {}
+    report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent).evaluate(test) if test else {}
     lap("init")
 
-    _train(trainer, train, test, cfg, ckpt_path, identity, history, say, should_stop, show_progress)
+    run_training(trainer, train, test, cfg, ckpt_path, identity, history, say, should_stop, show_progress)
     lap("train")
 
     say("evaluate", 0.0, f"scoring {len(test)} held-out views")
@@ -238,8 +270,8 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
 
     say("write", 0.0, f"writing {out}")
     cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], f.T_world_cam, "test" if i in test_idx else "train")
-               for i, (v, f) in enumerate(zip(views, frames))]
-    memory = Memory(trainer.gaussians(), trainer.banks, entries, "world", str(recording),
+               for i, (v, f) in enumerate(zip(prep.views, prep.frames))]
+    memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, "world", str(recording),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
                      "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
                      "final": report.final}, cameras)
@@ -263,9 +295,20 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     return report
 
 
-def _train(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
+def model_names(model: str, weights: str | None = None) -> list[str]:
+    """Model names from a comma-separated ``--model`` value, checked against ``--weights``."""
+    names = [m.strip() for m in model.split(",") if m.strip()]
+    if not names:
+        raise InputError("--model", "no model named")
+    if weights and len(names) > 1:
+        raise InputError("--weights", "gives one file but several models are named")
+    return names
+
+
+def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
            history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
-    """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping."""
+    """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
+    (:class:`BuildStopped` after a checkpoint to ``ckpt_path``)."""
     order = torch.Generator().manual_seed(cfg.seed + trainer.iteration)
     queue: list[int] = []
     saved = None

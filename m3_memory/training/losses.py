@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from m3_memory.memory.attention import MemoryBank, memory_attention
+Decoder = Callable[[torch.Tensor], torch.Tensor]  # queries [P, l] -> features [P, d]
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -72,10 +74,11 @@ def labeled_lookup(maps: torch.Tensor, uv: torch.Tensor, width: int, height: int
     return values, weight[:, 0] > 0.5
 
 
-def feature_loss(query_map: torch.Tensor, target: torch.Tensor, bank: MemoryBank, uv: torch.Tensor
+def feature_loss(query_map: torch.Tensor, target: torch.Tensor, decode: Decoder, uv: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance + MSE between memory-attention features of the rendered principal
-    queries and the model's own map, at render pixels ``uv`` [P, 2] (from :func:`sample_pixels`).
+    """Cosine distance + MSE between the features ``decode`` makes of the rendered queries (M3:
+    a :class:`MemoryBank`, memory attention; a distillation baseline: its decoder) and the model's
+    own map, at render pixels ``uv`` [P, 2] (from :func:`sample_pixels`).
 
     query_map [H, W, l]; target [h, w, d] (any resolution, looked up bilinearly at the pixel
     centres); returns (loss, mean cosine). Ground-truth pixels whose feature is all zero
@@ -87,6 +90,6 @@ def feature_loss(query_map: torch.Tensor, target: torch.Tensor, bank: MemoryBank
     if not keep.any():
         zero = query_map.sum() * 0
         return zero, zero.detach()
-    pred = memory_attention(q[keep], bank)  # [P', d]
+    pred = decode(q[keep])  # [P', d]
     cos = F.cosine_similarity(pred, gt[keep], dim=-1)
     return (1 - cos).mean() + F.mse_loss(pred, gt[keep]), cos.mean().detach()

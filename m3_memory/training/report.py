@@ -12,7 +12,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from m3_memory.memory.attention import memory_attention  # noqa: E402
 from m3_memory.memory.extract import pca_colors  # noqa: E402
 from m3_memory.recording.inspect import contact_sheet  # noqa: E402
 from m3_memory.training.losses import lookup, map_pixel_centres  # noqa: E402
@@ -47,7 +46,7 @@ def heldout_sheet(trainer: Trainer, views: list[View], path: Path, model: str | 
             a, b = trainer.slices[model]
             q = lookup(queries[..., a:b], uv, width, height)
             gts.append(target.float())
-            preds.append(memory_attention(q, trainer.banks[model]).reshape(h, w, -1))
+            preds.append(trainer.decoders[model](q).reshape(h, w, -1))
         rows.append(row)
         titles.append(view.name)
     legend = [("colour GT | render, depth GT | render", (0, 0, 0))]

@@ -16,13 +16,13 @@ import torch
 from m3_memory.conventions import invert_T
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import Gaussians
-from m3_memory.memory.attention import MemoryBank, memory_attention
+from m3_memory.memory.attention import MemoryBank
 from m3_memory.render.rasterization import means2d_grad, rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.densify import GradStats, densify_and_prune, reset_opacity
-from m3_memory.training.losses import feature_loss, lookup, map_pixel_centres, psnr, rgb_loss, sample_pixels
+from m3_memory.training.losses import Decoder, feature_loss, lookup, map_pixel_centres, psnr, rgb_loss, sample_pixels
 
 
 @dataclass
@@ -44,12 +44,6 @@ class View:
     def size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]  # width, height
 
-    def camera(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(viewmat [1, 4, 4], gsplat K [1, 3, 3], camera centre [3]) as float32 tensors."""
-        viewmat = torch.from_numpy(invert_T(self.T_world_cam)).float()[None]
-        K = gsplat_K(torch.from_numpy(self.K).float())[None]
-        return viewmat, K, torch.from_numpy(self.T_world_cam[:3, 3]).float()
-
 
 def scene_extent(views: list[View]) -> float:
     """3DGS's scene scale: 1.1 x the largest camera distance from the cameras' mean centre (m),
@@ -64,13 +58,17 @@ def _lr_schedule(start: float, end: float, step: int, total: int) -> float:
 
 
 class Trainer:
-    """Owns the parameters, the optimiser and the densification statistics."""
+    """Owns the parameters, the optimiser and the densification statistics.
+
+    ``decoders`` turn each model's slice of the rendered queries into its features: the
+    memory banks (memory attention) here, a learned decoder in a distillation baseline."""
 
     def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
                  cfg: TrainConfig, extent: float) -> None:
         self.cfg, self.extent, self.slices = cfg, extent, slices
         # own copies: a learned projection must not leak into banks shared with other trainers
         self.banks = {k: replace(b, W=b.W.detach().clone()) for k, b in banks.items()}
+        self.decoders: dict[str, Decoder] = dict(self.banks)
         n = len(gaussians)
         rest = (cfg.sh_degree + 1) ** 2 - 1
         sh_rest = torch.zeros(n, rest, 3)
@@ -101,12 +99,18 @@ class Trainer:
         return min(self.cfg.sh_degree, self.iteration // max(self.cfg.sh_increase_every, 1))
 
     def render(self, view: View, depth: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
-        """(rgb [H, W, 3], queries [H, W, L], expected depth [H, W] m or None, meta)."""
+        """(rgb [H, W, 3], queries [H, W, L], expected depth [H, W] m or None, meta) at ``view``."""
+        return self.render_camera(view.T_world_cam, view.K, *view.size, depth=depth)
+
+    def render_camera(self, T_world_cam: np.ndarray, K: np.ndarray, width: int, height: int, depth: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
+        """:meth:`render` at any camera: T_world_cam [4, 4] (m), OpenCV K [3, 3] for ``width x height``."""
         p = self.params
-        viewmat, K, centre = view.camera()
+        viewmat = torch.from_numpy(invert_T(T_world_cam)).float()[None]  # [1, 4, 4]
+        K = gsplat_K(torch.from_numpy(np.asarray(K)).float())[None]  # [1, 3, 3]
+        centre = torch.from_numpy(np.asarray(T_world_cam)[:3, 3]).float()
         rgb = sh_to_rgb(p["sh_dc"], p["sh_rest"], p["means"], centre, self.sh_degree_now())
         colors = torch.cat([rgb, p["queries"]], dim=1)  # [N, 3 + L]
-        width, height = view.size
         out, alpha, meta = rasterization(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1),
                                          p["log_scales"].exp(), torch.sigmoid(p["opacity_logits"]), colors, viewmat, K,
                                          width, height, render_mode="RGB+ED" if depth else "RGB")
@@ -131,9 +135,9 @@ class Trainer:
         terms = {"rgb": loss.item()}
         width, height = view.size
         uv = sample_pixels(height, width, cfg.feature_pixels, self.generator)
-        for name, bank in self.banks.items():
+        for name, decode in self.decoders.items():
             a, b = self.slices[name]
-            f_loss, cos = feature_loss(queries[..., a:b], view.features[name], bank, uv)
+            f_loss, cos = feature_loss(queries[..., a:b], view.features[name], decode, uv)
             loss = loss + cfg.feature_weight * f_loss
             terms[f"cos.{name}"] = cos.item()
         terms["loss"] = loss.item()
@@ -173,8 +177,8 @@ class Trainer:
         for view in views:
             rgb, queries, _, _ = self.render(view)
             totals["psnr"].append(psnr(rgb, view.rgb))
-            for name, bank in self.banks.items():
-                cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name], bank)
+            for name, decode in self.decoders.items():
+                cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name], decode)
                 totals.setdefault(f"cos.{name}", []).append(cos)
                 totals.setdefault(f"l2.{name}", []).append(l2)
         return {k: float(np.mean(v)) for k, v in totals.items()}
@@ -193,10 +197,13 @@ class Trainer:
                 "stats": (self.stats.total, self.stats.count), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (parameters, Adam moments, statistics, random state)."""
+        """Restore a :meth:`state_dict` (parameters, Adam moments, statistics, random state).
+        Groups named ``decoder.*`` hold modules' own parameters, restored in place by their owner."""
         self.iteration = int(state["iteration"])
         for group in self.optimizer.param_groups:
             name = group["name"]
+            if name.startswith("decoder."):
+                continue
             if name == "background":
                 src = state["background"]
             else:
@@ -218,8 +225,8 @@ class Trainer:
 
 
 @torch.no_grad()
-def feature_fidelity(query_map: torch.Tensor, target: torch.Tensor, bank: MemoryBank) -> tuple[float, float]:
-    """Mean cosine similarity and mean L2 distance between features decoded from ``query_map``
+def feature_fidelity(query_map: torch.Tensor, target: torch.Tensor, decode: Decoder) -> tuple[float, float]:
+    """Mean cosine similarity and mean L2 distance between features ``decode`` makes of ``query_map``
     [H, W, l] (sampled at the centres of ``target``'s pixels) and ``target`` [h, w, d];
     all-zero (unlabeled) target pixels are skipped."""
     h, w = target.shape[:2]
@@ -228,6 +235,6 @@ def feature_fidelity(query_map: torch.Tensor, target: torch.Tensor, bank: Memory
     q = lookup(query_map, uv, width, height)  # [h*w, l]
     gt = target.reshape(-1, target.shape[-1]).float()
     keep = gt.abs().sum(-1) > 0  # exact pixel values here, no interpolation
-    pred = memory_attention(q[keep], bank)
+    pred = decode(q[keep])
     cos = torch.nn.functional.cosine_similarity(pred, gt[keep], dim=-1).mean()
     return float(cos), float((pred - gt[keep]).norm(dim=-1).mean())

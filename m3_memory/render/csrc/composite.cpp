@@ -43,14 +43,31 @@ Bins bin(int n, int width, int height, const float* means2d, const float* extent
     return b;
 }
 
-inline bool alpha_at(const float* means2d, const float* conics, const float* opac, int g, float px, float py,
-                     float& dx, float& dy, float& sigma, float& alpha, float& raw) {
-    dx = px - means2d[2 * g];
-    dy = py - means2d[2 * g + 1];
-    const float a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
-    sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
-    if (sigma < 0.f) return false;
-    raw = opac[g] * std::exp(-sigma);
+// One Gaussian's 2D footprint, packed so a tile's list is read contiguously.
+struct Splat {
+    float mx, my, a, b, c, opacity;
+    float sigma_max;  // beyond this Mahalanobis half-distance alpha < ALPHA_MIN: skip the exp
+    int32_t id;
+};
+
+// The splats of one tile's list, front to back.
+std::vector<Splat> gather(const std::vector<int32_t>& list, const float* means2d, const float* conics, const float* opac) {
+    std::vector<Splat> out(list.size());
+    for (size_t k = 0; k < list.size(); ++k) {
+        const int g = list[k];
+        const float o = opac[g];
+        out[k] = {means2d[2 * g], means2d[2 * g + 1], conics[3 * g], conics[3 * g + 1], conics[3 * g + 2], o,
+                  o * 255.f > 1.f ? std::log(o * 255.f) : -1.f, g};
+    }
+    return out;
+}
+
+inline bool alpha_at(const Splat& s, float px, float py, float& dx, float& dy, float& sigma, float& alpha, float& raw) {
+    dx = px - s.mx;
+    dy = py - s.my;
+    sigma = 0.5f * (s.a * dx * dx + s.c * dy * dy) + s.b * dx * dy;
+    if (sigma < 0.f || sigma > s.sigma_max) return false;
+    raw = s.opacity * std::exp(-sigma);
     alpha = std::min(ALPHA_MAX, raw);
     return alpha >= ALPHA_MIN;
 }
@@ -74,7 +91,7 @@ void m3_composite_forward(int n, int d, int width, int height, const float* mean
     const int ntiles = b.tiles_x * b.tiles_y;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; ++t) {
-        const auto& list = b.lists[t];
+        const std::vector<Splat> list = gather(b.lists[t], means2d, conics, opac);
         const int tx = t % b.tiles_x, ty = t / b.tiles_x;
         for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
             for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
@@ -83,13 +100,12 @@ void m3_composite_forward(int n, int d, int width, int height, const float* mean
                 float T = 1.f;
                 int used = 0;
                 for (int k = 0; k < static_cast<int>(list.size()); ++k) {
-                    const int g = list[k];
                     float dx, dy, sigma, a, raw;
-                    if (!alpha_at(means2d, conics, opac, g, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
+                    if (!alpha_at(list[k], x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
                     const float next = T * (1.f - a);
                     if (next <= T_MIN) break;
                     const float w = a * T;
-                    const float* f = feats + static_cast<size_t>(g) * d;
+                    const float* f = feats + static_cast<size_t>(list[k].id) * d;
                     for (int ch = 0; ch < d; ++ch) o[ch] += w * f[ch];
                     T = next;
                     used = k + 1;
@@ -122,7 +138,7 @@ void m3_composite_backward(int n, int d, int width, int height, const float* mea
         std::vector<float> behind(d);
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < ntiles; ++t) {
-            const auto& list = b.lists[t];
+            const std::vector<Splat> list = gather(b.lists[t], means2d, conics, opac);
             const int tx = t % b.tiles_x, ty = t / b.tiles_x;
             for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
                 for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
@@ -133,9 +149,10 @@ void m3_composite_backward(int n, int d, int width, int height, const float* mea
                     float T = T_final;
                     std::fill(behind.begin(), behind.end(), 0.f);
                     for (int k = last[pix] - 1; k >= 0; --k) {
-                        const int g = list[k];
+                        const Splat& s = list[k];
+                        const int g = s.id;
                         float dx, dy, sigma, a, raw;
-                        if (!alpha_at(means2d, conics, opac, g, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
+                        if (!alpha_at(s, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
                         T = T / (1.f - a);  // transmittance in front of g
                         const float w = a * T;
                         const float* f = feats + static_cast<size_t>(g) * d;
@@ -149,9 +166,8 @@ void m3_composite_backward(int n, int d, int width, int height, const float* mea
                         }
                         if (raw > ALPHA_MAX) continue;  // clamped: no gradient through opacity or shape
                         const float dl_dsigma = -dl_da * a;
-                        const float ca = conics[3 * g], cb = conics[3 * g + 1], cc = conics[3 * g + 2];
-                        gm[0] += -dl_dsigma * (ca * dx + cb * dy);
-                        gm[1] += -dl_dsigma * (cb * dx + cc * dy);
+                        gm[0] += -dl_dsigma * (s.a * dx + s.b * dy);
+                        gm[1] += -dl_dsigma * (s.b * dx + s.c * dy);
                         gm[2] += dl_dsigma * 0.5f * dx * dx;
                         gm[3] += dl_dsigma * dx * dy;
                         gm[4] += dl_dsigma * 0.5f * dy * dy;

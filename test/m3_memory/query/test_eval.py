@@ -1,33 +1,19 @@
-"""Held-out evaluation: rows side by side, a third predictor plugging in, APC label images, m3 eval."""
+"""Held-out evaluation: raw maps, memory and distillation baseline side by side, APC label images, m3 eval."""
 
 import json
-from dataclasses import dataclass
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from m3_memory.cli import main
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import load_memory
 from m3_memory.query.api import canonical_negatives, text_model_for
-from m3_memory.query.eval import EvalView, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
+from m3_memory.query.eval import Distilled, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
 from m3_memory.recording import open_recording
+from m3_memory.training.config import TrainConfig
+from m3_memory.training.distill import train_baseline
 
 APC = "apc2016_realsense_shelf/data/sample/scene-0000"
-
-
-@dataclass
-class CoarseMaps:
-    """A real (if weak) third row: the model's maps pooled 2x2, as a predictor with fewer values."""
-
-    model: object
-    name: str = "raw maps pooled 2x"
-    parameters: int | None = None
-
-    def features(self, view: EvalView) -> torch.Tensor:
-        f = self.model.encode_image(view.rgb).permute(2, 0, 1)[None]
-        return F.avg_pool2d(f, 2, ceil_mode=True)[0].permute(1, 2, 0)
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +22,26 @@ def rows(built_memory, synth, tmp_path_factory):
     model = text_model_for(memory)
     views = heldout_views(memory, list(open_recording(synth.folder)))
     assert [v.index for v in views] == [0, 8]
-    return evaluate([RawMaps(model), MemoryMaps(memory), CoarseMaps(model)], views, model, canonical_negatives(model))
+    cfg = TrainConfig.from_json(memory.training["config"])
+    baseline, _ = train_baseline(synth.folder, cfg, [model], feature_dim=16, cache_root=tmp_path_factory.mktemp("cache"),
+                                 show_progress=False)
+    return evaluate([RawMaps(model), MemoryMaps(memory), Distilled(baseline)], views, model, canonical_negatives(model))
 
 
 def test_rows_side_by_side(rows, tmp_path):
-    raw, mem, coarse = rows
+    raw, mem, distilled = rows
     assert raw.cosine == pytest.approx(1.0) and raw.l2 == pytest.approx(0.0, abs=1e-4)  # its own maps
-    assert 0.7 < mem.cosine < 1 and mem.l2 > 0 and 0.5 < coarse.cosine < 1
-    assert mem.parameters > 0 and raw.parameters is None
+    assert 0.7 < mem.cosine < 1 and mem.l2 > 0 and 0.5 < distilled.cosine < 1 and distilled.l2 > 0
+    assert raw.parameters is None and mem.parameters > 0
+    # the same per-Gaussian width (16): the baseline stores a 16x32 decoder, the memory its bank and W
+    assert distilled.parameters > 0 and distilled.name == "F-3DGS-style l=16"
     assert raw.paper.pairs == mem.paper.pairs == 10  # 5 objects in both held-out views
     assert raw.query.mIoU > 0.5 and mem.query.mIoU > 0.3  # a 40-iteration memory
     for r in rows:
         assert 0 <= r.paper.mIoU <= 1 and 0 <= r.query.AP60 <= r.query.AP50 <= 1
     json_path, png_path = write_report(rows, tmp_path, {"memory": "test", "views": 2})
     data = json.loads(json_path.read_text())
-    assert [r["name"] for r in data["rows"]] == ["raw 2D maps", "M3 memory", "raw maps pooled 2x"]
+    assert [r["name"] for r in data["rows"]] == ["raw 2D maps", "M3 memory", "F-3DGS-style l=16"]
     assert data["rows"][0]["mIoU_vs_raw"] == 1.0 and png_path.stat().st_size > 10_000
 
 
@@ -78,12 +69,16 @@ def test_apc_segm_labels_are_named_by_the_conservative_masks(realdata):
 
 def test_cli_eval(built_memory, synth, tmp_path, capsys):
     path = str(built_memory[0])
-    assert main(["eval", path, "--masks", str(synth.folder), "--out", str(tmp_path / "e"), "--json"]) == 0
+    assert main(["eval", path, "--masks", str(synth.folder), "--out", str(tmp_path / "e"), "--json", "--baseline",
+                 "--baseline-dim", "8"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["views"] == 2 and [r["name"] for r in out["rows"]] == ["raw 2D maps", "M3 memory"]
+    assert out["views"] == 2 and [r["name"] for r in out["rows"]] == ["raw 2D maps", "M3 memory", "F-3DGS-style l=8"]
+    assert out["rows"][2]["parameters"] > 0 and 0 < out["rows"][2]["cosine"] < 1
     assert (tmp_path / "e" / "eval.json").is_file() and (tmp_path / "e" / "eval.png").is_file()
     assert main(["eval", path, "--masks", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
     assert main(["eval", path, "--masks", str(synth.folder), "--mask-source", "segm", "--out", str(tmp_path / "x")]) == 2
     assert main(["eval", str(tmp_path / "none.m3")]) == 2
+    assert main(["eval", path, "--baseline", "--baseline-dim", "0", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert err.count("m3: error:") == 3 and "segm" in err
+    assert err.count("m3: error:") == 4 and "segm" in err and "--baseline-dim" in err
+    assert not (tmp_path / "x").exists()  # no half-written report
