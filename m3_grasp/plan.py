@@ -130,19 +130,33 @@ class _Attempt:
     def __init__(self, kin: Z1Kinematics, T_base_world: np.ndarray, scene: Obstacles, obj: Obstacles,
                  config: GraspConfig):
         self.kin, self.T_base_world, self.scene, self.obj, self.config = kin, T_base_world, scene, obj, config
-        self.reach_miss = np.inf  # m, smallest IK position error seen on unreachable grasps
-        self.collided = 0
+        self.reach_miss = np.inf  # m, smallest IK position error seen on unreachable grasp poses
+        self.unreachable = 0  # candidates whose grasp pose IK cannot reach
+        self.no_path = 0  # reachable, but the straight approach or lift breaks (reach, branch jump)
+        self.collided = 0  # executable, but the arm or gripper touches the scene or object
 
-    def _ik(self, T_world_ee: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
+    def _ik(self, T_world_ee: np.ndarray, seed: np.ndarray, record: bool = False) -> np.ndarray | None:
         T = self.T_base_world @ T_world_ee
         excess = self.kin.reach_excess(T)
         if excess > 0:
-            self.reach_miss = min(self.reach_miss, excess)
+            if record:
+                self.reach_miss = min(self.reach_miss, excess)
             return None
         result = self.kin.ik(T, seeds=[seed], n_random=2, rng=np.random.default_rng(self.config.seed), max_iter=60)
-        if not result.success:
+        if not result.success and record:
             self.reach_miss = min(self.reach_miss, result.position_error)
         return result.q if result.success else None
+
+    def why(self) -> str:
+        """What stopped the candidates tried, by stage."""
+        parts = []
+        if self.unreachable:
+            parts.append(f"{self.unreachable} out of reach by {self.reach_miss:.3f} m or more")
+        if self.no_path:
+            parts.append(f"{self.no_path} reachable but without a straight approach and lift")
+        if self.collided:
+            parts.append(f"{self.collided} colliding with the scene")
+        return ", ".join(parts) or "none tried"
 
     def _line(self, T_from: np.ndarray, T_to: np.ndarray, q_from: np.ndarray) -> np.ndarray | None:
         """IK along the straight tool path T_from -> T_to (same orientation), 1 cm steps."""
@@ -181,12 +195,14 @@ class _Attempt:
         T_pre[:3, 3] -= self.config.pre_grasp * T_grasp[:3, 0]
         T_lift = T_grasp.copy()
         T_lift[2, 3] += self.config.lift
-        q_grasp = self._ik(T_grasp, q_start)
+        q_grasp = self._ik(T_grasp, q_start, record=True)
         if q_grasp is None:
+            self.unreachable += 1
             return None
         approach = self._line(T_grasp, T_pre, q_grasp)  # computed backwards from the grasp
         lift = self._line(T_grasp, T_lift, q_grasp) if approach is not None else None
         if lift is None:
+            self.no_path += 1
             return None
         stages = {"to_pre_grasp": np.array([q_start, approach[-1]]), "approach": approach[::-1], "lift": lift}
         if not (self._free(stages["to_pre_grasp"], 0.0, True) and self._free(stages["approach"], c.open_width, True)
@@ -290,10 +306,10 @@ def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarr
     best, stages = _search(candidates, T_world_base, scene, obj, kin, config)
     if best is None:
         attempt = stages
-        if attempt.collided and not np.isfinite(attempt.reach_miss):
-            return GraspPlan(False, f"all {attempt.collided} reachable grasps collide with the scene", T_world_base)
+        miss = f"no grasp executes from this base pose ({attempt.why()})"
+        if not attempt.unreachable:
+            return GraspPlan(False, miss, T_world_base)
         move = _base_move(candidates, T_world_base, target, scene, obj, kin, config) if config.max_base_move > 0 else None
-        miss = f"out of reach by {attempt.reach_miss:.3f} m from this base pose"
         if move is None:
             return GraspPlan(False, f"{miss}; no base move along the line to the target helps", T_world_base)
         return GraspPlan(False, f"{miss}; walk the B1 by dx={move[0]:+.2f} m, dy={move[1]:+.2f} m (world) "

@@ -84,3 +84,16 @@ def test_base_pose_inside_the_scene(duck_scene, kin, robot):
     inside = T_world_base(0.0, 0.0, 0.0, TABLE_TOP_Z)
     with pytest.raises(InputError, match="intersects the scene"):
         plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, inside, GraspConfig(), kin, robot)
+
+
+def test_failure_message_names_the_stage_that_stopped_each_candidate(kin):
+    from m3_grasp.plan import Obstacles, _Attempt
+
+    empty = Obstacles(np.zeros((0, 3)))
+    a = _Attempt(kin, np.eye(4), empty, empty, GraspConfig())
+    assert a.why() == "none tried"
+    a.unreachable, a.reach_miss, a.no_path, a.collided = 3, 0.042, 2, 1
+    assert a.why() == ("3 out of reach by 0.042 m or more, 2 reachable but without a straight approach and lift, "
+                       "1 colliding with the scene")
+    a.unreachable = 0
+    assert "out of reach" not in a.why()
