@@ -23,22 +23,45 @@ struct Bins {
     std::vector<std::vector<int32_t>> lists;  // per tile, Gaussian ids front to back
 };
 
-Bins bin(int n, int width, int height, const float* means2d, const float* extent) {
+// Smallest 0.5 * d^T conic d over the rectangle [x0, x1] x [y0, y1] of offsets d from the mean:
+// 0 when the mean is inside, else the minimum over the four edges (a 1D quadratic on each).
+float min_sigma(float a, float b, float c, float x0, float x1, float y0, float y1) {
+    if (x0 <= 0.f && 0.f <= x1 && y0 <= 0.f && 0.f <= y1) return 0.f;
+    auto q = [&](float dx, float dy) { return 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy; };
+    float best = INFINITY;
+    for (float dy : {y0, y1}) best = std::min(best, q(std::clamp(-b * dy / a, x0, x1), dy));
+    for (float dx : {x0, x1}) best = std::min(best, q(dx, std::clamp(-b * dx / c, y0, y1)));
+    return best;
+}
+
+// Each Gaussian goes to the tiles its bounding box covers whose pixel centres come within its
+// alpha cut-off (sigma <= ln(255 opacity), the same test alpha_at makes per pixel): a thin,
+// slanted Gaussian does not fill every tile of its box.
+Bins bin(int n, int width, int height, const float* means2d, const float* conics, const float* opac,
+         const float* extent) {
     Bins b{(width + TILE - 1) / TILE, (height + TILE - 1) / TILE, {}};
     b.lists.resize(static_cast<size_t>(b.tiles_x) * b.tiles_y);
     for (int g = 0; g < n; ++g) {
         const float ex = extent[2 * g], ey = extent[2 * g + 1];
         if (ex <= 0.f || ey <= 0.f) continue;
         const float mx = means2d[2 * g], my = means2d[2 * g + 1];
+        const float ca = conics[3 * g], cb = conics[3 * g + 1], cc = conics[3 * g + 2];
+        const float cut = 1.001f * std::log(std::max(255.f * opac[g], 1.f)) + 1e-6f;
         // pixel centres px + 0.5 within [m - e, m + e]
         const int x0 = std::max(0, static_cast<int>(std::ceil(mx - ex - 0.5f)));
         const int x1 = std::min(width - 1, static_cast<int>(std::floor(mx + ex - 0.5f)));
         const int y0 = std::max(0, static_cast<int>(std::ceil(my - ey - 0.5f)));
         const int y1 = std::min(height - 1, static_cast<int>(std::floor(my + ey - 0.5f)));
         if (x0 > x1 || y0 > y1) continue;
+        const bool small = x1 / TILE == x0 / TILE && y1 / TILE == y0 / TILE;
         for (int ty = y0 / TILE; ty <= y1 / TILE; ++ty)
-            for (int tx = x0 / TILE; tx <= x1 / TILE; ++tx)
-                b.lists[static_cast<size_t>(ty) * b.tiles_x + tx].push_back(g);
+            for (int tx = x0 / TILE; tx <= x1 / TILE; ++tx) {
+                // pixel centres of this tile, as offsets from the mean
+                const float lx = std::max(tx * TILE, x0) + 0.5f - mx, hx = std::min(tx * TILE + TILE - 1, x1) + 0.5f - mx;
+                const float ly = std::max(ty * TILE, y0) + 0.5f - my, hy = std::min(ty * TILE + TILE - 1, y1) + 0.5f - my;
+                if (small || min_sigma(ca, cb, cc, lx, hx, ly, hy) <= cut)
+                    b.lists[static_cast<size_t>(ty) * b.tiles_x + tx].push_back(g);
+            }
     }
     return b;
 }
@@ -87,7 +110,7 @@ int m3_num_threads() {
 void m3_composite_forward(int n, int d, int width, int height, const float* means2d, const float* conics,
                           const float* opac, const float* feats, const float* extent, float* out, float* alpha_out,
                           int32_t* last) {
-    const Bins b = bin(n, width, height, means2d, extent);
+    const Bins b = bin(n, width, height, means2d, conics, opac, extent);
     const int ntiles = b.tiles_x * b.tiles_y;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; ++t) {
@@ -123,7 +146,7 @@ void m3_composite_backward(int n, int d, int width, int height, const float* mea
                            const float* opac, const float* feats, const float* extent, const float* alpha_out,
                            const int32_t* last, const float* grad_out, const float* grad_alpha, float* grad_means2d,
                            float* grad_conics, float* grad_opac, float* grad_feats) {
-    const Bins b = bin(n, width, height, means2d, extent);
+    const Bins b = bin(n, width, height, means2d, conics, opac, extent);
     const int ntiles = b.tiles_x * b.tiles_y;
     const int threads = m3_num_threads();
     const size_t per = static_cast<size_t>(n) * (6 + d);  // mean 2, conic 3, opacity 1, features d
