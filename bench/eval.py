@@ -7,7 +7,7 @@ Feature-3DGS-style distillation baselines trained with the memory's own config a
 count, one per ``--baseline-dims`` (default 16: the memory's per-Gaussian width; 64: more than
 twice the memory's parameters).
 
-    python bench/eval.py [--synthetic scene.m3] [--apc apc.m3] [--baseline-dims 16 64]
+    python bench/eval.py [--synthetic scene.m3] [--apc apc.m3] [--baseline-dims 16 64] [--scenes synthetic apc]
     # writes bench/results/eval_synthetic.{json,png} and eval_apc.{json,png}
 """
 
@@ -30,6 +30,14 @@ def build(recording: Path, out: Path) -> Path:
                           show_progress=False)
     print("\n".join(report.lines()))
     return out
+
+
+def build_synthetic(tmp: Path) -> Path:
+    from m3_memory.synth import SynthConfig, write_synthetic
+
+    scan = write_synthetic(tmp / "synth", SynthConfig(width=320, height=240, n_frames=48), realsense=False, rosbag2=False,
+                           show_progress=False)
+    return build(scan.folder, tmp / "synthetic.m3")
 
 
 def evaluate_memory(path: Path, dims: list[int], cache_root: Path) -> tuple[list, dict]:
@@ -72,6 +80,8 @@ def main() -> None:
     ap.add_argument("--synthetic", help="memory of the synthetic scan (48 views, 320x240); default: build one (~4 min)")
     ap.add_argument("--apc", help="memory of the APC scene; default: build one (~5 min)")
     ap.add_argument("--baseline-dims", type=int, nargs="*", default=[16, 64], help="baseline feature widths (default 16 64)")
+    ap.add_argument("--scenes", nargs="*", default=["synthetic", "apc"], choices=["synthetic", "apc"],
+                    help="which scenes to evaluate (default: both)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
@@ -82,17 +92,12 @@ def main() -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthetic = Path(args.synthetic) if args.synthetic else None
-        if synthetic is None:
-            from m3_memory.synth import SynthConfig, write_synthetic
-
-            scan = write_synthetic(tmp / "synth", SynthConfig(width=320, height=240, n_frames=48), realsense=False,
-                                   rosbag2=False, show_progress=False)
-            synthetic = build(scan.folder, tmp / "synthetic.m3")
-        runs = [("synthetic", synthetic)]
-        if args.apc or APC.is_dir():
+        runs = []
+        if "synthetic" in args.scenes:
+            runs.append(("synthetic", Path(args.synthetic) if args.synthetic else build_synthetic(tmp)))
+        if "apc" in args.scenes and (args.apc or APC.is_dir()):
             runs.append(("apc", Path(args.apc) if args.apc else build(APC, tmp / "apc.m3")))
-        else:
+        elif "apc" in args.scenes:
             print(f"APC scene not found at {APC}: skipped")
         for name, memory in runs:
             rows, about = evaluate_memory(memory, args.baseline_dims, tmp / "cache")
