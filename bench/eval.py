@@ -46,8 +46,7 @@ def evaluate_memory(path: Path, dims: list[int], cache_root: Path) -> tuple[list
     from m3_memory.query.api import canonical_negatives, text_model_for
     from m3_memory.query.eval import Distilled, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views
     from m3_memory.recording import open_recording
-    from m3_memory.training.config import TrainConfig
-    from m3_memory.training.distill import train_baseline
+    from m3_memory.training.distill import memory_budget, train_baseline
 
     memory = load_memory(path)
     model = text_model_for(memory)
@@ -58,7 +57,7 @@ def evaluate_memory(path: Path, dims: list[int], cache_root: Path) -> tuple[list
         for frame, masks in zip(frames, apc_segm_masks(memory.source, frames)):
             frame.masks = masks
     views = heldout_views(memory, frames)
-    cfg = TrainConfig.from_json(memory.training["config"]).with_(iterations=int(memory.training["iterations"]))
+    cfg = memory_budget(memory)
     predictors, baselines = [RawMaps(model), MemoryMaps(memory)], {}
     for dim in dims:
         start = time.perf_counter()

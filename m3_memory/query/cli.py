@@ -115,15 +115,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def _baseline(memory, recording: str, model, feature_dim: int):
     from m3_memory.query.eval import Distilled
-    from m3_memory.training.config import TrainConfig
-    from m3_memory.training.distill import train_baseline
+    from m3_memory.training.distill import memory_budget, train_baseline
 
     if feature_dim < 1:
         raise InputError("--baseline-dim", f"must be >= 1, got {feature_dim}")
-    if "config" not in memory.training:
-        raise InputError("--baseline", "the memory records no training config: cannot give the baseline its budget")
-    cfg = TrainConfig.from_json(memory.training["config"])
-    cfg = cfg.with_(iterations=int(memory.training.get("iterations", cfg.iterations)))
+    cfg = memory_budget(memory)
     print(f"training the distillation baseline (l={feature_dim}, {cfg.iterations} iterations) on {recording}",
           file=sys.stderr)
     trainer, _ = train_baseline(recording, cfg, [model], feature_dim)

@@ -251,7 +251,7 @@ def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     raw = next((r for r in rows if r.parameters is None), None)
     data = {**about, "rows": [r.to_json() for r in rows]}
-    memory = next((r for r in rows if isinstance(r.parameters, int) and r.name == MemoryMaps.name), None)
+    memory = next((r for r in rows if r.name == MemoryMaps.name), None)
     for r, d in zip(rows, data["rows"]):
         if raw is not None and raw.paper.mIoU > 0:
             d["mIoU_vs_raw"] = r.paper.mIoU / raw.paper.mIoU

@@ -20,7 +20,7 @@ import torch
 
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
-from m3_memory.memory.artifact import Gaussians
+from m3_memory.memory.artifact import Gaussians, Memory
 from m3_memory.training.build import BuildStopped, prepare, run_training
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.trainer import Trainer, scene_extent
@@ -72,6 +72,14 @@ class DistillTrainer(Trainer):
         for name, layer in self.linear.items():
             layer.load_state_dict(state["decoders"][name])  # in place: the optimiser keeps its tensors
         super().load_state_dict(state)
+
+
+def memory_budget(memory: Memory) -> TrainConfig:
+    """The config a memory was built with, at the iterations it actually trained: the baseline's budget."""
+    if "config" not in memory.training:
+        raise InputError("memory", "records no training config: cannot give the baseline its budget")
+    cfg = TrainConfig.from_json(memory.training["config"])
+    return cfg.with_(iterations=int(memory.training.get("iterations", cfg.iterations)))
 
 
 def train_baseline(recording: str | Path, cfg: TrainConfig, models: list[FoundationModel], feature_dim: int = 64,

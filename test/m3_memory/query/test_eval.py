@@ -10,8 +10,7 @@ from m3_memory.memory.artifact import load_memory
 from m3_memory.query.api import canonical_negatives, text_model_for
 from m3_memory.query.eval import Distilled, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
 from m3_memory.recording import open_recording
-from m3_memory.training.config import TrainConfig
-from m3_memory.training.distill import train_baseline
+from m3_memory.training.distill import memory_budget, train_baseline
 
 APC = "apc2016_realsense_shelf/data/sample/scene-0000"
 
@@ -22,9 +21,8 @@ def rows(built_memory, synth, tmp_path_factory):
     model = text_model_for(memory)
     views = heldout_views(memory, list(open_recording(synth.folder)))
     assert [v.index for v in views] == [0, 8]
-    cfg = TrainConfig.from_json(memory.training["config"])
-    baseline, _ = train_baseline(synth.folder, cfg, [model], feature_dim=16, cache_root=tmp_path_factory.mktemp("cache"),
-                                 show_progress=False)
+    baseline, _ = train_baseline(synth.folder, memory_budget(memory), [model], feature_dim=16,
+                                 cache_root=tmp_path_factory.mktemp("cache"), show_progress=False)
     return evaluate([RawMaps(model), MemoryMaps(memory), Distilled(baseline)], views, model, canonical_negatives(model))
 
 
