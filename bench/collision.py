@@ -1,0 +1,158 @@
+"""Arm collision checks: the URDF model (pinocchio + coal octree) against the capsule check.
+
+Scene: the synthetic tabletop (m3_memory.synth.scene) sampled as surface points (table and
+legs every 1 cm, floor every 3 cm, objects every 6 mm), seen from the B1 standing at the
+table's +y edge facing -y (the grasp demo's pose), in base_link, within 1.5 m of the arm
+base. Configurations: uniform within the joint limits, gripper angle uniform in its range.
+
+Measured per configuration: the capsule check the planner runs today (``Obstacles.arm_clearance``
+< 0 or a point inside ``gripper_boxes``), ``ArmCollision.collides`` against the scene only,
+against self + trunk + scene, and ``ArmCollision.clearance`` (coal distances); how often the
+capsule and URDF models disagree about touching the scene (and which links the URDF model
+finds touching when the capsules do not); octree build times.
+
+    python bench/collision.py      # writes bench/results/collision.json (about 30 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import coal
+import numpy as np
+
+from m3_grasp.collision import ArmCollision, Obstacles, gripper_boxes
+from m3_grasp.kinematics import Z1Kinematics
+from m3_grasp.robot import RobotConfig, T_world_base
+from m3_memory.conventions import invert_T
+from m3_memory.synth.scene import tabletop_objects
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASE_POSE = (0.05, 0.83, -np.pi / 2)  # x, y (m), yaw (rad) in the synthetic scene's world
+
+
+def surface_points(parts, spacing: float, rng: np.random.Generator) -> np.ndarray:
+    """Points [N, 3] spread over the triangles of ``parts`` by area, one per spacing^2."""
+    out = []
+    for part in parts:
+        v, f = np.asarray(part.mesh.vertices), np.asarray(part.mesh.triangles)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        area = np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2
+        n = max(int(area.sum() / spacing**2), 10)
+        k = rng.choice(len(f), n, p=area / area.sum())
+        s, r = np.sqrt(rng.random(n))[:, None], rng.random(n)[:, None]
+        out.append(a[k] * (1 - s) + b[k] * (s * (1 - r)) + c[k] * (s * r))
+    return np.concatenate(out)
+
+
+def tabletop_in_base(kin: Z1Kinematics, rng: np.random.Generator) -> np.ndarray:
+    """The synthetic tabletop's surface points [K, 3] in base_link (metres)."""
+    objects, background = tabletop_objects(0)
+    floor = surface_points(background[5:], 0.03, rng)
+    world = np.concatenate([surface_points(background[:5], 0.01, rng), floor[np.abs(floor[:, :2]).max(1) < 1.5],
+                            *[surface_points(o.parts, 0.006, rng) for o in objects]])
+    T = invert_T(T_world_base(*BASE_POSE, RobotConfig().base_height))
+    base = world @ T[:3, :3].T + T[:3, 3]
+    return base[np.linalg.norm(base - kin.T_base_armbase[:3, 3], axis=1) < 1.5]
+
+
+def per_call(fn, args: list) -> tuple[list, dict]:
+    """Results of fn(*a) for each a, and seconds per call (median, p99, mean)."""
+    out, seconds = [], []
+    for a in args:
+        t0 = time.perf_counter()
+        out.append(fn(*a))
+        seconds.append(time.perf_counter() - t0)
+    s = np.array(seconds)
+    return out, {"median": float(np.median(s)), "p99": float(np.percentile(s, 99)), "mean": float(s.mean())}
+
+
+def octree_build_seconds(points: np.ndarray, resolution: float, repeats: int = 5) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        coal.makeOctree(points, resolution)
+    return (time.perf_counter() - t0) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configurations", type=int, default=2000)
+    parser.add_argument("--distance-configurations", type=int, default=300, help="for the (slower) clearance query")
+    parser.add_argument("--resolution", type=float, default=0.01, help="octree voxel size (m)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    kin = Z1Kinematics.from_urdf()
+    arm = ArmCollision(resolution=args.resolution)
+    scene = tabletop_in_base(kin, rng)
+    lo, hi = arm.model.lowerPositionLimit, arm.model.upperPositionLimit  # [7]: arm joints, then the gripper
+    q7 = rng.uniform(lo, hi, size=(args.configurations, 7))
+    qs, grips = q7[:, :6], q7[:, 6]
+
+    t0 = time.perf_counter()
+    obstacles = Obstacles(scene)
+    kd_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    arm.set_clouds(scene=scene)
+    set_clouds = time.perf_counter() - t0
+    big = scene[rng.choice(len(scene), 50_000, replace=len(scene) < 50_000)] + rng.normal(0, 0.002, (50_000, 3))
+
+    def capsules(q, g):
+        boxes = gripper_boxes(float(kin.gripper.width(g)), kin.gripper.jaw_reach)
+        return obstacles.arm_clearance(kin, q) < 0 or obstacles.points_in_boxes(kin.fk(q), boxes) > 0
+
+    calls = list(zip(qs, grips))
+    capsule_hits, capsule_time = per_call(capsules, calls)
+    scene_hits, scene_time = per_call(lambda q, g: arm.collides(q, g, "scene", with_self=False, with_body=False), calls)
+    full_hits, full_time = per_call(arm.collides, calls)
+    robot_hits, robot_time = per_call(lambda q, g: arm.collides(q, g, []), calls)
+    _, why_time = per_call(arm.why, calls[:200])
+    _, clearance_time = per_call(lambda q, g: arm.clearance(q, g, "scene"), calls[: args.distance_configurations])
+    _, robot_clearance_time = per_call(lambda q, g: arm.clearance(q, g, []), calls[: args.distance_configurations])
+
+    capsule_hits, scene_hits = np.array(capsule_hits), np.array(scene_hits)
+    urdf_only_links = Counter(c.a for i in np.flatnonzero(scene_hits & ~capsule_hits)
+                              for c in arm.contacts(*calls[i], "scene", with_self=False, with_body=False))
+    results = {
+        "urdf": kin.urdf.name, "pinocchio": __import__("pinocchio").__version__,
+        "coal": ".".join(str(getattr(coal, f"COAL_{p}_VERSION")) for p in ("MAJOR", "MINOR", "PATCH")),
+        "machine": platform.processor() or platform.machine(), "base_pose_world": list(BASE_POSE),
+        "scene_points": len(scene), "octree_resolution_m": args.resolution, "configurations": args.configurations,
+        "pairs": {**{group: len(pairs) for group, pairs in arm.pairs.items()}, "overlapping_at_rest": len(arm.rest_pairs)},
+        "build_seconds": {"kd_tree": kd_build, "set_clouds_scene": set_clouds,
+                          "octree_50k_points": octree_build_seconds(big, args.resolution),
+                          "urdf_model": _seconds(lambda: ArmCollision(resolution=args.resolution))},
+        "seconds_per_configuration": {
+            "capsules_scene": capsule_time, "urdf_scene": scene_time, "urdf_self_body_scene": full_time,
+            "urdf_self_body": robot_time, "urdf_why_all_pairs": why_time,
+            "urdf_clearance_scene": clearance_time, "urdf_clearance_self_body": robot_clearance_time},
+        "collision_rate": {"capsules_scene": float(capsule_hits.mean()), "urdf_scene": float(scene_hits.mean()),
+                           "urdf_self_body_scene": float(np.mean(full_hits)), "urdf_self_body": float(np.mean(robot_hits))},
+        "scene_agreement": {"both": int((capsule_hits & scene_hits).sum()), "neither": int((~capsule_hits & ~scene_hits).sum()),
+                            "capsules_only": int((capsule_hits & ~scene_hits).sum()),
+                            "urdf_only": int((~capsule_hits & scene_hits).sum()),
+                            "disagree_rate": float(np.mean(capsule_hits != scene_hits)),
+                            "urdf_only_by_link": dict(urdf_only_links.most_common())},
+    }
+    full = results["seconds_per_configuration"]["urdf_self_body_scene"]["mean"]
+    results["checks_per_second_urdf_self_body_scene"] = 1.0 / full
+    print(json.dumps({k: results[k] for k in ("scene_points", "build_seconds", "collision_rate", "scene_agreement")}, indent=1))
+    print(f"per configuration (mean): capsules {capsule_time['mean'] * 1e3:.3f} ms, URDF scene {scene_time['mean'] * 1e3:.3f} ms, "
+          f"URDF self+body+scene {full * 1e3:.3f} ms, clearance {clearance_time['mean'] * 1e3:.2f} ms")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "collision.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
