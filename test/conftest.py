@@ -33,8 +33,8 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def built_memory(synth, tmp_path_factory):
-    """A memory built from the small synthetic scan with the fixture CLIP (40 iterations):
-    (path of the *.m3, BuildReport)."""
+    """A memory built from the small synthetic scan with the fixture CLIP (40 iterations), recording
+    the B1's stance at the table as its robot pose: (path of the *.m3, BuildReport)."""
     from m3_memory.training.build import build_memory
     from m3_memory.training.config import TrainConfig
 

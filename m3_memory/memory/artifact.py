@@ -7,7 +7,9 @@
 - ``meta.json``: format version, models (name, feature dim, query slice, PSC threshold,
   temperature, whether W was learned, checkpoint identity), scene frame, source
   recording, the cameras of the source views (intrinsics, size, pose, train/test split),
-  training config, and SHA-256 checksums of the two data files.
+  where the robot stands (``robot_pose``: its base frame's pose in the scene frame and
+  where that came from; absent or null when unknown), training config, and SHA-256
+  checksums of the two data files.
 - anything else the writer adds (``extra``), e.g. the build's ``report/`` PNGs.
 
 Written into a temporary directory beside the target and renamed into place, so a crash
@@ -30,6 +32,7 @@ import torch
 
 from m3_memory.errors import InputError
 from m3_memory.memory.attention import MemoryBank
+from m3_memory.robot_pose import RobotPose
 
 FORMAT = "m3-memory"
 FORMAT_VERSION = 1
@@ -117,7 +120,11 @@ class CameraView:
 
 @dataclass
 class Memory:
-    """A loaded memory: the Gaussians, one bank per model, and the metadata."""
+    """A loaded memory: the Gaussians, one bank per model, and the metadata.
+
+    robot_pose: where the robot's base stands in the scene frame, None when the memory does
+    not record it (older memories, recordings without it and no ``--robot-pose``).
+    """
 
     gaussians: Gaussians
     banks: dict[str, MemoryBank]
@@ -126,6 +133,7 @@ class Memory:
     source: str = ""
     training: dict = field(default_factory=dict)
     cameras: list[CameraView] = field(default_factory=list)
+    robot_pose: RobotPose | None = None
 
     def queries_of(self, model: str) -> torch.Tensor:
         """The principal queries ``[N, l]`` of one model."""
@@ -228,6 +236,7 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
                             "learn_projection": m.learn_projection, "checkpoint": m.checkpoint} for m in memory.models],
                 "num_gaussians": len(memory.gaussians), "scene_frame": memory.scene_frame, "source": memory.source,
                 "training": memory.training, "cameras": [c.to_json() for c in memory.cameras],
+                "robot_pose": memory.robot_pose.to_json() if memory.robot_pose is not None else None,
                 "checksums": {PLY: _sha256(tmp / PLY), TENSORS: _sha256(tmp / TENSORS)}}
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if extra is not None:
@@ -284,4 +293,16 @@ def load_memory(path: str | Path) -> Memory:
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(path / META, f"corrupt camera list ({err})") from None
     return Memory(gaussians, banks, models, meta.get("scene_frame", "world"), meta.get("source", ""),
-                  meta.get("training", {}), cameras)
+                  meta.get("training", {}), cameras, _robot_pose(path / META, meta.get("robot_pose")))
+
+
+def _robot_pose(where: Path, d: dict | None) -> RobotPose | None:
+    """meta.json's ``robot_pose`` (None when absent), or one-line :class:`InputError` naming ``where``."""
+    if d is None:
+        return None
+    try:
+        return RobotPose.from_json(d)
+    except InputError as err:
+        raise InputError(where, f"corrupt robot_pose: {err.problem}") from None
+    except (KeyError, TypeError) as err:
+        raise InputError(where, f"corrupt robot_pose ({type(err).__name__}: {err})") from None

@@ -11,6 +11,7 @@ import numpy as np
 
 from m3_memory.errors import InputError
 from m3_memory.recording.frame import Frame
+from m3_memory.robot_pose import RobotPose
 
 
 @dataclass
@@ -45,6 +46,11 @@ class Recording(ABC):
     def sparse_points(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Structure-from-motion points of the scene, when the recording has them:
         (xyz [M, 3] float64 world metres, rgb [M, 3] uint8); None otherwise."""
+        return None
+
+    def robot_pose(self, stamp: float) -> RobotPose | None:
+        """Where the robot's base stood in the recording's world frame (the frame of
+        ``Frame.T_world_cam``) at ``stamp`` seconds, when the recording says; None otherwise."""
         return None
 
     @abstractmethod

@@ -31,6 +31,7 @@ from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.images import read_depth, read_rgb, read_u8, read_u16
+from m3_memory.robot_pose import BASE_FRAME, RobotPose
 
 NOMINAL_FPS = 30.0  # formats without timestamps: stamp = frame number (or index) / NOMINAL_FPS seconds
 
@@ -364,7 +365,10 @@ class NerfstudioRecording(Recording):
 
     m3 extensions: top-level ``m3_objects`` ``[{"id": 1, "name": "..."}]`` with per-frame
     ``m3_label_path`` (uint8 label image, 0 = background, id = that object) giving
-    ``Frame.masks``, and per-frame ``m3_stamp`` (seconds; otherwise index / 30 s).
+    ``Frame.masks``, per-frame ``m3_stamp`` (seconds; otherwise index / 30 s), and top-level
+    ``m3_robot_pose`` ``{"T_world_base": 4x4, "frame": "base_link", "source": "..."}`` (where
+    the robot's base stands in the world frame of ``transform_matrix``, metres; frame and
+    source optional) giving :meth:`robot_pose`.
     """
 
     format_name = "nerfstudio"
@@ -382,6 +386,7 @@ class NerfstudioRecording(Recording):
         self.depth_scale = _json_number(str(self.json_path), meta.get("depth_unit_scale_factor", 1e-3),
                                         "depth_unit_scale_factor")  # metres per PNG unit
         self._objects = self._read_objects(meta)  # label id -> object name
+        self._robot_pose = self._read_robot_pose(meta.get("m3_robot_pose"))
         self.entries: list[_Entry] = []
         for i, fr in enumerate(frames):
             where = f"{self.json_path} frame {i}"
@@ -396,6 +401,22 @@ class NerfstudioRecording(Recording):
             K, size = self._intrinsics(where, meta, fr)
             self.entries.append(_Entry(root / color, root / depth, K, self._pose(where, fr), stamp, Path(color).stem,
                                        size=size, label=label))
+
+    def _read_robot_pose(self, d: object) -> RobotPose | None:
+        """``m3_robot_pose`` (None when absent), checked; the source names this file."""
+        if d is None:
+            return None
+        if not isinstance(d, dict) or "T_world_base" not in d:
+            raise InputError(self.json_path, 'm3_robot_pose must be {"T_world_base": 4x4, "frame": "base_link"}')
+        source = f"m3_robot_pose in {self.json_path}" + (f" ({d['source']})" if d.get("source") else "")
+        try:
+            return RobotPose(d["T_world_base"], source, str(d.get("frame", BASE_FRAME)))
+        except InputError as err:
+            raise InputError(self.json_path, f"m3_robot_pose: {err.problem}") from None
+
+    def robot_pose(self, stamp: float) -> RobotPose | None:
+        """``m3_robot_pose`` of transforms.json (one pose for the whole recording), or None."""
+        return self._robot_pose
 
     def _read_objects(self, meta: dict) -> dict[int, str]:
         """``m3_objects`` as label id -> name."""

@@ -11,6 +11,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 
@@ -36,6 +37,7 @@ class Summary:
     duration_s: float = 0.0
     objects: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    robot_pose: str | None = None  # where the robot's base stood at the last frame, when the recording says
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,8 @@ class Summary:
         out.append(f"  duration: {self.duration_s:.2f} s")
         if self.objects:
             out.append(f"  objects: {', '.join(self.objects)}")
+        if self.robot_pose:
+            out.append(f"  robot pose: {self.robot_pose}")
         for reason, n in self.dropped.items():
             out.append(f"  dropped {n} frame(s): {reason}")
         return out
@@ -163,6 +167,11 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
             s.depth_p05_p95_m = tuple(float(x) for x in np.percentile(d, [5, 95]))
     if first_stamp is not None:
         s.duration_s = float(last_stamp - first_stamp)
+        try:
+            pose = rec.robot_pose(last_stamp)
+            s.robot_pose = pose.describe() if pose is not None else None
+        except InputError as err:
+            s.robot_pose = f"unknown ({err.problem})"
     chosen = sampler.chosen()
     if sheet is not None and chosen:
         black = (0, 0, 0)

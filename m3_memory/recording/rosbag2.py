@@ -5,7 +5,8 @@ camera infos (small) into a :class:`TfBuffer`. The second streams the colour and
 images, pairs them by header stamp and looks up each frame's pose ``T_world_cam`` as
 ``world_frame`` <- the colour image's optical frame. Depth that is not aligned to colour
 (another frame id or another size) is registered into the colour camera with the depth
-intrinsics and the depth-to-colour extrinsics from tf.
+intrinsics and the depth-to-colour extrinsics from tf. When tf also connects the robot's
+``base_frame`` to ``world_frame``, :meth:`Ros2BagRecording.robot_pose` says where the robot stood.
 
 rosbags opens a bag folder (with ``metadata.yaml``) and also a bare ``.db3`` or ``.mcap``
 file, so all three are accepted.
@@ -40,6 +41,7 @@ from m3_memory.recording.rosmsg import (
     typestore,
 )
 from m3_memory.recording.tf import TfBuffer, TfConnectivityError, TfExtrapolationError, TfLookupError
+from m3_memory.robot_pose import BASE_FRAME, RobotPose
 
 # camera_link (REP-103: x forward, y left, z up) <- optical frame (x right, y down, z forward);
 # as xyzw quaternion (-0.5, 0.5, -0.5, 0.5), what realsense-ros publishes.
@@ -51,11 +53,13 @@ STALE_S = 1.0  # an image this much older than the newest one read will find no 
 
 @dataclass
 class RealSenseTopics:
-    """Topic names of a realsense-ros (4.x) recording, and the frame poses are given in.
+    """Topic names of a realsense-ros (4.x) recording, the frame poses are given in, and the
+    robot's base frame.
 
     depth_info is used only when the depth topic is not aligned to colour (e.g.
     ``/camera/camera/depth/image_rect_raw``). world_frame absent from the tf tree gives
-    frames without a pose (``T_world_cam = None``).
+    frames without a pose (``T_world_cam = None``); base_frame absent or not connected to
+    world_frame gives no robot pose.
     """
 
     color: str = "/camera/camera/color/image_raw"
@@ -65,6 +69,7 @@ class RealSenseTopics:
     tf: str = "/tf"
     tf_static: str = "/tf_static"
     world_frame: str = "world"
+    base_frame: str = BASE_FRAME
 
 
 def detect(path: Path) -> bool:
@@ -285,6 +290,21 @@ class Ros2BagRecording(Recording):
             self.stats.drop(f"no pose: stamp outside the tf data from {self.topics.world_frame!r}")
             return False, None
 
+    def robot_pose(self, stamp: float) -> RobotPose | None:
+        """tf ``world_frame <- base_frame`` at ``stamp`` seconds; None when tf does not connect
+        them or the frames' poses do not come from tf (odometry, none). A base frame whose
+        transforms end before (or start after) ``stamp`` is an :class:`InputError`."""
+        t = self.topics
+        if self.poses_mode not in ("auto", "tf") or t.base_frame not in self.tf.frames():
+            return None
+        try:
+            T = self.tf.lookup(t.world_frame, t.base_frame, stamp)  # [4, 4]
+        except TfConnectivityError:
+            return None
+        except TfExtrapolationError as err:
+            raise InputError(self.path, f"no robot pose at {stamp:.3f} s: {err}; name it with --robot-pose") from None
+        return RobotPose(T, f"tf {t.world_frame}->{t.base_frame} at {stamp:.3f} s in {self.path}", t.base_frame)
+
     def _depth_in_color(self, depth: np.ndarray, depth_frame: str, color_frame: str, size: tuple[int, int],
                         stamp: float, where: str) -> np.ndarray:
         """Depth [Hd, Wd] metres of another camera -> [H, W] metres registered to colour."""
@@ -337,14 +357,17 @@ def _latched_qos():
 
 
 def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sqlite3",
-                   topics: RealSenseTopics | None = None, camera_frame: str = "camera_link") -> Path:
+                   topics: RealSenseTopics | None = None, camera_frame: str = "camera_link",
+                   T_world_base: np.ndarray | None = None) -> Path:
     """Write frames as realsense-ros would publish them; returns the bag folder ``path``.
 
     Per frame: colour (``rgb8``) and depth aligned to colour (``16UC1`` millimetres), both in
     ``camera_color_optical_frame``; the colour camera_info (k, p = [K | 0], plumb_bob with
     zero distortion); and, for a posed frame, ``/tf`` world_frame -> ``camera_frame`` such
     that world_frame <- optical frame is ``frame.T_world_cam``. Once: ``/tf_static``
-    ``camera_frame`` -> optical frame (REP-103 body axes to optical axes). Bag times are
+    ``camera_frame`` -> optical frame (REP-103 body axes to optical axes). With
+    ``T_world_base`` [4, 4] (a robot standing still, metres), each frame's ``/tf`` also holds
+    world_frame -> ``topics.base_frame``, as a robot's localisation publishes it. Bag times are
     the frame stamps (ns). storage: ``sqlite3`` or ``mcap``. Written into a temporary
     folder beside ``path`` and renamed into place when complete.
     """
@@ -394,9 +417,14 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
                     binning_x=0, binning_y=0,
                     roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                               do_rectify=False)), CAMERA_INFO, f.stamp)
+                dynamic = []
                 if f.T_world_cam is not None:
-                    tf = transform_msg(f.T_world_cam @ T_optical_link, f.stamp, topics.world_frame, camera_frame)
-                    put("tf", tf_message([tf]), TF_MESSAGE, f.stamp)
+                    dynamic.append(transform_msg(f.T_world_cam @ T_optical_link, f.stamp, topics.world_frame,
+                                                 camera_frame))
+                if T_world_base is not None:
+                    dynamic.append(transform_msg(T_world_base, f.stamp, topics.world_frame, topics.base_frame))
+                if dynamic:
+                    put("tf", tf_message(dynamic), TF_MESSAGE, f.stamp)
             if count == 0:
                 raise InputError(path, "no frames to write")
         os.replace(tmp, path)

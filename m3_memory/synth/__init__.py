@@ -1,8 +1,8 @@
 """The embedded synthetic tabletop scene: procedural meshes, a centripetal scan, writers."""
 
 from m3_memory.synth.render import SynthConfig, SyntheticScene, camera_path, look_at
-from m3_memory.synth.scene import TABLE_TOP_Z, SceneObject, tabletop_objects
+from m3_memory.synth.scene import ROBOT_STANCE, TABLE_TOP_Z, SceneObject, tabletop_objects
 from m3_memory.synth.write import SynthOutputs, write_synthetic
 
-__all__ = ["TABLE_TOP_Z", "SceneObject", "SynthConfig", "SynthOutputs", "SyntheticScene", "camera_path",
+__all__ = ["ROBOT_STANCE", "TABLE_TOP_Z", "SceneObject", "SynthConfig", "SynthOutputs", "SyntheticScene", "camera_path",
            "look_at", "tabletop_objects", "write_synthetic"]

@@ -14,6 +14,13 @@ import open3d as o3d
 
 TABLE_TOP_Z = 0.75  # metres, height of the table surface
 
+ROBOT_STANCE = (0.05, 0.83, 0.55, -np.pi / 2)
+"""Where the B1 stands at the table: base_link (trunk centre) at (x, y, z) metres in the
+world frame with heading yaw radians, as ``m3 build --robot-pose x,y,z,yaw`` takes it. At the
+table's +y long edge (y = 0.40), facing -y, trunk 0.55 m above the floor (config/robot.yaml
+base_height); the Z1 base (0.3455 m ahead of base_link) is then 0.08 m outside the edge and
+0.46 m from the duck. The synthetic recordings carry it (:func:`m3_memory.synth.write_synthetic`)."""
+
 
 @dataclass
 class Part:

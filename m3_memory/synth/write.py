@@ -2,9 +2,11 @@
 
 The folder is the reference copy: a nerfstudio ``transforms.json`` folder (colour PNG,
 uint16 millimetre depth PNG, OpenGL camera-to-world matrices) with m3's extensions:
-``m3_objects`` (id, name, colour, centre, extent in world metres) and per frame
+``m3_objects`` (id, name, colour, centre, extent in world metres), ``m3_robot_pose`` (the
+B1's stance at the table, :data:`~m3_memory.synth.scene.ROBOT_STANCE`) and per frame
 ``m3_label_path`` (uint8 object-id image) and ``m3_stamp`` (seconds). The ``.db3`` and
-the ROS 2 bag are written from the folder as read back, so all three hold the same frames.
+the ROS 2 bag are written from the folder as read back, so all three hold the same frames;
+the bag also holds the stance as tf world -> base_link (a librealsense ``.db3`` cannot).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from tqdm import tqdm
 from m3_memory.conventions import GL_FROM_CV, depth_to_u16
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.images import write_png
+from m3_memory.robot_pose import RobotPose
 from m3_memory.synth.render import SynthConfig, SyntheticScene
+from m3_memory.synth.scene import ROBOT_STANCE
 
 FOLDER, REALSENSE, ROSBAG2 = "scene", "scene_realsense.db3", "scene_rosbag2"
 
@@ -97,7 +101,9 @@ def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsen
     def bar(desc: str, total: int) -> Callable:
         return lambda it: tqdm(it, desc=desc, total=total, unit="frame", disable=None if show_progress else True, leave=False)
 
-    folder = write_nerfstudio_folder(scene, out_dir / FOLDER, objects, {"m3_synth_config": asdict(scene.cfg)},
+    stance = RobotPose.from_xyz_yaw(*ROBOT_STANCE, source="synthetic scene stance")
+    folder = write_nerfstudio_folder(scene, out_dir / FOLDER, objects,
+                                     {"m3_synth_config": asdict(scene.cfg), "m3_robot_pose": stance.to_json()},
                                      bar("render scene", len(scene)))
     outputs = SynthOutputs(folder, None, None)
     if realsense:
@@ -111,5 +117,6 @@ def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsen
         target = out_dir / ROSBAG2
         if target.exists():
             shutil.rmtree(target)
-        outputs.rosbag2 = write_ros2_bag(bar("write ROS 2 bag", len(scene))(open_recording(folder)), target)
+        outputs.rosbag2 = write_ros2_bag(bar("write ROS 2 bag", len(scene))(open_recording(folder)), target,
+                                         T_world_base=stance.T_world_base)
     return outputs

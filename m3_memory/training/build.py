@@ -1,6 +1,9 @@
 """``build_memory``: recording -> features -> principal scene components -> Gaussians ->
 training -> a ``*.m3`` memory with a report of held-out quality.
 
+The memory records where the robot stands: the ``robot_pose`` given, else the recording's
+(tf world -> base_link at the last frame), else none.
+
 Checkpoints go to ``<out>.ckpt`` every ``checkpoint_every`` iterations, on Ctrl-C and on
 ``should_stop``; ``resume=True`` continues from it. The memory itself is written only when
 training finishes (atomically, with its ``report/`` pictures), so a stopped build never
@@ -32,8 +35,9 @@ from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry,
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
-from m3_memory.recording import open_recording
+from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
+from m3_memory.robot_pose import RobotPose
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.init import init_from_rgbd
 from m3_memory.training.trainer import Trainer, View, scene_extent
@@ -51,7 +55,8 @@ class BuildStopped(RuntimeError):
 
 @dataclass
 class BuildReport:
-    """What a build did: output path, seconds per stage, held-out metrics before and after training."""
+    """What a build did: output path, seconds per stage, held-out metrics before and after training,
+    and the robot pose the memory records (None: none)."""
 
     out: Path
     seconds: dict[str, float] = field(default_factory=dict)
@@ -60,13 +65,16 @@ class BuildReport:
     num_gaussians: int = 0
     iterations: int = 0
     models: list[str] = field(default_factory=list)
+    robot_pose: RobotPose | None = None
 
     def lines(self) -> list[str]:
         fmt = lambda m: ", ".join(f"{k} {v:.3f}" for k, v in m.items()) or "no held-out views"  # noqa: E731
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        robot = self.robot_pose.describe() if self.robot_pose is not None else "none recorded (name it with --robot-pose x,y,z,yaw)"
         return [f"memory: {self.out} ({self.num_gaussians} Gaussians, {self.iterations} iterations, "
                 f"models {', '.join(self.models)})",
                 f"held-out before training: {fmt(self.initial)}", f"held-out after training:  {fmt(self.final)}",
+                f"robot pose: {robot}",
                 f"time: {stages}"]
 
 
@@ -140,9 +148,10 @@ def _load_checkpoint(path: Path, identity: dict) -> dict:
 
 @dataclass
 class Prepared:
-    """Everything training starts from: the recording's frames, the models and their banks, the
-    initial Gaussians and the views (train / held out) at training resolution."""
+    """Everything training starts from: the recording and its frames, the models and their banks,
+    the initial Gaussians and the views (train / held out) at training resolution."""
 
+    recording: Recording
     frames: list[Frame]
     test_idx: list[int]
     models: list[FoundationModel]
@@ -211,16 +220,19 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
         rgb, depth, K = _scaled(f, cfg.max_side)
         views.append(View(f.name or f"frame {i}", rgb, depth, K, f.T_world_cam,
                           {fm.name: features[fm.name][i] for fm in models}))
-    return Prepared(frames, test_idx, models, banks, entries, slices, gaussians, views)
+    return Prepared(rec, frames, test_idx, models, banks, entries, slices, gaussians, views)
 
 
 def build_memory(recording: str | Path, out: str | Path, model: str = "clip", weights: str | None = None,
                  fast: bool = False, overwrite: bool = False, resume: bool = False, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None, config: TrainConfig | None = None,
-                 cache_root: str | Path | None = None, show_progress: bool = True, **recording_options) -> BuildReport:
+                 cache_root: str | Path | None = None, show_progress: bool = True, robot_pose: RobotPose | None = None,
+                 **recording_options) -> BuildReport:
     """Build a memory from ``recording`` into ``out`` (a ``*.m3`` directory).
 
     model: one foundation-model name or several separated by commas ("clip,dinov2").
+    robot_pose: where the robot's base stands in the recording's world frame; None: the
+    recording's own (:meth:`Recording.robot_pose` at the last frame's stamp), if any.
     weights: a weights file or hub tag (one model only). fast: the CPU preset
     (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
     is called as work advances; should_stop() is polled between iterations.
@@ -247,6 +259,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, **recording_options)
     banks, slices, test_idx = prep.banks, prep.slices, prep.test_idx
     report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
+    report.robot_pose = robot_pose if robot_pose is not None else prep.recording.robot_pose(prep.frames[-1].stamp)
     train, test = prep.train, prep.test
     trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train))
     identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
@@ -274,7 +287,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, "world", str(recording),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
                      "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
-                     "final": report.final}, cameras)
+                     "final": report.final}, cameras, report.robot_pose)
 
     def pictures(folder: Path) -> None:
         from m3_memory.training.report import heldout_sheet, training_curve

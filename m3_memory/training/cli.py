@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import TYPE_CHECKING
+
+from m3_memory.errors import InputError
+
+if TYPE_CHECKING:
+    from m3_memory.robot_pose import RobotPose
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,13 +31,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "keeping it fixed (the authors' code)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output memory")
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt left by a stopped build")
+    p.add_argument("--robot-pose", metavar="X,Y,Z,YAW", help="where the robot's base_link stands in the recording's "
+                   "world frame (metres, yaw radians about z; --robot-pose=-1,... when x is negative); default: the "
+                   "recording's own (tf world->base_link), if any")
     p.set_defaults(func=cmd_build)
+
+
+def parse_robot_pose(text: str) -> RobotPose:
+    """``--robot-pose x,y,z,yaw`` (metres, radians) -> :class:`~m3_memory.robot_pose.RobotPose`;
+    one-line :class:`InputError` naming --robot-pose otherwise."""
+    from m3_memory.robot_pose import RobotPose
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InputError("--robot-pose", f"expected four finite numbers x,y,z,yaw (metres, radians), got {text!r}")
+    return RobotPose.from_xyz_yaw(*values, source=f"m3 build --robot-pose {text}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from m3_memory.training.build import BuildStopped, build_memory
     from m3_memory.training.config import TrainConfig
 
+    robot_pose = parse_robot_pose(args.robot_pose) if args.robot_pose is not None else None
     cfg = TrainConfig.fast() if args.fast else TrainConfig()
     if args.iterations is not None:
         cfg = cfg.with_(iterations=args.iterations)
@@ -39,7 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("max_dt", args.max_dt), ("poses", args.poses)) if v is not None}
     try:
         report = build_memory(args.recording, args.out, model=args.model, weights=args.weights, overwrite=args.overwrite,
-                              resume=args.resume, config=cfg, fmt=args.format, **options)
+                              resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, **options)
     except BuildStopped as stop:
         print(f"m3: {stop}")
         return 130

@@ -7,6 +7,7 @@ import torch
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import FORMAT_VERSION, CameraView, Gaussians, Memory, ModelEntry, load_memory, save_memory
 from m3_memory.memory.attention import MemoryBank
+from m3_memory.robot_pose import RobotPose
 
 
 def make_memory(n=200, seed=0):
@@ -103,6 +104,43 @@ def test_bad_artifacts(tmp_path):
 
     with pytest.raises(InputError, match="does not exist"):
         load_memory(tmp_path / "none.m3")
+
+
+def test_robot_pose_round_trip(tmp_path):
+    mem = make_memory()
+    mem.robot_pose = RobotPose.from_xyz_yaw(0.05, 0.83, 0.55, -np.pi / 2, source="m3 build --robot-pose")
+    back = load_memory(save_memory(tmp_path / "scene.m3", mem)).robot_pose
+    np.testing.assert_array_equal(back.T_world_base, mem.robot_pose.T_world_base)
+    assert back.T_world_base.dtype == np.float64
+    assert (back.frame, back.source) == ("base_link", "m3 build --robot-pose")
+    assert load_memory(save_memory(tmp_path / "none.m3", make_memory())).robot_pose is None
+
+
+def test_memory_without_robot_pose_key_loads_with_none(tmp_path):
+    """Memories written before the robot pose existed have no such key in meta.json."""
+    path = save_memory(tmp_path / "old.m3", make_memory())
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["robot_pose"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert load_memory(path).robot_pose is None
+
+
+@pytest.mark.parametrize("pose, words", [
+    ({"T_world_base": np.diag([1.0, 1.0, 2.0, 1.0]).tolist()}, "non-rigid"),
+    ({"T_world_base": [[float("nan")] * 4] * 4}, "NaN"),
+    ({"T_world_base": [[1.0, 0.0], [0.0, 1.0]]}, "shape"),
+    ({"frame": "base_link"}, "KeyError"),
+    ([1, 2, 3], "TypeError"),
+])
+def test_corrupt_robot_pose_is_refused_in_one_line(tmp_path, pose, words):
+    path = save_memory(tmp_path / "scene.m3", make_memory())
+    meta = json.loads((path / "meta.json").read_text())
+    meta["robot_pose"] = pose
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="corrupt robot_pose") as err:
+        load_memory(path)
+    message = str(err.value)
+    assert message.startswith(str(path / "meta.json")) and words in message and "\n" not in message
 
 
 def test_gaussians_shape_check():

@@ -256,6 +256,22 @@ def test_nerfstudio_m3_extensions_and_options(tmp_path):
     assert (f1.K[0, 0], f1.K[0, 2], f1.K[1, 1]) == (55.0, 9.5, K[1, 1])
 
 
+def test_nerfstudio_m3_robot_pose(tmp_path):
+    K, poses, rgb, depth = make_frames(2)
+    root = tmp_path / "ns"
+    write_nerfstudio(root, K, poses, rgb, depth)
+    assert open_recording(root).robot_pose(1.0) is None
+    T = make_T(euler2mat(0, 0, 0.3), [1.0, -0.5, 0.55])
+    rewrite_json(root, lambda meta: meta.update(m3_robot_pose={"T_world_base": T.tolist(), "source": "a survey"}))
+    pose = open_recording(root).robot_pose(1.0)
+    np.testing.assert_array_equal(pose.T_world_base, T)
+    assert pose.frame == "base_link" and pose.source == f"m3_robot_pose in {root / 'transforms.json'} (a survey)"
+    for bad, words in (([1, 2], "must be"), ({"T_world_base": np.diag([1.0, 2, 1, 1]).tolist()}, "non-rigid")):
+        rewrite_json(root, lambda meta: meta.update(m3_robot_pose=bad))
+        with raises_naming(root / "transforms.json", words):
+            open_recording(root)
+
+
 def test_nerfstudio_depth_unit_scale_factor(tmp_path):
     K, poses, rgb, depth = make_frames(1)
     write_nerfstudio(tmp_path / "ns", K, poses, rgb, depth)  # millimetre PNG ...

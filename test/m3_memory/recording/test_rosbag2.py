@@ -153,6 +153,56 @@ def test_frames_outside_the_tf_data_are_dropped(tmp_path):
     assert list(rec.stats.dropped.values()) == [1] and "no pose" in next(iter(rec.stats.dropped))
 
 
+# --- robot pose ----------------------------------------------------------------------------
+
+def robot_bag(path, base_parent="odom"):
+    """A robot's bag: world -> odom (static), odom -> base_link moving along x at 0.9..1.1 s,
+    world -> camera_link; frames at 1.0 and 1.05 s. base_parent other than odom: a separate tree."""
+    tf = "tf2_msgs/msg/TFMessage"
+    T_w_odom, T_w_link = make_T(euler2mat(0, 0, 0.5), [1.0, 2.0, 0.0]), make_T(np.eye(3), [0.0, 0.0, 1.0])
+    msgs = [INFO, (TOPICS.tf_static, tf, tf_message([transform_msg(T_LINK_OPTICAL, 1.0, "camera_link", "cam"),
+                                                     transform_msg(T_w_odom, 1.0, "world", "odom")]), 1.0)]
+    for s in (0.9, 1.0, 1.1):
+        T_odom_base = make_T(euler2mat(0, 0, s), [s, 0.0, 0.55])
+        msgs.append((TOPICS.tf, tf, tf_message([transform_msg(T_w_link, s, "world", "camera_link"),
+                                                transform_msg(T_odom_base, s, base_parent, "/base_link")]), s))
+    for s in (1.0, 1.05):
+        msgs += aligned_pair(s)
+    return write_bag(path, msgs), T_w_odom
+
+
+def test_robot_pose_from_tf_at_a_stamp(tmp_path):
+    path, T_w_odom = robot_bag(tmp_path / "bag")
+    rec = open_recording(path)
+    last = list(rec)[-1].stamp
+    pose = rec.robot_pose(last)
+    expected = T_w_odom @ make_T(euler2mat(0, 0, 1.05), [1.05, 0.0, 0.55])  # interpolated between 1.0 and 1.1 s
+    np.testing.assert_allclose(pose.T_world_base, expected, atol=1e-9)
+    assert pose.frame == "base_link" and pose.source == f"tf world->base_link at 1.050 s in {path}"
+    with pytest.raises(InputError, match="no robot pose at 2.000 s: .*outside its data.*--robot-pose"):
+        rec.robot_pose(2.0)
+    assert open_recording(path, poses="odometry").robot_pose(last) is None  # world = first camera, not tf's world
+    assert open_recording(path, poses="none").robot_pose(last) is None
+    assert open_recording(path, topics={"base_frame": "trunk"}).robot_pose(last) is None
+
+
+def test_no_robot_pose_when_tf_does_not_connect_base_link(tmp_path):
+    path, _ = robot_bag(tmp_path / "bag", base_parent="elsewhere")
+    assert open_recording(path).robot_pose(1.05) is None
+    write_ros2_bag(frames(2), tmp_path / "plain")
+    assert open_recording(tmp_path / "plain").robot_pose(frames(2)[-1].stamp) is None
+
+
+def test_written_bag_carries_a_standing_robot(tmp_path):
+    T_w_base = make_T(euler2mat(0, 0, -np.pi / 2), [0.05, 0.83, 0.55])
+    src = frames(3)
+    rec = open_recording(write_ros2_bag(src, tmp_path / "bag", T_world_base=T_w_base))
+    back = list(rec)
+    np.testing.assert_allclose(rec.robot_pose(back[-1].stamp).T_world_base, T_w_base, atol=1e-12)
+    for a, b in zip(src, back):  # the camera poses are unchanged by the extra transform
+        np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-9)
+
+
 def test_pairing_by_header_stamp(tmp_path):
     colour = [m for s in (1.0, 1.033, 1.066) for m in aligned_pair(s)[:1]]
     depth = [aligned_pair(s)[1] for s in (1.003, 1.070)]  # 3 ms and 4 ms late; none for 1.033

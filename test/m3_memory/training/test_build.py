@@ -9,6 +9,8 @@ import torch
 from m3_memory.cli import main
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import load_memory
+from m3_memory.robot_pose import T_from_xyz_yaw
+from m3_memory.synth import ROBOT_STANCE
 from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path
 from m3_memory.training.config import TrainConfig
 
@@ -29,6 +31,10 @@ def test_built_memory_is_complete_and_better_than_untrained(built_memory, synth)
     assert report.final["cos.clip"] > report.initial["cos.clip"] + 0.1
     assert not checkpoint_path(path).exists()  # removed once the memory is written
     assert json.loads((path / "report" / "report.json").read_text())["iterations"] == 40
+    # the synthetic folder records the B1's stance at the table; the memory carries it
+    np.testing.assert_allclose(memory.robot_pose.T_world_base, T_from_xyz_yaw(*ROBOT_STANCE), atol=1e-12)
+    assert "synthetic scene stance" in memory.robot_pose.source and report.robot_pose is not None
+    assert any(line.startswith("robot pose: base_link at x 0.050 y 0.830 z 0.550 m") for line in report.lines())
 
 
 def test_existing_output_is_refused(built_memory, synth):
