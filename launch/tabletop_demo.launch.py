@@ -4,12 +4,11 @@
 
 On the robot, /joint_states (Z1 driver) and world -> base_link (lidar odometry) come from the
 robot's own nodes. With sim:=true (no robot) zero joint states are published and base_link
-stands still where m3's synthetic tabletop expects the B1 (m3_grasp.run.DEFAULT_BASE_POSE).
+stands still where m3's synthetic tabletop puts the B1 (m3_memory.synth.scene.ROBOT_STANCE).
 """
 
 from pathlib import Path
 
-import yaml
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -17,7 +16,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
-from m3_grasp.run import DEFAULT_BASE_POSE
+from m3_memory.synth.scene import ROBOT_STANCE
 
 SHARE = Path(__file__).resolve().parents[1]  # share/m3_memory when installed, the repository in a checkout
 SHARED = {"memory": "the *.m3 memory", "model": "foundation model the memory was built with",
@@ -26,8 +25,7 @@ SHARED = {"memory": "the *.m3 memory", "model": "foundation model the memory was
 
 def generate_launch_description() -> LaunchDescription:
     sim = IfCondition(LaunchConfiguration("sim"))
-    x, y, yaw = DEFAULT_BASE_POSE
-    height = yaml.safe_load((SHARE / "config" / "robot.yaml").read_text())["robot"]["base_height"]
+    x, y, height, yaw = ROBOT_STANCE
     include = {name: IncludeLaunchDescription(PythonLaunchDescriptionSource(str(SHARE / "launch" / f"{name}.launch.py")),
                                               launch_arguments={k: LaunchConfiguration(k) for k in SHARED}.items())
                for name in ("query", "grasp")}

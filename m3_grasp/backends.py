@@ -1,21 +1,22 @@
-"""Arm backends behind one small interface: ``get_backend(name, **opts).execute(plan, out_dir)``.
+"""Arm backends behind one small interface: ``backend.state()`` is the measured arm state a
+plan must start from, ``backend.execute(plan, out_dir, should_stop)`` carries it out.
 
-- ``dry-run`` (default): records the commands (trajectory.json) and summarises them.
-- ``sim``: kinematic simulation with pinocchio: replays the commands, measures the arm's and
-  gripper's clearance to the scene points, carries the object once the jaws close, and
-  draws the arm moving (sim.png, sim.gif).
-- ``unitree``: streams the commands to the Z1 through Unitree's SDK (``unitree_arm_interface``,
-  CPython 3.8 only, imported lazily); real hardware only with ``real_hardware=True``.
+- ``dry-run`` (default): records the commands it would stream (trajectory.json) from a given
+  start state, or from the rest pose, which it says is assumed.
+- ``sim``: kinematic simulation with pinocchio: streams the commands to a simulated arm that
+  keeps its last state between plans, measures the arm's and gripper's clearance to the scene
+  points, carries the object once the jaws close, and draws the arm moving (sim.png, sim.gif).
+- ``unitree``: the Z1 through Unitree's SDK (``unitree_arm_interface``, imported lazily): the
+  SDK's low-level sequence (m3_grasp.z1_sdk); real hardware only with ``real_hardware=True``.
 
-Every backend goes through :meth:`Backend.execute`, which passes the exact command sequence
-the backend will emit through :func:`m3_grasp.safety.check_command` first: the one place
-limits are enforced.
+Every backend streams through :func:`m3_grasp.execution.stream`: from the measured state,
+the exact command sequence checked by :func:`m3_grasp.safety.check_command` first (the one
+place limits are enforced), and a deceleration within limits on a stop request.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from m3_grasp.collision import Obstacles, finger_region, gripper_boxes, in_box
-from m3_grasp.kinematics import ARM_JOINTS, Z1Kinematics
+from m3_grasp.execution import ShouldStop, Streamed, stream
+from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT, Z1Kinematics
 from m3_grasp.plan import GraspPlan
 from m3_grasp.robot import RobotConfig
-from m3_grasp.safety import CommandCheck, check_command
+from m3_grasp.safety import CommandCheck
+from m3_grasp.state import ArmState
 from m3_memory.conventions import invert_T
 from m3_memory.errors import InputError
 
@@ -45,26 +48,27 @@ class ExecutionReport:
     check: CommandCheck
     files: list[str] = field(default_factory=list)
     measurements: dict[str, float] = field(default_factory=dict)
+    stopped: str = ""  # why the motion was stopped before the plan's end ("" = it ran to the end)
 
     def lines(self) -> list[str]:
         c = self.check
         out = [f"{self.backend}: {self.message}",
                f"  {self.commands} commands over {self.duration_s:.1f} s; safety: peak speed {c.peak_speed_fraction:.0%} "
-               f"of the URDF limits, >= {c.min_floor_clearance:.3f} m above the floor, >= {c.min_body_clearance:.3f} m "
-               "from the trunk"]
+               f"of the URDF limits, peak acceleration {c.peak_acceleration:.2f} rad/s^2, >= {c.min_floor_clearance:.3f} m "
+               f"above the floor, >= {c.min_body_clearance:.3f} m from the trunk"]
         out += [f"  {k}: {v:.4f}" for k, v in self.measurements.items()]
         out += [f"  wrote {f}" for f in self.files]
         return out
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "ok": self.ok, "message": self.message, "commands": self.commands,
-                "duration_s": self.duration_s, "safety": self.check.__dict__, "files": self.files,
-                "measurements": self.measurements}
+                "duration_s": self.duration_s, "stopped": self.stopped, "safety": self.check.__dict__,
+                "files": self.files, "measurements": self.measurements}
 
 
 class Backend:
-    """Executes a found GraspPlan. Subclasses give ``name`` and ``_run``; they may resample
-    the commands in ``commands`` (what they return is exactly what gets checked and sent)."""
+    """Executes a found GraspPlan from the arm's measured state. Subclasses give ``name``,
+    ``state`` (the measured state), ``_port`` (the arm to stream to) and ``_report``."""
 
     name = ""
 
@@ -72,34 +76,82 @@ class Backend:
         self.robot = robot or RobotConfig.load()
         self.kin = kin or Z1Kinematics.from_urdf(position_margin=self.robot.position_margin)
 
-    def commands(self, plan: GraspPlan) -> tuple[np.ndarray, np.ndarray, float]:
-        """(q [T, 6] rad, gripper [T] rad, dt s) this backend will emit."""
-        return plan.q_trajectory, plan.gripper, plan.dt
+    def state(self) -> ArmState:
+        """The arm's measured state: what a plan for this backend must start from."""
+        raise NotImplementedError
 
-    def execute(self, plan: GraspPlan, out_dir: str | Path) -> ExecutionReport:
+    def execute(self, plan: GraspPlan, out_dir: str | Path, should_stop: ShouldStop = lambda: False,
+                log=lambda line: None) -> ExecutionReport:
+        """Stream ``plan`` (see :func:`m3_grasp.execution.stream`) and report; SafetyError before
+        anything moves when the arm's state or the commands are refused."""
         if not plan.found:
             raise InputError("plan", f"nothing to execute: {plan.message}")
-        q, g, dt = self.commands(plan)
-        check = check_command(self.kin, q, g, dt, plan.T_world_base, self.robot)
+        port = self._port()
+        streamed = stream(port, plan, self.kin, self.robot, should_stop, log)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return self._run(plan, q, g, dt, out, check)
+        return self._report(plan, streamed, out)
 
-    def _run(self, plan: GraspPlan, q: np.ndarray, g: np.ndarray, dt: float, out: Path,
-             check: CommandCheck) -> ExecutionReport:
+    def _port(self):
+        raise NotImplementedError
+
+    def _report(self, plan: GraspPlan, streamed: Streamed, out: Path) -> ExecutionReport:
         raise NotImplementedError
 
 
+class KinematicArm:
+    """A simulated arm that is exactly where it was last commanded (an :class:`ArmPort`)."""
+
+    def __init__(self, state: ArmState, control_dt: float, source: str):
+        self.x, self.xd, self.control_dt, self.source = state.x, state.qd, control_dt, source
+
+    def begin(self):
+        pass
+
+    def read(self) -> ArmState:
+        return ArmState(self.x[:6], self.x[6], self.xd[:6], self.source)
+
+    def send(self, x, xd, xdd):
+        self.x, self.xd = np.array(x, dtype=np.float64), np.array(xd, dtype=np.float64)
+
+    def hold(self, x):
+        self.x, self.xd = np.array(x, dtype=np.float64), np.zeros(7)
+
+
+def _write_commands(path: Path, streamed: Streamed, plan: GraspPlan) -> None:
+    x = streamed.commands
+    path.write_text(json.dumps({"joints": [*ARM_JOINTS, GRIPPER_JOINT], "dt_s": streamed.dt,
+                                "q": x[:, :6].round(6).tolist(), "gripper": x[:, 6].round(6).tolist(),
+                                "stopped": streamed.stopped, "plan": plan.to_dict()}))
+
+
+def _stopped_message(streamed: Streamed, done: str) -> str:
+    return done if streamed.completed else f"stopped ({streamed.stopped}); the arm decelerated along the path and holds"
+
+
 class DryRun(Backend):
-    """Records the commands to trajectory.json (joint names, dt, q, gripper, plan) and reports."""
+    """Records the commands it would stream (trajectory.json: joint names, dt, q, gripper, plan)
+    from ``start`` (default: the rest pose, assumed) and reports; nothing moves."""
 
     name = "dry-run"
+    CONTROL_DT = 0.02  # s, the period of the recorded commands
 
-    def _run(self, plan, q, g, dt, out, check):
+    def __init__(self, start: ArmState | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start or ArmState.rest()
+
+    def state(self) -> ArmState:
+        return self.start
+
+    def _port(self):
+        return KinematicArm(self.start, self.CONTROL_DT, self.start.source)
+
+    def _report(self, plan, streamed, out):
         path = out / "trajectory.json"
-        path.write_text(json.dumps({"joints": list(ARM_JOINTS), "dt_s": dt, "q": q.round(6).tolist(),
-                                    "gripper": g.round(6).tolist(), "plan": plan.to_dict()}))
-        return ExecutionReport(self.name, True, "recorded, nothing moved", len(q), len(q) * dt, check, [str(path)])
+        _write_commands(path, streamed, plan)
+        x = streamed.commands
+        return ExecutionReport(self.name, streamed.completed, _stopped_message(streamed, "recorded, nothing moved"),
+                               len(x), len(x) * streamed.dt, streamed.check, [str(path)], stopped=streamed.stopped)
 
 
 class Sim(Backend):
@@ -107,17 +159,29 @@ class Sim(Backend):
 
     name = "sim"
 
+    CONTROL_DT = 0.02  # s
+
     def __init__(self, scene_points: np.ndarray, object_points: np.ndarray, target: np.ndarray | None = None,
-                 animate: bool = True, **kwargs):
+                 animate: bool = True, start: ArmState | None = None, **kwargs):
         super().__init__(**kwargs)
+        start = start or ArmState.rest()
+        self.arm = KinematicArm(start, self.CONTROL_DT, f"the simulated arm (started at {start.source})")
         self.scene_world = np.asarray(scene_points, dtype=np.float64).reshape(-1, 3)
         self.object_world = np.asarray(object_points, dtype=np.float64).reshape(-1, 3)
         self.target = None if target is None else np.asarray(target, dtype=np.float64)
         self.animate = animate
 
-    def _run(self, plan, q, g, dt, out, check):
+    def state(self) -> ArmState:
+        """The simulated arm's last state (it starts where ``start`` put it)."""
+        return self.arm.read()
+
+    def _port(self):
+        return self.arm
+
+    def _report(self, plan, streamed, out):
         from m3_grasp.draw import draw_sim
 
+        q, g, dt = streamed.commands[:, :6], streamed.commands[:, 6], streamed.dt
         T_base_world = invert_T(plan.T_world_base)
         obj_base = self.object_world @ T_base_world[:3, :3].T + T_base_world[:3, 3]
         scene_base = self.scene_world @ T_base_world[:3, :3].T + T_base_world[:3, 3]
@@ -140,51 +204,51 @@ class Sim(Backend):
                         "object_points_between_jaws": float(held)}
         if self.target is not None:
             measurements["grasp_centre_to_target_m"] = float(np.linalg.norm(T_world_close[:3, 3] - self.target))
-        ok = arm_min >= 0 and hits == 0 and held > 0
+        ok = arm_min >= 0 and hits == 0 and held > 0 and streamed.completed
         files = draw_sim(self.kin, plan.T_world_base, q, g, self.scene_world, self.object_world, closed, out, self.animate)
         message = "grasped without collisions" if ok else "COLLISION or empty grasp (see measurements)"
-        return ExecutionReport(self.name, ok, message, len(q), len(q) * dt, check, [str(f) for f in files], measurements)
+        return ExecutionReport(self.name, ok, _stopped_message(streamed, message), len(q), len(q) * dt, streamed.check,
+                               [str(f) for f in files], measurements, streamed.stopped)
 
 
 class Unitree(Backend):
-    """Streams joint commands to the Z1 at 500 Hz through the SDK's low-level interface."""
+    """The real Z1 through Unitree's SDK, following its low-level sequence (m3_grasp.z1_sdk)."""
 
     name = "unitree"
-    CONTROL_DT = 0.002  # s, the Z1 SDK's low-level command period
 
-    def __init__(self, real_hardware: bool = False, **kwargs):
+    def __init__(self, real_hardware: bool = False, back_to_start: bool = False, sdk=None, **kwargs):
         super().__init__(**kwargs)
-        try:
-            import unitree_arm_interface
-        except ImportError as err:
-            raise InputError("unitree backend", f"the Z1 SDK module unitree_arm_interface is not importable ({err}); "
-                             "it is built by unitreerobotics/z1_sdk for CPython 3.8: put its lib/ on PYTHONPATH") from err
+        from m3_grasp.z1_sdk import import_sdk
+
+        self.sdk = sdk or import_sdk()
         if not real_hardware:
             raise InputError("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
-        self.sdk = unitree_arm_interface
+        self.back_to_start = back_to_start
+        self._arm = None
 
-    def commands(self, plan):
-        n = int(round(plan.dt / self.CONTROL_DT))
-        t = np.arange((len(plan.q_trajectory) - 1) * n + 1) / n  # in plan samples
-        grid = np.arange(len(plan.q_trajectory))
-        q = np.column_stack([np.interp(t, grid, plan.q_trajectory[:, j]) for j in range(6)])
-        return q, np.interp(t, grid, plan.gripper), self.CONTROL_DT
+    def _port(self):
+        from m3_grasp.z1_sdk import Z1LowCmd
 
-    def _run(self, plan, q, g, dt, out, check):
-        arm = self.sdk.ArmInterface(hasGripper=True)
-        arm.setFsmLowcmd()
-        qd = np.vstack([np.diff(q, axis=0) / dt, np.zeros((1, 6))])
-        for qt, qdt, gt in zip(q, qd, g):
-            arm.q, arm.qd, arm.tau, arm.gripperQ = qt, qdt, np.zeros(6), gt
-            arm.sendRecv()
-            time.sleep(dt)
-        return ExecutionReport(self.name, True, "trajectory streamed; the arm holds the last command", len(q),
-                               len(q) * dt, check)
+        if self._arm is None:
+            self._arm = Z1LowCmd(self.sdk, back_to_start=self.back_to_start)
+        return self._arm
+
+    def state(self) -> ArmState:
+        """The arm's measured state: the SDK's lowstate (getQ, getQd, getGripperQ)."""
+        return self._port().read()
+
+    def _report(self, plan, streamed, out):
+        _write_commands(out / "trajectory.json", streamed, plan)
+        x = streamed.commands
+        end = "back at the start pose (SDK backToStart)" if self.back_to_start else "the arm holds the last command"
+        return ExecutionReport(self.name, streamed.completed, _stopped_message(streamed, f"trajectory streamed; {end}"),
+                               len(x), len(x) * streamed.dt, streamed.check, [str(out / "trajectory.json")],
+                               stopped=streamed.stopped)
 
 
 def get_backend(name: str, **options) -> Backend:
-    """A backend by name: "dry-run", "sim" (scene_points=, object_points=, target=) or
-    "unitree" (real_hardware=True). Unknown names raise InputError."""
+    """A backend by name: "dry-run" (start=), "sim" (scene_points=, object_points=, target=,
+    start=) or "unitree" (real_hardware=True, back_to_start=). Unknown names raise InputError."""
     kinds = {"dry-run": DryRun, "sim": Sim, "unitree": Unitree}
     if name not in kinds:
         raise InputError("backend", f"unknown backend '{name}' (choose {', '.join(BACKENDS)})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from m3_memory.errors import InputError
@@ -33,10 +34,32 @@ def _read_points(path: str):
 
 
 def cmd_grasp(args: argparse.Namespace) -> int:
-    from m3_grasp.run import DEFAULT_BASE_POSE, memory_scene_points, run_grasp
+    from m3_grasp.backends import BACKENDS
+    from m3_grasp.execution import stop_on_sigint
+    from m3_grasp.plan import GraspConfig
+    from m3_grasp.robot import RobotConfig
+    from m3_grasp.run import base_pose_of, memory_scene_points, run_grasp
+    from m3_grasp.state import ArmState
+    from m3_memory.memory.artifact import load_memory
 
-    base_pose = tuple(_floats(args.base_pose, 3, "--base-pose")) if args.base_pose else DEFAULT_BASE_POSE
-    scene = memory_scene_points(args.memory)
+    def log(line: str) -> None:  # status lines; with --json stdout holds only the JSON
+        print(line, file=sys.stderr if args.json else sys.stdout)
+
+    if args.backend not in BACKENDS:
+        raise InputError("--backend", f"unknown backend '{args.backend}' (choose {', '.join(BACKENDS)})")
+    base_pose = tuple(_floats(args.base_pose, 3, "--base-pose")) if args.base_pose else None
+    start = ArmState.parse(args.start_joints) if args.start_joints else None
+    if start is not None and args.backend == "unitree":
+        raise InputError("--start-joints", "the unitree backend starts from the arm's measured state (the SDK's lowstate)")
+    if start is None and args.backend == "dry-run":
+        log("dry-run: no --start-joints given; the arm is assumed at its rest pose (all joints 0)")
+    if not args.speed_scale > 0:
+        raise InputError("--speed-scale", f"must be a positive fraction, got {args.speed_scale}")
+    if args.backend == "unitree" and not args.real_hardware:
+        raise InputError("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
+    memory = load_memory(args.memory)
+    base_pose_of(memory, base_pose, RobotConfig.load())  # no pose known: refused before the query
+    scene = memory_scene_points(memory)
     if args.target is not None:
         target = _floats(args.target, 3, "--target")
         if args.object_points is None:
@@ -47,20 +70,22 @@ def cmd_grasp(args: argparse.Namespace) -> int:
             from m3_memory.query.api import find_in_memory
         except ImportError as err:
             raise InputError("m3 grasp", f"the text query is not available ({err}); give --target and --object-points")
-        from m3_memory.memory.artifact import load_memory
-
-        result = find_in_memory(load_memory(args.memory), args.text)
+        result = find_in_memory(memory, args.text)
         if not result.found:
             raise InputError(args.text, f"not found in {args.memory}: {result.message}")
         target, object_points = result.point_world, result.points_world
-        print(f"'{args.text}': score {result.score:.3f}, {len(object_points)} points around "
+        log(f"'{args.text}': score {result.score:.3f}, {len(object_points)} points around "
               f"[{', '.join(f'{v:.3f}' for v in target)}] m")
-    options = {"real_hardware": True} if args.real_hardware else {}
+    options = {"real_hardware": args.real_hardware, "back_to_start": args.back_to_start} if args.backend == "unitree" else {}
     if args.backend == "sim":
         options["animate"] = not args.no_gif
+    if args.backend != "unitree" and start is not None:
+        options["start"] = start
     out = Path(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}")
-    plan, report = run_grasp(args.memory, target, object_points, scene, args.backend, out, base_pose,
-                             urdf=args.urdf, **options)
+    with stop_on_sigint(log) as should_stop:
+        plan, report = run_grasp(memory, target, object_points, scene, args.backend, out, base_pose,
+                                 GraspConfig(speed_scale=args.speed_scale), urdf=args.urdf, should_stop=should_stop,
+                                 log=log, **options)
     if args.json:
         print(json.dumps({"plan": plan.to_dict(), "execution": report.to_dict() if report else None}, indent=1))
     else:
@@ -75,11 +100,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grasp", help="find an object in a memory, plan a Z1 grasp from the B1, run it on a backend")
     p.add_argument("memory", help="*.m3 memory (its Gaussians are the scene the arm must not touch)")
     p.add_argument("text", help='what to grasp, e.g. "yellow bath duck" (a label only with --target)')
-    p.add_argument("--backend", default="dry-run", help="dry-run (default), sim or unitree")
+    p.add_argument("--backend", default="dry-run", help="dry-run (default), sim or unitree (the real Z1, with --real-hardware)")
     p.add_argument("--target", help="x,y,z of the object in the memory's world frame (metres), instead of the query")
     p.add_argument("--object-points", help="the object's points (PLY, world frame) with --target")
-    p.add_argument("--base-pose", help="x,y,yaw of the B1 in the world frame (m, m, rad); default: at the synthetic "
-                                       "table's +y edge facing it")
+    p.add_argument("--base-pose", help="x,y,yaw of the B1 in the world frame (m, m, rad); default: the robot pose the "
+                                       "memory records (refused when it records none)")
+    p.add_argument("--start-joints", help="dry-run, sim: the arm's state to plan from, z1_joint1..6[,gripper] in rad "
+                                          "(default: the rest pose, assumed); unitree always reads the arm")
+    p.add_argument("--speed-scale", type=float, default=0.3,
+                   help="planned speeds and accelerations as a fraction of the limits (default 0.3, at most robot.yaml's "
+                        "velocity_fraction)")
+    p.add_argument("--back-to-start", action="store_true", help="unitree: after the grasp, fold the arm back with the "
+                                                                "SDK's backToStart")
     p.add_argument("--urdf", help="robot description (default: the project's urdf/b1_z1.urdf)")
     p.add_argument("--out", help="output folder (default: ./grasp_<memory name>)")
     p.add_argument("--json", action="store_true", help="print the plan and execution report as JSON")

@@ -1,11 +1,12 @@
 """Grasp planning: target + object points + scene points (world) -> a checked arm trajectory.
 
 ``plan_grasp`` ranks grasp candidates (m3_grasp.candidates), then keeps the first one the arm
-reaches without touching the scene: start -> pre-grasp (joint move, gripper closed), open,
-pre-grasp -> grasp (straight line along the approach), close, grasp -> lift (straight up).
-Every configuration comes from IK verified by FK (< 1 mm, < 1 deg); the whole command
-sequence passes the safety check. When no grasp is reachable from where the B1 stands, the
-plan proposes a base displacement that makes one reachable.
+reaches without touching the scene: measured start -> pre-grasp (joint move, gripper as
+measured), open, pre-grasp -> grasp (straight line along the approach), close, grasp -> lift
+(straight up). Every configuration comes from IK verified by FK (< 1 mm, < 1 deg). Each stage
+is timed by toppra within ``speed_scale`` of the safety limits (m3_grasp.timing), and the
+whole command sequence passes the safety check. When no grasp is reachable from where the B1
+stands, the plan proposes a base displacement that makes one reachable.
 Frames: world = the memory's (z up, floor at z = 0); base = base_link (B1 trunk).
 """
 
@@ -20,7 +21,9 @@ from m3_grasp.candidates import GraspCandidate, grasp_candidates
 from m3_grasp.collision import Obstacles, gripper_boxes
 from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.robot import RobotConfig
-from m3_grasp.safety import SafetyError, check_command, trunk_half_extents
+from m3_grasp.safety import SafetyError, check_command, check_start, safety_limits, trunk_half_extents
+from m3_grasp.state import ArmState
+from m3_grasp.timing import Limits, Segment, Trajectory
 from m3_memory.conventions import invert_T
 from m3_memory.errors import InputError
 
@@ -37,17 +40,20 @@ class GraspConfig:
     object_radius: float = 0.10  # object points farther from the target are ignored
     arm_clearance: float = 0.005  # arm capsules to any point
     max_candidates: int = 40  # tried with IK, best first
-    q_start: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # Z1 rest (folded) pose
-    dt: float = 0.02  # trajectory sample period
+    speed_scale: float = 0.3  # planned speeds and accelerations: this fraction of the URDF velocity limits
+    #                           and of the configured acceleration limit (robot.yaml); at most velocity_fraction
+    dt: float = 0.02  # period of the plan's recorded samples (q_trajectory, gripper); backends sample their own
     max_base_move: float = 1.0  # farthest base displacement proposed (towards the target: at least its distance); 0: none
     seed: int = 0
 
 
 @dataclass
 class GraspPlan:
-    """A grasp plan. q_trajectory [T, 6] and gripper [T] (rad) are sampled every ``dt`` s;
-    waypoints hold tool poses T_world_ee [4, 4] (pre_grasp, grasp, lift). base_move [3] =
-    (dx, dy, dyaw) of base_link in the world frame that would make the target reachable."""
+    """A grasp plan. ``trajectory`` is the timed motion of the arm and gripper from ``start``
+    (the measured state it was planned from); q_trajectory [T, 6] and gripper [T] (rad) are its
+    samples every ``dt`` s. waypoints hold tool poses T_world_ee [4, 4] (pre_grasp, grasp, lift).
+    base_move [3] = (dx, dy, dyaw) of base_link in the world frame that would make the target
+    reachable."""
 
     found: bool
     message: str
@@ -62,10 +68,13 @@ class GraspPlan:
     gripper: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dt: float = 0.02
     base_move: np.ndarray | None = None
+    start: ArmState | None = None
+    trajectory: Trajectory | None = None
+    limits: Limits | None = None  # the speed and acceleration limits it was timed with [7]
 
     @property
     def duration(self) -> float:
-        return len(self.q_trajectory) * self.dt
+        return self.trajectory.duration if self.trajectory is not None else 0.0
 
     def lines(self) -> list[str]:
         if not self.found:
@@ -73,7 +82,8 @@ class GraspPlan:
         p = self.T_world_grasp[:3, 3]
         out = [f"grasp ({self.kind}) at [{p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f}] m (world), object width "
                f"{self.width * 1000:.0f} mm, opening {self.open_width * 1000:.0f} mm",
-               f"trajectory: {len(self.q_trajectory)} samples every {self.dt * 1000:.0f} ms ({self.duration:.1f} s)"]
+               f"start: {self.start.source}",
+               f"trajectory: {self.duration:.1f} s ({len(self.q_trajectory)} samples every {self.dt * 1000:.0f} ms)"]
         out += [f"  {name:9s} q = [{', '.join(f'{v:+.3f}' for v in q)}] rad" for name, q in self.q_waypoints.items()]
         return out
 
@@ -84,7 +94,9 @@ class GraspPlan:
                 "T_world_grasp": None if self.T_world_grasp is None else self.T_world_grasp.tolist(),
                 "waypoints": {k: v.tolist() for k, v in self.waypoints.items()},
                 "q_waypoints": {k: v.tolist() for k, v in self.q_waypoints.items()},
-                "base_move": None if self.base_move is None else self.base_move.tolist()}
+                "base_move": None if self.base_move is None else self.base_move.tolist(),
+                "start": None if self.start is None else {"q": self.start.q.tolist(), "gripper": self.start.gripper,
+                                                          "source": self.start.source}}
 
 
 def _validated_points(points, what: str) -> np.ndarray:
@@ -105,23 +117,6 @@ def support_height(target: np.ndarray, scene_points: np.ndarray) -> float | None
     counts, edges = np.histogram(z, bins=np.arange(z.min(), z.max() + 0.02, 0.01))
     dense = np.flatnonzero(counts >= 0.2 * len(z))
     return float(z[z <= edges[dense[-1] + 1]].max()) if len(dense) else None
-
-
-def _timed(path: np.ndarray, g_from: float, g_to: float, kin: Z1Kinematics, config: GraspConfig,
-           robot: RobotConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Sample a joint path [n, 6] (uniform path parameter) with quintic time scaling, the
-    gripper moving from g_from to g_to rad; slowest joint at 90 % of the safety limit."""
-    ds = 1.0 / max(len(path) - 1, 1)
-    rates = np.abs(np.diff(path, axis=0)).max(0) / ds if len(path) > 1 else np.zeros(6)  # [6] rad per unit path
-    limit = robot.velocity_fraction * 0.9
-    duration = 1.875 * max(float((rates / (kin.velocity * limit)).max()),
-                           abs(g_to - g_from) / (kin.gripper.velocity * limit))
-    n = max(int(np.ceil(max(duration, 0.2) / config.dt)), 1)
-    tau = np.arange(1, n + 1) / n
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5  # [n] in (0, 1]
-    grid = np.linspace(0.0, 1.0, len(path))
-    q = np.column_stack([np.interp(s, grid, path[:, j]) for j in range(6)])
-    return q, g_from + s * (g_to - g_from)
 
 
 class _Attempt:
@@ -188,8 +183,9 @@ class _Attempt:
                     return False
         return True
 
-    def run(self, c: GraspCandidate, q_start: np.ndarray) -> dict[str, np.ndarray] | None:
+    def run(self, c: GraspCandidate, start: ArmState) -> dict[str, np.ndarray] | None:
         """Joint paths of the stages (start -> pre-grasp, pre-grasp -> grasp, grasp -> lift) or None."""
+        q_start = start.q
         T_grasp = c.T_world_ee
         T_pre = T_grasp.copy()
         T_pre[:3, 3] -= self.config.pre_grasp * T_grasp[:3, 0]
@@ -205,7 +201,8 @@ class _Attempt:
             self.no_path += 1
             return None
         stages = {"to_pre_grasp": np.array([q_start, approach[-1]]), "approach": approach[::-1], "lift": lift}
-        if not (self._free(stages["to_pre_grasp"], 0.0, True) and self._free(stages["approach"], c.open_width, True)
+        if not (self._free(stages["to_pre_grasp"], float(self.kin.gripper.width(start.gripper)), True)
+                and self._free(stages["approach"], c.open_width, True)
                 and self._free(stages["lift"], max(c.width - self.config.squeeze, 0.0), False)):
             self.collided += 1
             return None
@@ -230,7 +227,7 @@ def _body_hits_scene(T_world_base: np.ndarray, scene_world: np.ndarray, kin: Z1K
 
 
 def _search(candidates: list[GraspCandidate], T_world_base: np.ndarray, scene_world: np.ndarray,
-            object_world: np.ndarray, kin: Z1Kinematics, config: GraspConfig):
+            object_world: np.ndarray, start: ArmState, kin: Z1Kinematics, config: GraspConfig):
     """First candidate the arm executes from this base pose: (candidate, stages) or (None, attempt)."""
     T_base_world = invert_T(T_world_base)
 
@@ -238,15 +235,14 @@ def _search(candidates: list[GraspCandidate], T_world_base: np.ndarray, scene_wo
         return p @ T_base_world[:3, :3].T + T_base_world[:3, 3]
 
     attempt = _Attempt(kin, T_base_world, Obstacles(to_base(scene_world)), Obstacles(to_base(object_world)), config)
-    q_start = np.asarray(config.q_start, dtype=np.float64)
     for c in candidates[: config.max_candidates]:
-        stages = attempt.run(c, q_start)
+        stages = attempt.run(c, start)
         if stages is not None:
             return c, stages
     return None, attempt
 
 
-def _base_move(candidates, T_world_base, target, scene_world, object_world, kin, config) -> np.ndarray | None:
+def _base_move(candidates, T_world_base, target, scene_world, object_world, start, kin, config) -> np.ndarray | None:
     """Smallest horizontal displacement (dx, dy, 0), in 5 cm steps along the line from the arm
     base to the target (either way), after which a candidate is executable: a quick test that
     some candidate's wrist is within the arm's reach, then the full search."""
@@ -263,27 +259,34 @@ def _base_move(candidates, T_world_base, target, scene_world, object_world, kin,
         T_base_world = invert_T(moved)
         if all(kin.reach_excess(T_base_world @ c.T_world_ee) > 0 for c in candidates[: config.max_candidates]):
             continue
-        if _search(candidates, moved, scene_world, object_world, kin, config)[0] is not None:
+        if _search(candidates, moved, scene_world, object_world, start, kin, config)[0] is not None:
             return np.array([*(step * u[:2]), 0.0])
     return None
 
 
-def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarray, config: GraspConfig = GraspConfig(),
-               kin: Z1Kinematics | None = None, robot: RobotConfig | None = None) -> GraspPlan:
+def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarray, start: ArmState,
+               config: GraspConfig = GraspConfig(), kin: Z1Kinematics | None = None,
+               robot: RobotConfig | None = None) -> GraspPlan:
     """Plan a grasp of the object at ``target_world`` [3] from its points [M, 3], avoiding the
     scene points [K, 3] (world frame, metres; scene points near the object are its own and are
-    not obstacles), with the B1 trunk at T_world_base [4, 4].
+    not obstacles), with the B1 trunk at T_world_base [4, 4], the arm starting from its measured
+    state ``start``.
 
     Raises InputError for a target that is not 3 finite numbers, lies below the surface it
-    should stand on (inside or under the table), or has no object points near it. Returns a
-    plan with ``found=False`` (and a base move when walking would help) when nothing is
-    reachable or collision-free.
+    should stand on (inside or under the table), or has no object points near it, and
+    SafetyError for a start state outside the joint limits or moving. Returns a plan with
+    ``found=False`` (and a base move when walking would help) when nothing is reachable or
+    collision-free.
     """
     target = np.asarray(target_world, dtype=np.float64).reshape(-1)
     if target.shape != (3,) or not np.all(np.isfinite(target)):
         raise InputError("target", f"must be 3 finite numbers x, y, z (metres, world), got {np.asarray(target_world).tolist()}")
     robot = robot or RobotConfig.load()
     kin = kin or Z1Kinematics.from_urdf(position_margin=robot.position_margin)
+    check_start(start, kin, robot)
+    if not 0 < config.speed_scale <= robot.velocity_fraction:
+        raise InputError("speed scale", f"{config.speed_scale} must be in (0, {robot.velocity_fraction}] "
+                                        "(the safety check's velocity fraction, config/robot.yaml)")
     scene = _validated_points(scene_points, "scene points")
     obj = _validated_points(object_points, "object points")
     obj = obj[np.linalg.norm(obj - target, axis=1) <= config.object_radius]
@@ -303,41 +306,48 @@ def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarr
     if not candidates:
         return GraspPlan(False, f"no grasp fits the object: opening over {kin.gripper.max_width * 1000:.0f} mm, "
                                 "no jaw contact, or palm/fingers hit the scene", T_world_base)
-    best, stages = _search(candidates, T_world_base, scene, obj, kin, config)
+    best, stages = _search(candidates, T_world_base, scene, obj, start, kin, config)
     if best is None:
         attempt = stages
         miss = f"no grasp executes from this base pose ({attempt.why()})"
         if not attempt.unreachable:
             return GraspPlan(False, miss, T_world_base)
-        move = _base_move(candidates, T_world_base, target, scene, obj, kin, config) if config.max_base_move > 0 else None
+        move = _base_move(candidates, T_world_base, target, scene, obj, start, kin, config) if config.max_base_move > 0 else None
         if move is None:
             return GraspPlan(False, f"{miss}; no base move along the line to the target helps", T_world_base)
         return GraspPlan(False, f"{miss}; walk the B1 by dx={move[0]:+.2f} m, dy={move[1]:+.2f} m (world) "
                                 f"({np.linalg.norm(move[:2]):.2f} m) to reach it", T_world_base, base_move=move)
-    return _assemble(best, stages, T_world_base, kin, config, robot)
+    return _assemble(best, stages, T_world_base, start, kin, config, robot)
 
 
-def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np.ndarray, kin: Z1Kinematics,
-              config: GraspConfig, robot: RobotConfig) -> GraspPlan:
-    """Time the stages into one command sequence and pass it through the safety check."""
+def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np.ndarray, start: ArmState,
+              kin: Z1Kinematics, config: GraspConfig, robot: RobotConfig) -> GraspPlan:
+    """Time the stages into one trajectory and pass its samples through the safety check."""
+    g_start = start.gripper
     g_open, g_closed = kin.gripper.angle(c.open_width), kin.gripper.angle(max(c.width - config.squeeze, 0.0))
     pre, grasp = stages["approach"][0], stages["approach"][-1]
-    pieces = [_timed(stages["to_pre_grasp"], 0.0, 0.0, kin, config, robot),
-              _timed(pre[None], 0.0, g_open, kin, config, robot),
-              _timed(stages["approach"], g_open, g_open, kin, config, robot),
-              _timed(grasp[None], g_open, g_closed, kin, config, robot),
-              _timed(stages["lift"], g_closed, g_closed, kin, config, robot)]
-    q = np.concatenate([np.asarray(config.q_start, dtype=np.float64)[None]] + [p[0] for p in pieces])
-    g = np.concatenate([[0.0]] + [p[1] for p in pieces])
+    safe = safety_limits(kin, robot)
+    limits = Limits(safe.velocity / robot.velocity_fraction * config.speed_scale, safe.acceleration * config.speed_scale)
+
+    def with_gripper(path: np.ndarray, g_from: float, g_to: float) -> np.ndarray:  # [n, 6] -> [n, 7]
+        return np.column_stack([path, np.linspace(g_from, g_to, len(path))])
+
+    trajectory = Trajectory([Segment(with_gripper(stages["to_pre_grasp"], g_start, g_start), limits),
+                             Segment(with_gripper(np.array([pre, pre]), g_start, g_open), limits),
+                             Segment(with_gripper(stages["approach"], g_open, g_open), limits),
+                             Segment(with_gripper(np.array([grasp, grasp]), g_open, g_closed), limits),
+                             Segment(with_gripper(stages["lift"], g_closed, g_closed), limits)])
+    x = trajectory.sample(config.dt)  # [T, 7]
     T_pre = c.T_world_ee.copy()
     T_pre[:3, 3] -= config.pre_grasp * c.T_world_ee[:3, 0]
     T_lift = c.T_world_ee.copy()
     T_lift[2, 3] += config.lift
     plan = GraspPlan(True, "ok", T_world_base, c.T_world_ee, c.width, c.open_width, c.kind,
                      {"pre_grasp": T_pre, "grasp": c.T_world_ee, "lift": T_lift},
-                     {"start": q[0], "pre_grasp": pre, "grasp": grasp, "lift": stages["lift"][-1]}, q, g, config.dt)
+                     {"start": start.q, "pre_grasp": pre, "grasp": grasp, "lift": stages["lift"][-1]},
+                     x[:, :6], x[:, 6], config.dt, start=start, trajectory=trajectory, limits=limits)
     try:
-        check_command(kin, q, g, config.dt, T_world_base, robot)
+        check_command(kin, x[:, :6], x[:, 6], config.dt, T_world_base, robot)
     except SafetyError as err:
-        return GraspPlan(False, f"planned trajectory refused by the safety check ({err.problem})", T_world_base)
+        return GraspPlan(False, f"planned trajectory refused by the safety check ({err.problem})", T_world_base, start=start)
     return plan

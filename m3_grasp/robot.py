@@ -32,9 +32,13 @@ class RobotConfig:
 
     base_height: float = 0.55  # base_link above the floor when standing
     position_margin: float = 0.01  # rad inside each joint limit
-    velocity_fraction: float = 0.5  # of the URDF velocity limit
+    velocity_fraction: float = 0.5  # commanded speeds stay within this fraction of the URDF velocity limits
+    acceleration: float = 5.0  # rad/s^2, commanded accelerations of every arm joint and the gripper stay within it
     floor_clearance: float = 0.05
     body_clearance: float = 0.04
+    start_tolerance: float = 0.05  # rad, measured joints at most this far from a plan's start when it begins
+    start_speed: float = 0.05  # rad/s, measured joint speeds at most this when a plan begins (the arm at rest)
+    tracking_tolerance: float = 0.15  # rad, measured joints this far from the command while streaming: stop
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RobotConfig:

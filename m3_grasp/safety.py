@@ -2,9 +2,12 @@
 :func:`check_command` before anything moves, and refuses them with a one-line reason.
 
 Checked per command sample: joint positions within the URDF limits, joint and gripper
-speeds within ``velocity_fraction`` of the URDF velocity limits, and the workspace: every
-arm frame from the elbow on and the tool centre point stay ``floor_clearance`` above the
-floor and ``body_clearance`` outside the B1 trunk box (base_link's collision box).
+speeds within ``velocity_fraction`` of the URDF velocity limits, accelerations within the
+configured ``acceleration`` (finite differences of the commands at their period), and the
+workspace: every arm frame from the elbow on and the tool centre point stay
+``floor_clearance`` above the floor and ``body_clearance`` outside the B1 trunk box
+(base_link's collision box). :func:`check_start` decides whether a measured arm state may
+start a plan: within the joint limits, at rest and close to the plan's first command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 
 from m3_grasp.kinematics import ARM_JOINTS, BASE_FRAME, CHAIN_FRAMES, GRIPPER_JOINT, Z1Kinematics
 from m3_grasp.robot import RobotConfig
+from m3_grasp.state import ArmState
+from m3_grasp.timing import Limits
 from m3_memory.errors import InputError
 
 WORKSPACE_FRAMES = CHAIN_FRAMES[3:]  # z1_link03 (elbow) .. z1_ee_link; the shoulder sits on the mount
@@ -36,6 +41,7 @@ class CommandCheck:
 
     samples: int
     peak_speed_fraction: float  # max |qd| / URDF limit over joints and samples
+    peak_acceleration: float  # rad/s^2, max |qdd| over joints and samples
     min_floor_clearance: float  # m
     min_body_clearance: float  # m
 
@@ -48,6 +54,39 @@ def trunk_half_extents(urdf: Path) -> np.ndarray:
         if link.get("name") == BASE_FRAME and box is not None:
             return np.array([float(v) for v in box.get("size").split()]) / 2
     raise InputError(urdf, f"link '{BASE_FRAME}' has no collision box (the B1 trunk, needed by the safety check)")
+
+
+def safety_limits(kin: Z1Kinematics, config: RobotConfig) -> Limits:
+    """The limits :func:`check_command` enforces, for the arm joints and the gripper [7]."""
+    velocity = np.append(kin.velocity, kin.gripper.velocity) * config.velocity_fraction
+    return Limits(velocity, np.full(7, config.acceleration))
+
+
+def check_start(state: ArmState, kin: Z1Kinematics, config: RobotConfig, first: np.ndarray | None = None) -> None:
+    """Refuse (SafetyError) a measured state that cannot start a plan: not finite, outside the
+    joint limits, moving faster than ``start_speed``, or, given the plan's first command
+    ``first`` [7] (arm + gripper, rad), farther than ``start_tolerance`` from it."""
+    names = (*ARM_JOINTS, GRIPPER_JOINT)
+    x = state.x
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(state.qd))):
+        raise SafetyError(f"the measured state from {state.source} is not finite: q = {x.round(3).tolist()}")
+    lower, upper = np.append(kin.lower, kin.gripper.lower), np.append(kin.upper, kin.gripper.upper)
+    bad = np.flatnonzero((x < lower - 1e-9) | (x > upper + 1e-9))
+    if len(bad):
+        j = bad[0]
+        raise SafetyError(f"measured {names[j]} = {x[j]:.3f} rad ({state.source}) is outside its limits "
+                          f"[{lower[j]:.3f}, {upper[j]:.3f}]: move the arm inside them by hand first")
+    j = int(np.argmax(np.abs(state.qd)))
+    if abs(state.qd[j]) > config.start_speed:
+        raise SafetyError(f"the arm is moving ({names[j]} at {state.qd[j]:+.3f} rad/s, {state.source}); "
+                          f"a plan starts only at rest (below {config.start_speed} rad/s)")
+    if first is not None:
+        gap = np.abs(x - np.asarray(first, dtype=np.float64))
+        j = int(np.argmax(gap))
+        if gap[j] > config.start_tolerance:
+            raise SafetyError(f"measured {names[j]} = {x[j]:+.3f} rad ({state.source}) is {gap[j]:.3f} rad from the plan's "
+                              f"start {first[j]:+.3f} (tolerance {config.start_tolerance} rad): the arm moved since "
+                              "planning; plan again from where it is")
 
 
 def check_command(kin: Z1Kinematics, q: np.ndarray, gripper: np.ndarray, dt: float, T_world_base: np.ndarray,
@@ -77,6 +116,13 @@ def check_command(kin: Z1Kinematics, q: np.ndarray, gripper: np.ndarray, dt: flo
         t, j = bad[0]
         raise SafetyError(f"command {t} -> {t + 1}: {names[j]} at {speed[t, j]:.2f} rad/s, limit {limit[j]:.2f} rad/s "
                           f"({config.velocity_fraction:.0%} of the URDF's)")
+    acceleration = np.abs(np.diff(speed, axis=0)) / dt if len(values) > 2 else np.zeros((1, 7))
+    bad = np.argwhere(acceleration > config.acceleration + 1e-9)
+    if len(bad):
+        t, j = bad[0]
+        raise SafetyError(f"command {t + 1}: {names[j]} accelerating at {acceleration[t, j]:.2f} rad/s^2, "
+                          f"limit {config.acceleration:.2f} rad/s^2")
+    peak_acceleration = float(acceleration.max())
     half = trunk_half_extents(kin.urdf)
     floor_min, body_min = np.inf, np.inf
     for t, qt in enumerate(q):
@@ -91,4 +137,4 @@ def check_command(kin: Z1Kinematics, q: np.ndarray, gripper: np.ndarray, dt: flo
                                   f"(workspace limit {minimum:.3f} m)")
         floor_min, body_min = min(floor_min, float(floor.min())), min(body_min, float(body.min()))
     fraction = float((speed / (limit / config.velocity_fraction)).max())
-    return CommandCheck(len(q), fraction, floor_min, body_min)
+    return CommandCheck(len(q), fraction, peak_acceleration, floor_min, body_min)

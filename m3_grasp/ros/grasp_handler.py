@@ -3,11 +3,14 @@
 The grasp node loads a memory once (:meth:`GraspHandler.load`): its Gaussians are the scene the
 arm must not touch, and text goals are found among them (:func:`m3_memory.query.api.query_gaussians`,
 no camera needed). A pose goal names the object's centre; the memory's points within
-``object_radius`` of it are the object. The robot's base_link pose comes from tf, planning is
+``object_radius`` of it are the object. The robot's base_link pose comes from tf, the arm's
+start state from the backend (the Z1 SDK's lowstate, the simulated arm's last state) or, for
+dry-run, from /joint_states when the node has heard it (else the rest pose, said so); planning is
 :func:`m3_grasp.plan.plan_grasp` in the world frame, and a backend from
 :func:`m3_grasp.backends.get_backend` carries the plan out (dry-run by default), writing into a
-fresh folder under ``out_dir``. Cancelling is honoured between stages. Every failure becomes a
-result with ``success = False`` and a one-line message.
+fresh folder under ``out_dir``. Cancelling is honoured between stages and, while the arm moves,
+decelerates it to rest along its path. Every failure becomes a result with ``success = False``
+and a one-line message.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
 from m3_memory.recording.tf import TfLookupError
 from m3_memory.ros.build_handler import Feedback, ShouldStop, StageFeedback
@@ -49,11 +53,32 @@ class GraspParams:
     base_frame: str = param("base_link", "the B1 body frame, looked up in tf")
     backend: str = param("dry-run", "dry-run (record the commands), sim (kinematic simulation), unitree (the real Z1)")
     real_hardware: bool = param(False, "allow the unitree backend to move the real arm")
+    speed_scale: float = param(0.3, "planned speeds and accelerations as a fraction of the limits (at most robot.yaml's "
+                                    "velocity_fraction)")
+    back_to_start: bool = param(False, "unitree: after each grasp, fold the arm back with the SDK's backToStart")
+    joint_states_max_age: float = param(1.0, "dry-run plans from the latest /joint_states if it is at most this old, seconds")
     object_radius: float = param(0.05, "pose goals: memory points within this distance of the target are the object, metres")
     out_dir: str = param("m3_grasps", "each goal writes plan.json and the backend's report into a new folder here")
     tf_timeout: float = param(0.5, "seconds to wait for a tf lookup")
     urdf: str = param("", "robot description (B1 + Z1 URDF); '' = urdf/b1_z1.urdf found beside m3_grasp")
     robot_config: str = param("", "stance and safety margins (robot.yaml); '' = config/robot.yaml found beside m3_grasp")
+
+
+def arm_state_from_joint_state(names, position, velocity) -> ArmState:
+    """A sensor_msgs/JointState's fields (names, positions rad, velocities rad/s; velocity may
+    be empty) -> ArmState. InputError when a Z1 arm joint is missing; the gripper reads 0 (closed)
+    when absent."""
+    from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
+
+    index = {name: i for i, name in enumerate(names)}
+    missing = [j for j in ARM_JOINTS if j not in index]
+    if missing or len(position) != len(names) or (len(velocity) and len(velocity) != len(names)):
+        raise InputError("/joint_states", f"needs positions of {', '.join(ARM_JOINTS)}"
+                         + (f"; missing {', '.join(missing)}" if missing else "; name and position lengths differ"))
+    q = [position[index[j]] for j in ARM_JOINTS]
+    qd = [velocity[index[j]] for j in ARM_JOINTS] if len(velocity) else np.zeros(6)
+    gripper = position[index[GRIPPER_JOINT]] if GRIPPER_JOINT in index else 0.0
+    return ArmState(q, gripper, qd, "/joint_states")
 
 
 @dataclass
@@ -102,9 +127,12 @@ class GraspResult:
 class GraspHandler:
     """Carries out Grasp goals with one memory, tf given as a :data:`Lookup`."""
 
-    def __init__(self, params: GraspParams, lookup: Lookup):
-        self.params, self.lookup = params, lookup
+    def __init__(self, params: GraspParams, lookup: Lookup, joint_states: Callable[[], ArmState | None] = lambda: None):
+        """``joint_states`` gives the arm's state from /joint_states (None when none was heard)."""
+        self.params, self.lookup, self.joint_states = params, lookup, joint_states
         self.memory = self.text_model = self.robot = self.kin = None
+        self.sim_state: ArmState | None = None  # the simulated arm's state between goals
+        self.unitree = None  # the unitree backend, once created
         self.scene = np.zeros((0, 3))  # [K, 3] world, metres
         self.load_error = "the memory has not been loaded"
 
@@ -182,7 +210,7 @@ class GraspHandler:
     def _execute(self, goal: GraspGoal, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float]) -> GraspResult:
         from m3_grasp.backends import BACKENDS, get_backend
         from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
-        from m3_grasp.plan import plan_grasp
+        from m3_grasp.plan import GraspConfig, plan_grasp
 
         p = self.params
         if self.kin is None:
@@ -192,6 +220,8 @@ class GraspHandler:
             raise InputError("backend", f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})")
         if backend == "unitree" and not p.real_hardware:
             raise InputError("backend", "unitree drives the real Z1 arm; set the node's real_hardware parameter to true")
+        if not 0 < p.speed_scale <= self.robot.velocity_fraction:
+            raise InputError("speed_scale", f"{p.speed_scale} must be in (0, {self.robot.velocity_fraction}]")
         feedback(StageFeedback("locate", 0.0, f"finding {goal.text!r}" if goal.text.strip() else "looking up the target"))
         target, object_points, found = self._locate(goal)
         T_world_base, stamp = self.lookup(p.world_frame, p.base_frame)
@@ -199,8 +229,21 @@ class GraspHandler:
         if should_stop():
             return GraspResult(False, "canceled before planning")
 
-        feedback(StageFeedback("plan", 0.0, "planning the grasp"))
-        plan = plan_grasp(target, object_points, self.scene, T_world_base, kin=self.kin, robot=self.robot)
+        options = {"real_hardware": True, "back_to_start": p.back_to_start} if backend == "unitree" else {}
+        if backend == "sim":
+            options = {"scene_points": self.scene, "object_points": object_points, "target": target, "animate": False,
+                       "start": self.sim_state}
+        if backend == "dry-run":
+            options = {"start": self.joint_states()}
+        if backend == "unitree":  # one SDK connection for the node's life
+            self.unitree = self.unitree or get_backend(backend, kin=self.kin, robot=self.robot, **options)
+            arm = self.unitree
+        else:
+            arm = get_backend(backend, kin=self.kin, robot=self.robot, **options)
+        start = arm.state()
+        feedback(StageFeedback("plan", 0.0, f"planning the grasp from {start.source}"))
+        plan = plan_grasp(target, object_points, self.scene, T_world_base, start, GraspConfig(speed_scale=p.speed_scale),
+                          self.kin, self.robot)
         out_dir = Path(p.out_dir).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix=time.strftime("grasp-%Y%m%d-%H%M%S-", time.localtime(now())), dir=out_dir))
@@ -219,10 +262,9 @@ class GraspHandler:
             return planned
 
         feedback(StageFeedback("execute", 0.0, f"{backend}: {plan.duration:.1f} s of commands"))
-        options = {"real_hardware": True} if backend == "unitree" else {}
+        report = arm.execute(plan, out, should_stop)
         if backend == "sim":
-            options = {"scene_points": self.scene, "object_points": object_points, "target": target, "animate": False}
-        report = get_backend(backend, kin=self.kin, robot=self.robot, **options).execute(plan, out)
+            self.sim_state = arm.state()
         feedback(StageFeedback("execute", 1.0, report.message))
         planned.success, planned.message = report.ok, f"{backend}: {report.message}"
         return planned

@@ -7,13 +7,17 @@ with feedback per stage. One grasp at a time.
 from __future__ import annotations
 
 import threading
+import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 
-from m3_grasp.ros.grasp_handler import GraspHandler, GraspParams
+from m3_grasp.ros.grasp_handler import GraspHandler, GraspParams, arm_state_from_joint_state
+from m3_grasp.state import ArmState
+from m3_memory.errors import InputError
 from m3_memory.ros.build_handler import StageFeedback
 from m3_memory.ros.node_support import TfLookup, declare_parameters, make, spin
 from m3_msgs.action import Grasp
@@ -23,14 +27,32 @@ class GraspNode(Node):
     def __init__(self) -> None:
         super().__init__("m3_grasp")
         self.params = declare_parameters(self, GraspParams)
-        self.handler = GraspHandler(self.params, TfLookup(self, self.params.tf_timeout))
+        self.handler = GraspHandler(self.params, TfLookup(self, self.params.tf_timeout), self.latest_joint_state)
+        self.joint_state: tuple[float, ArmState] | None = None  # (receipt time s, state)
         status = self.handler.load()
-        (self.get_logger().warning if self.handler.load_error else self.get_logger().info)(status)
+        if self.handler.load_error:
+            self.get_logger().warning(status)
+        else:
+            self.get_logger().info(status)
         self.busy = threading.Lock()
+        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10,
+                                 callback_group=ReentrantCallbackGroup())
         # reentrant: goals are answered (rejected while busy) and tf keeps arriving while a goal runs
         self.server = ActionServer(self, Grasp, "~/grasp", execute_callback=self.execute, goal_callback=self.on_goal,
                                    cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
                                    callback_group=ReentrantCallbackGroup())
+
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            self.joint_state = (time.monotonic(), arm_state_from_joint_state(msg.name, msg.position, msg.velocity))
+        except InputError:
+            pass  # other joints (legs, another arm): not the Z1's
+
+    def latest_joint_state(self) -> ArmState | None:
+        latest = self.joint_state
+        if latest is None or time.monotonic() - latest[0] > self.params.joint_states_max_age:
+            return None
+        return latest[1]
 
     def on_goal(self, goal: Grasp.Goal) -> GoalResponse:
         if self.busy.locked():
@@ -46,12 +68,13 @@ class GraspNode(Node):
             result = self.handler.execute_msg(goal_handle.request, feedback, lambda: goal_handle.is_cancel_requested)
         if result.success:
             goal_handle.succeed()
-            self.get_logger().info(result.message)
         elif goal_handle.is_cancel_requested:
             goal_handle.canceled()
-            self.get_logger().info(result.message)
         else:
             goal_handle.abort()
+        if result.success or goal_handle.is_cancel_requested:
+            self.get_logger().info(result.message)
+        else:
             self.get_logger().error(result.message)
         return Grasp.Result(**result.fields(make))
 

@@ -12,7 +12,8 @@ from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.robot import RobotConfig
 from m3_memory.memory.artifact import Gaussians, Memory, ModelEntry, save_memory
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.synth.scene import tabletop_objects
+from m3_memory.robot_pose import RobotPose, T_from_xyz_yaw
+from m3_memory.synth.scene import ROBOT_STANCE, tabletop_objects
 
 
 def sample_surface(parts, spacing: float, rng: np.random.Generator) -> np.ndarray:
@@ -60,12 +61,15 @@ def duck_scene() -> DuckScene:
 
 @pytest.fixture(scope="session")
 def scene_memory(tmp_path_factory, duck_scene):
-    """A *.m3 memory whose Gaussians sit on the synthetic scene's surfaces (queries unused)."""
+    """A *.m3 memory whose Gaussians sit on the synthetic scene's surfaces (queries unused), with
+    the B1 recorded where the synthetic scene puts it."""
     means = torch.tensor(duck_scene.scene, dtype=torch.float32)
     n = len(means)
     gaussians = Gaussians(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
                           log_scales=torch.full((n, 3), float(np.log(0.005))), opacity_logits=torch.full((n,), 4.0),
                           sh_dc=torch.zeros(n, 3), sh_rest=torch.zeros(n, 1, 3), queries=torch.zeros(n, 2))
     bank = MemoryBank("clip", torch.eye(2, 4), torch.eye(2, 4))
-    memory = Memory(gaussians, {"clip": bank}, [ModelEntry("clip", 4, (0, 2), 0.8, 0.05, False, "none")])
+    stance = RobotPose(T_from_xyz_yaw(*ROBOT_STANCE), "the synthetic scene's stance")
+    memory = Memory(gaussians, {"clip": bank}, [ModelEntry("clip", 4, (0, 2), 0.8, 0.05, False, "none")],
+                    robot_pose=stance)
     return save_memory(tmp_path_factory.mktemp("memory") / "table.m3", memory)

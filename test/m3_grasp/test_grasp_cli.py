@@ -10,6 +10,14 @@ import pytest
 
 from m3_grasp.robot import default_urdf
 from m3_memory.cli import main
+from m3_memory.memory.artifact import load_memory, save_memory
+
+MEMORY_PATHS = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scene_path(scene_memory):
+    MEMORY_PATHS["scene"] = scene_memory
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +43,47 @@ def test_grasp_in_sim(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
     assert (out / "plan.json").is_file() and (out / "sim.png").is_file()
 
 
-def test_dry_run_is_the_default(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+def test_dry_run_is_the_default_and_says_where_it_starts(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
     assert main(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), *target_args(duck_scene, duck_ply)]) == 0
-    assert "dry-run: recorded, nothing moved" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "dry-run: recorded, nothing moved" in out
+    assert "assumed at its rest pose" in out and "B1 base pose from the memory's robot pose" in out
     assert (tmp_path / "trajectory.json").is_file()
+
+
+def test_start_joints_and_speed_scale(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
+    start = [0.3, 0.8, -0.6, 0.2, 0.1, -0.4, -0.3]
+    args = ["grasp", str(scene_memory), "duck", "--out", str(tmp_path), "--json", *target_args(duck_scene, duck_ply)]
+    assert main([*args, "--start-joints", ",".join(map(str, start))]) == 0
+    report = json.loads(capsys.readouterr().out)
+    commands = json.loads((tmp_path / "trajectory.json").read_text())
+    assert commands["q"][0] == pytest.approx(start[:6]) and commands["gripper"][0] == pytest.approx(start[6])
+    assert report["plan"]["start"]["source"] == "--start-joints"
+    assert main([*args, "--speed-scale", "0.15"]) == 0
+    slow = json.loads(capsys.readouterr().out)
+    assert slow["execution"]["safety"]["peak_speed_fraction"] <= 0.15 + 1e-3
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--start-joints", "0,0,0"], "--start-joints: expected 6 or 7"),
+    (["--start-joints", "0,-0.5,0,0,0,0"], "measured z1_joint2 = -0.500 rad (--start-joints) is outside its limits"),
+    (["--speed-scale", "0.9"], "speed scale: 0.9 must be in (0, 0.5]"),
+    (["--backend", "unitree"], "pass --real-hardware"),
+])
+def test_bad_start_and_speed(scene_memory, duck_scene, duck_ply, tmp_path, capsys, extra, needle):
+    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), *extra, *target_args(duck_scene, duck_ply)], capsys)
+    assert needle in err
+
+
+def test_no_base_pose_is_never_guessed(tmp_path, duck_scene, duck_ply, capsys):
+    memory = load_memory(MEMORY_PATHS["scene"])
+    memory.robot_pose = None
+    unposed = save_memory(tmp_path / "unposed.m3", memory)
+    for backend in (["--backend", "unitree", "--real-hardware"], ["--backend", "dry-run"]):
+        err = bad(["grasp", str(unposed), "duck", "--out", str(tmp_path / "g"), *backend,
+                   *target_args(duck_scene, duck_ply)], capsys)
+        assert "the memory records no robot pose" in err
+    assert not (tmp_path / "g").exists()
 
 
 def bad(argv, capsys) -> str:

@@ -8,20 +8,22 @@ import pytest
 from m3_grasp.candidates import grasp_candidates
 from m3_grasp.plan import GraspConfig, plan_grasp, support_height
 from m3_grasp.robot import T_world_base
-from m3_grasp.run import DEFAULT_BASE_POSE
 from m3_grasp.safety import check_command
+from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
-from m3_memory.synth.scene import TABLE_TOP_Z
+from m3_memory.synth.scene import ROBOT_STANCE, TABLE_TOP_Z
+
+STANCE = (ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3])  # x, y, yaw of the B1 at the synthetic table
 
 
 @pytest.fixture(scope="module")
 def base(robot):
-    return T_world_base(*DEFAULT_BASE_POSE, robot.base_height)
+    return T_world_base(*STANCE, robot.base_height)
 
 
 @pytest.fixture(scope="module")
 def duck_plan(duck_scene, base, kin, robot):
-    return plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, base, GraspConfig(), kin, robot)
+    return plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, base, ArmState.rest(), GraspConfig(), kin, robot)
 
 
 def test_candidates_respect_gripper_and_approach_cone(duck_scene, kin):
@@ -52,14 +54,14 @@ def test_duck_plan_is_complete_and_safe(duck_plan, duck_scene, kin, robot):
 
 
 def test_out_of_reach_proposes_a_base_move(duck_scene, kin, robot):
-    far = T_world_base(DEFAULT_BASE_POSE[0], DEFAULT_BASE_POSE[1] + 0.5, DEFAULT_BASE_POSE[2], robot.base_height)
-    p = plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, far, GraspConfig(), kin, robot)
+    far = T_world_base(STANCE[0], STANCE[1] + 0.5, STANCE[2], robot.base_height)
+    p = plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, far, ArmState.rest(), GraspConfig(), kin, robot)
     assert not p.found and p.base_move is not None
     assert "out of reach by" in p.message and "walk the B1" in p.message
     assert p.base_move[1] < -0.2  # towards the table
     moved = far.copy()
     moved[:2, 3] += p.base_move[:2]
-    assert plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, moved, GraspConfig(), kin, robot).found
+    assert plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, moved, ArmState.rest(), GraspConfig(), kin, robot).found
 
 
 def test_support_height_is_the_table_top(duck_scene):
@@ -71,19 +73,19 @@ def test_support_height_is_the_table_top(duck_scene):
                                             ([0.05, 0.02], "3 finite numbers")])
 def test_bad_targets_are_one_line_errors(duck_scene, base, kin, robot, target, needle):
     with pytest.raises(InputError, match=needle) as err:
-        plan_grasp(target, duck_scene.duck, duck_scene.scene, base, GraspConfig(), kin, robot)
+        plan_grasp(target, duck_scene.duck, duck_scene.scene, base, ArmState.rest(), GraspConfig(), kin, robot)
     assert "\n" not in str(err.value)
 
 
 def test_no_object_points_near_the_target(duck_scene, base, kin, robot):
     with pytest.raises(InputError, match="fewer than 5"):
-        plan_grasp([0.3, 0.3, 1.2], duck_scene.duck, duck_scene.scene, base, GraspConfig(), kin, robot)
+        plan_grasp([0.3, 0.3, 1.2], duck_scene.duck, duck_scene.scene, base, ArmState.rest(), GraspConfig(), kin, robot)
 
 
 def test_base_pose_inside_the_scene(duck_scene, kin, robot):
     inside = T_world_base(0.0, 0.0, 0.0, TABLE_TOP_Z)
     with pytest.raises(InputError, match="intersects the scene"):
-        plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, inside, GraspConfig(), kin, robot)
+        plan_grasp(duck_scene.duck_center, duck_scene.duck, duck_scene.scene, inside, ArmState.rest(), GraspConfig(), kin, robot)
 
 
 def test_failure_message_names_the_stage_that_stopped_each_candidate(kin):

@@ -3,14 +3,15 @@
 import numpy as np
 
 from m3_grasp.robot import RobotConfig, T_world_base
-from m3_grasp.run import DEFAULT_BASE_POSE
 from m3_memory.conventions import make_T
 from m3_memory.recording.tf import TfBuffer
+from m3_memory.synth.scene import ROBOT_STANCE
 
 DUCK = np.array([0.05, 0.02, 0.78])  # centre of the duck on the table top (z = 0.75), world, metres
+STANCE = (ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3])  # x, y, yaw of the B1 at the synthetic table
 
 
-def scene_lookup(base_pose: tuple[float, float, float] = DEFAULT_BASE_POSE):
+def scene_lookup(base_pose: tuple[float, float, float] = STANCE):
     """tf as the handler's lookup: world -> base_link with the B1 standing at base_pose (x, y, yaw),
     world -> table (the table top's centre), all at stamp 7 s."""
     tf = TfBuffer()

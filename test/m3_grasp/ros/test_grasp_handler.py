@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from grasp_scene import DUCK, scene_lookup
+from grasp_scene import DUCK, STANCE, scene_lookup
 
-from m3_grasp.ros.grasp_handler import GraspGoal, GraspHandler, GraspParams, GraspResult
-from m3_grasp.run import DEFAULT_BASE_POSE
+from m3_grasp.ros.grasp_handler import GraspGoal, GraspHandler, GraspParams, GraspResult, arm_state_from_joint_state
 from m3_memory.conventions import make_T
+from m3_memory.errors import InputError
 from m3_memory.recording.tf import TfLookupError
 from m3_memory.ros.build_handler import StageFeedback
 from m3_memory.ros.convert import pose_stamped_msg
@@ -75,7 +75,7 @@ def test_pose_goal_in_another_frame(handler, make):
 
 
 def test_unreachable_object_proposes_a_base_move(tabletop_memory, make, tmp_path):
-    x, y, yaw = DEFAULT_BASE_POSE
+    x, y, yaw = STANCE
     h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path)), scene_lookup((x, y + 0.5, yaw)))
     h.load()
     result = h.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
@@ -147,3 +147,40 @@ def test_malformed_target_pose(handler, make):
     bad.pose.position.x = float("nan")
     result = handler.execute_msg(make(GOAL, target=bad), Log(), lambda: False)
     assert not result.success and "NaN" in result.message
+
+
+def test_dry_run_plans_from_joint_states(tabletop_memory, lookup, make, tmp_path):
+    names = ["fl_hip", *[f"z1_joint{i}" for i in range(1, 7)], "z1_gripper_joint"]
+    measured = arm_state_from_joint_state(names, [9.0, 0.2, 0.5, -0.4, 0.1, 0.0, 0.3, -0.2], [])
+    assert measured.source == "/joint_states" and measured.gripper == -0.2
+    np.testing.assert_allclose(measured.q, [0.2, 0.5, -0.4, 0.1, 0.0, 0.3])
+    h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path)), lookup, lambda: measured)
+    h.load()
+    log = Log()
+    result = h.execute_msg(make(GOAL, text="yellow bath duck"), log, lambda: False)
+    assert result.success, result.message
+    assert "from /joint_states" in next(fb.message for fb in log if fb.stage == "plan")
+    np.testing.assert_allclose(result.trajectory[1][0], measured.x)  # the first point is the measured state
+
+
+def test_joint_states_without_the_arm_are_refused():
+    with pytest.raises(InputError, match="missing z1_joint6"):
+        arm_state_from_joint_state([f"z1_joint{i}" for i in range(1, 6)], [0.0] * 5, [])
+
+
+def test_cancel_while_the_arm_moves_decelerates_it(handler, make):
+    """A cancel that arrives while the sim streams stops the arm at rest along its path."""
+    log = Log()
+    polls = []
+
+    def cancel_after_a_while():
+        if any(fb.stage == "execute" for fb in log):
+            polls.append(1)
+        return len(polls) > 60  # about 1.2 s into the motion
+
+    result = handler.execute_msg(make(GOAL, text="yellow bath duck", backend="sim"), log, cancel_after_a_while)
+    assert not result.success and "stopped (stop requested)" in result.message, result.message
+    report = json.loads((Path(result.report_dir) / "plan.json").read_text())
+    assert report["found"]
+    held = handler.sim_state
+    assert held is not None and np.allclose(held.qd, 0.0)  # the simulated arm holds where it stopped

@@ -8,10 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from grasp_scene import DUCK
+from grasp_scene import DUCK, STANCE
 
 from m3_grasp.robot import RobotConfig, T_world_base
-from m3_grasp.run import DEFAULT_BASE_POSE
 from m3_memory.conventions import quat_wxyz_from_T, quat_wxyz_to_xyzw
 
 rclpy = pytest.importorskip("rclpy")
@@ -42,7 +41,7 @@ def test_grasp_action(tabletop_memory, tmp_path):
     executor = MultiThreadedExecutor()
     try:
         client = rclpy.create_node("m3_test_client")
-        T = T_world_base(*DEFAULT_BASE_POSE, RobotConfig.load().base_height)
+        T = T_world_base(*STANCE, RobotConfig.load().base_height)
         tf = TransformStamped()
         tf.header.frame_id, tf.child_frame_id = "world", "base_link"
         tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = (float(v) for v in T[:3, 3])
