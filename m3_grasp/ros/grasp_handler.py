@@ -40,6 +40,8 @@ from m3_memory.ros.convert import (
 )
 from m3_memory.ros.params import param
 
+NODE_BACKENDS = ("dry-run", "sim", "unitree", "ros2_control")
+
 
 @dataclass
 class GraspParams:
@@ -51,11 +53,22 @@ class GraspParams:
     min_score: float = param(-1.0, "lowest mean score of a found object; < 0 = the method's default")
     world_frame: str = param("world", "tf frame the memory's coordinates are in (planning happens there)")
     base_frame: str = param("base_link", "the B1 body frame, looked up in tf")
-    backend: str = param("dry-run", "dry-run (record the commands), sim (kinematic simulation), unitree (the real Z1)")
-    real_hardware: bool = param(False, "allow the unitree backend to move the real arm")
+    backend: str = param("dry-run", "dry-run (record the commands), sim (kinematic simulation), unitree (the real Z1 "
+                                    "through its SDK), ros2_control (FollowJointTrajectory: any arm under ros2_control)")
+    real_hardware: bool = param(False, "allow the unitree and ros2_control backends to move an arm (Gazebo's too)")
     speed_scale: float = param(0.3, "planned speeds and accelerations as a fraction of the limits (at most robot.yaml's "
                                     "velocity_fraction)")
     back_to_start: bool = param(False, "unitree: after each grasp, fold the arm back with the SDK's backToStart")
+    trajectory_action: str = param("/arm_controller/follow_joint_trajectory", "ros2_control: the arm's "
+                                   "FollowJointTrajectory action")
+    gripper_action: str = param("", "ros2_control: the GripperCommand action; '' = the gripper is gripper_joint in the "
+                                    "arm's trajectory")
+    gripper_joint: str = param("z1_gripper_joint", "ros2_control: the gripper's joint name in the arm's trajectory")
+    gripper_max_effort: float = param(10.0, "ros2_control: GripperCommand max_effort, in the controller's unit")
+    trajectory_point_period: float = param(0.05, "ros2_control: most seconds between trajectory points")
+    stop_latency: float = param(0.2, "ros2_control: seconds the arm keeps to its trajectory after the feedback a stop "
+                                     "starts from; must exceed the feedback's age plus the transport time")
+    action_timeout: float = param(5.0, "ros2_control: seconds to wait for the action servers and a goal's acceptance")
     joint_states_max_age: float = param(1.0, "dry-run plans from the latest /joint_states if it is at most this old, seconds")
     object_radius: float = param(0.05, "pose goals: memory points within this distance of the target are the object, metres")
     out_dir: str = param("m3_grasps", "each goal writes plan.json and the backend's report into a new folder here")
@@ -127,9 +140,12 @@ class GraspResult:
 class GraspHandler:
     """Carries out Grasp goals with one memory, tf given as a :data:`Lookup`."""
 
-    def __init__(self, params: GraspParams, lookup: Lookup, joint_states: Callable[[], ArmState | None] = lambda: None):
-        """``joint_states`` gives the arm's state from /joint_states (None when none was heard)."""
-        self.params, self.lookup, self.joint_states = params, lookup, joint_states
+    def __init__(self, params: GraspParams, lookup: Lookup, joint_states: Callable[[], ArmState | None] = lambda: None,
+                 controllers: tuple | None = None):
+        """``joint_states`` gives the arm's state from /joint_states (None when none was heard);
+        ``controllers`` = (FollowJointTrajectory client, GripperCommand client or None) for the
+        ros2_control backend (m3_grasp.ros.trajectory_client), None where there is no ROS."""
+        self.params, self.lookup, self.joint_states, self.controllers = params, lookup, joint_states, controllers
         self.memory = self.text_model = self.robot = self.kin = None
         self.sim_state: ArmState | None = None  # the simulated arm's state between goals
         self.unitree = None  # the unitree backend, once created
@@ -208,7 +224,7 @@ class GraspHandler:
         return target, near, f"{len(near)} memory points within {p.object_radius} m of the target"
 
     def _execute(self, goal: GraspGoal, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float]) -> GraspResult:
-        from m3_grasp.backends import BACKENDS, get_backend
+        from m3_grasp.backends import get_backend
         from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
         from m3_grasp.plan import GraspConfig, plan_grasp
 
@@ -216,10 +232,12 @@ class GraspHandler:
         if self.kin is None:
             raise InputError("grasp node", self.load_error)
         backend = goal.backend or p.backend
-        if backend not in BACKENDS:
-            raise InputError("backend", f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})")
-        if backend == "unitree" and not p.real_hardware:
-            raise InputError("backend", "unitree drives the real Z1 arm; set the node's real_hardware parameter to true")
+        if backend not in NODE_BACKENDS:
+            raise InputError("backend", f"unknown backend {backend!r} (choose {', '.join(NODE_BACKENDS)})")
+        if backend in ("unitree", "ros2_control") and not p.real_hardware:
+            raise InputError("backend", f"{backend} moves an arm; set the node's real_hardware parameter to true")
+        if backend == "ros2_control" and self.controllers is None:
+            raise InputError("backend", "ros2_control needs the grasp node's action clients (ROS 2)")
         if not 0 < p.speed_scale <= self.robot.velocity_fraction:
             raise InputError("speed_scale", f"{p.speed_scale} must be in (0, {self.robot.velocity_fraction}]")
         feedback(StageFeedback("locate", 0.0, f"finding {goal.text!r}" if goal.text.strip() else "looking up the target"))
@@ -238,6 +256,13 @@ class GraspHandler:
         if backend == "unitree":  # one SDK connection for the node's life
             self.unitree = self.unitree or get_backend(backend, kin=self.kin, robot=self.robot, **options)
             arm = self.unitree
+        elif backend == "ros2_control":
+            from m3_grasp.ros.trajectory_client import Ros2Control
+
+            arm = Ros2Control(self.controllers[0], self.joint_states, gripper=self.controllers[1],
+                              gripper_joint=p.gripper_joint, gripper_max_effort=p.gripper_max_effort,
+                              point_period=p.trajectory_point_period, stop_latency=p.stop_latency,
+                              server_timeout=p.action_timeout, kin=self.kin, robot=self.robot)
         else:
             arm = get_backend(backend, kin=self.kin, robot=self.robot, **options)
         start = arm.state()

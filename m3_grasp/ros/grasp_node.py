@@ -16,6 +16,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from m3_grasp.ros.grasp_handler import GraspHandler, GraspParams, arm_state_from_joint_state
+from m3_grasp.ros.action_clients import GripperActionClient, TrajectoryActionClient
 from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
 from m3_memory.ros.build_handler import StageFeedback
@@ -27,7 +28,10 @@ class GraspNode(Node):
     def __init__(self) -> None:
         super().__init__("m3_grasp")
         self.params = declare_parameters(self, GraspParams)
-        self.handler = GraspHandler(self.params, TfLookup(self, self.params.tf_timeout), self.latest_joint_state)
+        p = self.params
+        controllers = (TrajectoryActionClient(self, p.trajectory_action),
+                       GripperActionClient(self, p.gripper_action) if p.gripper_action else None)
+        self.handler = GraspHandler(p, TfLookup(self, p.tf_timeout), self.latest_joint_state, controllers)
         self.joint_state: tuple[float, ArmState] | None = None  # (receipt time s, state)
         status = self.handler.load()
         if self.handler.load_error:

@@ -88,6 +88,7 @@ def test_unreachable_object_proposes_a_base_move(tabletop_memory, make, tmp_path
     ({}, "neither text nor a target pose"),
     ({"text": "yellow bath duck", "backend": "teleport"}, "unknown backend 'teleport'"),
     ({"text": "yellow bath duck", "backend": "unitree"}, "real_hardware"),
+    ({"text": "yellow bath duck", "backend": "ros2_control"}, "real_hardware"),
 ])
 def test_bad_goals(handler, make, goal, problem):
     result = handler.execute_msg(make(GOAL, **goal), Log(), lambda: False)
@@ -184,3 +185,10 @@ def test_cancel_while_the_arm_moves_decelerates_it(handler, make):
     assert report["found"]
     held = handler.sim_state
     assert held is not None and np.allclose(held.qd, 0.0)  # the simulated arm holds where it stopped
+
+
+def test_ros2_control_needs_the_nodes_action_clients(tabletop_memory, lookup, make, tmp_path):
+    h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path), real_hardware=True), lookup)
+    h.load()
+    result = h.execute_msg(make(GOAL, text="yellow bath duck", backend="ros2_control"), Log(), lambda: False)
+    assert not result.success and "needs the grasp node's action clients" in result.message

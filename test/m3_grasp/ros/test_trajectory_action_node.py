@@ -90,7 +90,7 @@ def small_plan(kin, robot) -> GraspPlan:
 
 
 def test_executes_and_stops_through_the_action(ros, kin, robot, tmp_path):
-    from m3_grasp.ros.trajectory_action import TrajectoryActionClient
+    from m3_grasp.ros.action_clients import TrajectoryActionClient
     from m3_grasp.ros.trajectory_client import Ros2Control
 
     node, controller = ros
@@ -111,7 +111,7 @@ def test_executes_and_stops_through_the_action(ros, kin, robot, tmp_path):
 
 
 def test_no_server(ros, kin, robot, tmp_path):
-    from m3_grasp.ros.trajectory_action import TrajectoryActionClient
+    from m3_grasp.ros.action_clients import TrajectoryActionClient
     from m3_grasp.ros.trajectory_client import Ros2Control
     from m3_memory.errors import InputError
 
