@@ -42,6 +42,7 @@ from m3_grasp.kinematics import Z1Kinematics  # noqa: E402
 from m3_grasp.plan import GraspConfig, plan_grasp  # noqa: E402
 from m3_grasp.robot import RobotConfig, T_world_base  # noqa: E402
 from m3_grasp.safety import SafetyError  # noqa: E402
+from m3_grasp.timing import TimingError  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -76,7 +77,7 @@ def main() -> None:
     floor = np.c_[rng.uniform(-1.5, 1.5, (4000, 2)), np.zeros(4000)]
     dt = fake_z1_sdk.DT
     step = np.append(kin.velocity, kin.gripper.velocity) * robot.velocity_fraction * dt
-    counts = {"trials": 0, "plans_found": 0, "start_refused": 0, "no_plan": 0, "executed": 0, "commands": 0,
+    counts = {"trials": 0, "plans_found": 0, "start_refused": 0, "timing_failed": 0, "no_plan": 0, "executed": 0, "commands": 0,
               "first_command_off": 0, "violations": 0, "stops": 0, "stop_violations": 0, "stops_not_at_rest": 0}
     kinds: dict[str, int] = {}
     found_plans = []
@@ -95,6 +96,9 @@ def main() -> None:
             plan = plan_grasp(target, target + ball, floor, base, measured, config, kin, robot)
         except SafetyError:
             counts["start_refused"] += 1
+            continue
+        except TimingError:
+            counts["timing_failed"] += 1
             continue
         if not plan.found:
             counts["no_plan"] += 1

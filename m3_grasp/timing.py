@@ -12,6 +12,7 @@ Units: radians, seconds.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ import toppra
 import toppra.algorithm
 import toppra.constraint
 
-toppra.setup_logging("WARNING")
+logging.getLogger("toppra").setLevel(logging.ERROR)  # a failed attempt is retried below, then reported
 
 MARGIN = 0.98  # toppra's limits are this fraction of the given ones: its grid is exact, its splines nearly so
 DOF = 7  # six arm joints and the gripper
@@ -34,6 +35,10 @@ class Limits:
 
     def scaled(self, fraction: float) -> Limits:
         return Limits(self.velocity * fraction, self.acceleration * fraction)
+
+
+class TimingError(ValueError):
+    """toppra found no timing for a path within the limits."""
 
 
 class Segment:
@@ -52,11 +57,14 @@ class Segment:
         v, a = limits.velocity * MARGIN, limits.acceleration * MARGIN
         constraints = [toppra.constraint.JointVelocityConstraint(np.c_[-v, v]),
                        toppra.constraint.JointAccelerationConstraint(np.c_[-a, a])]
-        gridpoints = np.linspace(0.0, ss[-1], max(100, 20 * len(path)))
-        self._traj = toppra.algorithm.TOPPRA(constraints, spline, gridpoints=gridpoints,
-                                             parametrizer="ParametrizeConstAccel").compute_trajectory(0.0, 0.0)
-        if self._traj is None:
-            raise ValueError("toppra found no timing for the path (a limit of zero?)")
+        for n in (max(100, 20 * len(path)), max(400, 80 * len(path))):  # a finer grid when the first is badly conditioned
+            gridpoints = np.linspace(0.0, ss[-1], n)
+            self._traj = toppra.algorithm.TOPPRA(constraints, spline, gridpoints=gridpoints,
+                                                 parametrizer="ParametrizeConstAccel").compute_trajectory(0.0, 0.0)
+            if self._traj is not None:
+                break
+        else:
+            raise TimingError(f"toppra found no timing for a path of {len(path)} waypoints over {ss[-1]:.3f} rad")
         self.duration = float(self._traj.duration)
 
     def __call__(self, t: np.ndarray, order: int = 0) -> np.ndarray:
