@@ -108,7 +108,7 @@ class Trajectory:
     def times(self, dt: float) -> np.ndarray:
         """Sample times [T] (s): every ``dt`` from 0, and the end."""
         t = np.arange(0.0, self.duration, dt)
-        return np.append(t, self.duration) if self.duration - t[-1] > 1e-9 else t
+        return np.append(t, self.duration) if len(t) == 0 or self.duration - t[-1] > 1e-9 else t
 
     def sample(self, dt: float) -> np.ndarray:
         """Positions [T, 7] every ``dt`` seconds, from the start to the end."""
