@@ -4,8 +4,9 @@ plan must start from, ``backend.execute(plan, out_dir, should_stop)`` carries it
 - ``dry-run`` (default): records the commands it would stream (trajectory.json) from a given
   start state, or from the rest pose, which it says is assumed.
 - ``sim``: kinematic simulation with pinocchio: streams the commands to a simulated arm that
-  keeps its last state between plans, measures the arm's and gripper's clearance to the scene
-  points, carries the object once the jaws close, and draws the arm moving (sim.png, sim.gif).
+  keeps its last state between plans, checks every command with the URDF's collision model
+  (self, B1 trunk, scene points), counts the object points between the jaws when they close,
+  carries the object from there, and draws the arm moving (sim.png, sim.gif).
 - ``unitree``: the Z1 through Unitree's SDK (``unitree_arm_interface``, imported lazily): the
   SDK's low-level sequence (m3_grasp.z1_sdk); real hardware only with ``real_hardware=True``.
 
@@ -23,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from m3_grasp.collision import Obstacles, finger_region, gripper_boxes, in_box
+from m3_grasp.collision import ArmCollision, Hand
 from m3_grasp.execution import ShouldStop, Streamed, stream
 from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT, Z1Kinematics
-from m3_grasp.plan import GraspPlan
+from m3_grasp.plan import SCENE_RESOLUTION, GraspPlan
 from m3_grasp.robot import RobotConfig
 from m3_grasp.safety import CommandCheck
 from m3_grasp.state import ArmState
@@ -179,6 +180,9 @@ class Sim(Backend):
         return self.arm
 
     def _report(self, plan, streamed, out):
+        """Collisions at every command (contacts present at the first command are the start's:
+        they count once they have come free), the object points between the jaws when they
+        close, and the grip point's distance to the target (m)."""
         from m3_grasp.draw import draw_sim
 
         q, g, dt = streamed.commands[:, :6], streamed.commands[:, 6], streamed.dt
@@ -187,26 +191,30 @@ class Sim(Backend):
         scene_base = self.scene_world @ T_base_world[:3, :3].T + T_base_world[:3, 3]
         if len(obj_base) and len(scene_base):  # the object's own points are not obstacles
             scene_base = scene_base[cKDTree(obj_base).query(scene_base, distance_upper_bound=0.01)[0] > 0.01]
-        scene = Obstacles(scene_base)
+        collision = ArmCollision(self.kin.urdf, SCENE_RESOLUTION)
+        collision.set_clouds(scene=scene_base)
+        hand = Hand(collision)
         widest = int(np.argmin(g))  # the jaws open fully, then close on the object
         closed = widest + int(np.argmax(g[widest:] >= g[-1] - 1e-9))
-        arm_min, hits, held, T_close = np.inf, 0, 0, None
-        for t, (qt, gt) in enumerate(zip(q, g)):
-            T = self.kin.fk(qt)
-            arm_min = min(arm_min, scene.arm_clearance(self.kin, qt))
-            hits += scene.points_in_boxes(T, gripper_boxes(float(self.kin.gripper.width(gt)), self.kin.gripper.jaw_reach))
-            if t == closed:
-                T_close = T
-                local = (obj_base - T[:3, 3]) @ T[:3, :3]
-                held = int(in_box(local, finger_region(float(self.kin.gripper.width(g[widest])))).sum())
+        tolerated = {str(c) for c in collision.contacts(q[0], g[0])}
+        colliding, contacts = 0, {}
+        for qt, gt in zip(q, g):
+            found = {str(c) for c in collision.contacts(qt, gt)}
+            tolerated &= found  # a start contact that came free counts from here on
+            new = found - tolerated
+            colliding += bool(new)
+            contacts.update(dict.fromkeys(new))
+        T_close = self.kin.fk(q[closed])
+        held = int(hand.between((obj_base - T_close[:3, 3]) @ T_close[:3, :3], float(g[widest])).sum())
         T_world_close = plan.T_world_base @ T_close
-        measurements = {"arm_min_clearance_m": arm_min, "gripper_scene_contacts": float(hits),
-                        "object_points_between_jaws": float(held)}
+        measurements = {"colliding_commands": float(colliding), "object_points_between_jaws": float(held)}
         if self.target is not None:
-            measurements["grasp_centre_to_target_m"] = float(np.linalg.norm(T_world_close[:3, 3] - self.target))
-        ok = arm_min >= 0 and hits == 0 and held > 0 and streamed.completed
+            grip = T_world_close[:3, :3] @ hand.grip_point(plan.width) + T_world_close[:3, 3]
+            measurements["grasp_centre_to_target_m"] = float(np.linalg.norm(grip - self.target))
+        ok = colliding == 0 and held > 0 and streamed.completed
         files = draw_sim(self.kin, plan.T_world_base, q, g, self.scene_world, self.object_world, closed, out, self.animate)
-        message = "grasped without collisions" if ok else "COLLISION or empty grasp (see measurements)"
+        message = ("grasped without collisions" if ok else
+                   f"COLLISION ({', '.join(contacts)})" if contacts else "EMPTY grasp (no object points between the jaws)")
         return ExecutionReport(self.name, ok, _stopped_message(streamed, message), len(q), len(q) * dt, streamed.check,
                                [str(f) for f in files], measurements, streamed.stopped)
 

@@ -3,9 +3,11 @@
 Two families, ranked together: approach-cone grasps (approach directions within the tilt
 limit of straight down, top-down first, closing directions around it) and antipodal grasps
 (point pairs whose estimated surface normals face each other within a friction cone). Each
-is fitted to the points: the jaws must hold points between them, the opening (object width
-plus clearance) must fit the gripper, and neither palm nor fingers may touch the object or
-the scene; when they do, the grasp backs out along its approach a centimetre at a time.
+is fitted to the points with the gripper's collision primitives from the URDF
+(m3_grasp.collision.Hand): the jaws must hold points between them, the object rests a
+clearance above the fixed jaw's pad, the opening must fit the gripper, and no part of the
+hand (palm, jaws, flange, camera) may touch the object or come near the scene; when it
+does, the gripper opens wider, then the grasp backs out along its approach.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 import open3d as o3d
 from scipy.spatial import cKDTree
 
-from m3_grasp.collision import FINGER_BREADTH, FINGER_DEPTH, FINGER_TIP, gripper_boxes, in_box
+from m3_grasp.collision import Hand
+from m3_grasp.kinematics import GripperSpec
 
 DOWN = np.array([0.0, 0.0, -1.0])
 
@@ -86,45 +89,46 @@ def antipodal_pairs(points: np.ndarray, max_width: float, cone: float, samples: 
     return out
 
 
-def fit_grasp(centre: np.ndarray, R: np.ndarray, object_points: np.ndarray, scene_points: np.ndarray, max_width: float,
-              clearance: float, jaw_reach: float, min_points: int, max_backoff: float = 0.04,
+def fit_grasp(centre: np.ndarray, R: np.ndarray, object_points: np.ndarray, scene_points: np.ndarray, hand: Hand,
+              gripper: GripperSpec, clearance: float, scene_margin: float, min_points: int, max_backoff: float = 0.04,
               scene_tree: cKDTree | None = None) -> tuple[np.ndarray, float, float] | None:
     """Fit a grasp of orientation R [3, 3] near ``centre`` [3]: (T_world_ee [4, 4], width, open
-    width) or None. The tool centre is re-centred between the outermost held points along the
-    closing axis and backs out along the approach until palm and fingers are free."""
+    width) or None. ``centre`` starts halfway along the jaws (Hand.grip_point); the points in
+    the jaws' slab (Hand.held) are placed ``clearance`` above the fixed jaw's pad; the gripper
+    opens to the object's width plus twice the clearance, or wider in 1 cm steps, until no
+    hand primitive holds an object point or comes within ``scene_margin`` of a scene point;
+    failing that, the grasp backs out along its approach a centimetre at a time."""
     local = (object_points - centre) @ R  # [M, 3] tool frame at the centre
     for backoff in np.arange(0.0, max_backoff + 1e-9, 0.01):
-        x = local[:, 0] + backoff
-        held = (x >= -FINGER_DEPTH) & (x <= FINGER_TIP) & (np.abs(local[:, 1]) <= FINGER_BREADTH / 2)
+        along = hand.grip_point(0.0)[0] + backoff  # m, the centre's x in the tool frame
+        held = hand.held(local + [along, 0.0, 0.0])
         if held.sum() < min_points:
             return None
         lo, hi = local[held, 2].min(), local[held, 2].max()
-        width, open_width = hi - lo, hi - lo + 2 * clearance
-        if open_width > max_width:
-            continue
-        offset = np.array([backoff, 0.0, -(lo + hi) / 2])
-        boxes = gripper_boxes(open_width, jaw_reach)
-        if any(in_box(local + offset, b).any() for b in boxes):
-            continue
+        width = hi - lo
+        offset = np.array([along, 0.0, hand.pad_z + clearance - lo])  # tool frame = local + offset
         T = np.eye(4)
         T[:3, :3] = R
-        T[:3, 3] = centre + R @ -offset
-        if len(scene_points):
-            near = scene_points[scene_tree.query_ball_point(T[:3, 3], jaw_reach + 0.12)] if scene_tree else scene_points
-            scene_local = (near - T[:3, 3]) @ R
-            if any(in_box(scene_local, b).any() for b in boxes):
-                continue
-        return T, float(width), float(open_width)
+        T[:3, 3] = centre - R @ offset
+        near = scene_points
+        if scene_tree is not None:
+            near = scene_points[scene_tree.query_ball_point(T[:3, :3] @ hand.centre + T[:3, 3], hand.radius + scene_margin)]
+        scene_local = (near - T[:3, 3]) @ R  # [K, 3] tool frame
+        for open_width in np.arange(width + 2 * clearance, gripper.max_width + 1e-9, 0.01):
+            angle = gripper.angle(open_width)
+            if not (hand.hits(local + offset, angle).any() or hand.hits(scene_local, angle, scene_margin).any()):
+                return T, float(width), float(open_width)
     return None
 
 
-def grasp_candidates(target: np.ndarray, object_points: np.ndarray, scene_points: np.ndarray, max_width: float,
-                     jaw_reach: float, max_tilt: float = np.deg2rad(45.0), clearance: float = 0.005,
-                     min_points: int = 5, closing_steps: int = 12, antipodal_samples: int = 300,
+def grasp_candidates(target: np.ndarray, object_points: np.ndarray, scene_points: np.ndarray, hand: Hand,
+                     gripper: GripperSpec, max_tilt: float = np.deg2rad(45.0), clearance: float = 0.005,
+                     scene_margin: float = 0.01, min_points: int = 5, closing_steps: int = 12, antipodal_samples: int = 300,
                      friction_cone: float = np.deg2rad(20.0), seed: int = 0) -> list[GraspCandidate]:
     """Ranked grasps (best first) of the object points [M, 3] around ``target`` [3], free of
-    the scene points [K, 3] (world frame, metres). Score: distance of the grasp centre to
-    the target (m) + 0.05 per radian of tilt + 0.01 x the opening fraction."""
+    the scene points [K, 3] (world frame, metres) by ``scene_margin``. Score: distance of the
+    held object's middle (Hand.grip_point) to the target (m) + 0.05 per radian of tilt
+    + 0.01 x the opening fraction."""
     rng = np.random.default_rng(seed)
     tree = cKDTree(scene_points) if len(scene_points) else None
     proposals = []  # (centre, R, kind)
@@ -138,7 +142,7 @@ def grasp_candidates(target: np.ndarray, object_points: np.ndarray, scene_points
             closing = np.cos(phi) * base + np.sin(phi) * np.cross(approach, base)
             for centre in (target, centroid):
                 proposals.append((centre, tool_rotation(approach, closing), kind))
-    for centre, axis in antipodal_pairs(object_points, max_width, friction_cone, antipodal_samples, rng):
+    for centre, axis in antipodal_pairs(object_points, gripper.max_width, friction_cone, antipodal_samples, rng):
         approach = DOWN - (DOWN @ axis) * axis
         if np.linalg.norm(approach) > 1e-3:
             proposals.append((centre, tool_rotation(approach, axis), "antipodal"))
@@ -147,10 +151,11 @@ def grasp_candidates(target: np.ndarray, object_points: np.ndarray, scene_points
         tilt = float(np.arccos(np.clip(R[:, 0] @ DOWN, -1, 1)))
         if tilt > max_tilt + 1e-9:
             continue
-        fit = fit_grasp(centre, R, object_points, scene_points, max_width, clearance, jaw_reach, min_points,
+        fit = fit_grasp(centre, R, object_points, scene_points, hand, gripper, clearance, scene_margin, min_points,
                         scene_tree=tree)
         if fit is not None:
             T, width, open_width = fit
-            score = float(np.linalg.norm(T[:3, 3] - target)) + 0.05 * tilt + 0.01 * open_width / max_width
+            grip = T[:3, :3] @ hand.grip_point(width) + T[:3, 3]
+            score = float(np.linalg.norm(grip - target)) + 0.05 * tilt + 0.01 * open_width / gripper.max_width
             out.append(GraspCandidate(T, width, open_width, kind, tilt, score))
     return sorted(out, key=lambda c: c.score)

