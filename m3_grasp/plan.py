@@ -1,9 +1,13 @@
 """Grasp planning: target + object points + scene points (world) -> a checked arm trajectory.
 
 ``plan_grasp`` ranks grasp candidates (m3_grasp.candidates), then keeps the first one the arm
-reaches without touching the scene: measured start -> pre-grasp (joint move, gripper as
-measured), open, pre-grasp -> grasp (straight line along the approach), close, grasp -> lift
-(straight up). Every configuration comes from IK verified by FK (< 1 mm, < 1 deg). Each stage
+executes without a collision: measured start -> pre-grasp (joint move, straight or through
+the forward posture READY, gripper as measured), open, pre-grasp -> grasp (straight line
+along the approach), close, grasp -> lift (straight up). Collisions are those of the URDF's
+collision primitives (m3_grasp.collision.ArmCollision): the arm with itself and the B1
+trunk, and within ``arm_clearance`` of the scene points (and of the object's before the
+approach); contacts the measured start already has may only be left (see _Attempt). Every
+configuration comes from IK verified by FK (< 1 mm, < 1 deg). Each stage
 is timed by toppra within ``speed_scale`` of the safety limits (m3_grasp.timing), and the
 whole command sequence passes the safety check. When no grasp is reachable from where the B1
 stands, the plan proposes a base displacement that makes one reachable.
