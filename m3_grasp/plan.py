@@ -28,7 +28,7 @@ from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.robot import RobotConfig
 from m3_grasp.safety import SafetyError, check_command, check_start, safety_limits, trunk_half_extents
 from m3_grasp.state import ArmState
-from m3_grasp.timing import Limits, Segment, Trajectory
+from m3_grasp.timing import Limits, Segment, TimingError, Trajectory
 from m3_memory.conventions import invert_T
 from m3_memory.errors import InputError
 
@@ -406,11 +406,14 @@ def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np
     def with_gripper(path: np.ndarray, g_from: float, g_to: float) -> np.ndarray:  # [n, 6] -> [n, 7]
         return np.column_stack([path, np.linspace(g_from, g_to, len(path))])
 
-    trajectory = Trajectory([Segment(with_gripper(stages["to_pre_grasp"], g_start, g_start), limits),
-                             Segment(with_gripper(np.array([pre, pre]), g_start, g_open), limits),
-                             Segment(with_gripper(stages["approach"], g_open, g_open), limits),
-                             Segment(with_gripper(np.array([grasp, grasp]), g_open, g_closed), limits),
-                             Segment(with_gripper(stages["lift"], g_closed, g_closed), limits)])
+    try:
+        trajectory = Trajectory([Segment(with_gripper(stages["to_pre_grasp"], g_start, g_start), limits),
+                                 Segment(with_gripper(np.array([pre, pre]), g_start, g_open), limits),
+                                 Segment(with_gripper(stages["approach"], g_open, g_open), limits),
+                                 Segment(with_gripper(np.array([grasp, grasp]), g_open, g_closed), limits),
+                                 Segment(with_gripper(stages["lift"], g_closed, g_closed), limits)])
+    except TimingError as err:
+        return GraspPlan(False, f"the path found could not be timed within the limits ({err})", T_world_base, start=start)
     x = trajectory.sample(config.dt)  # [T, 7]
     T_pre = c.T_world_ee.copy()
     T_pre[:3, 3] -= config.pre_grasp * c.T_world_ee[:3, 0]

@@ -49,6 +49,8 @@ def test_random_starts_and_targets_stream_only_safe_commands(monkeypatch, tmp_pa
     import grasp_safety
 
     monkeypatch.setitem(sys.modules, "unitree_arm_interface", fake_z1_sdk)
+    for name in ("start_q", "start_gripper", "instances"):  # the bench places the stand-in arm: undo it afterwards
+        monkeypatch.setattr(fake_z1_sdk.ArmInterface, name, getattr(fake_z1_sdk.ArmInterface, name))
     out = tmp_path / "grasp_safety.json"
     monkeypatch.setattr(sys, "argv", ["grasp_safety.py", "--trials", "40", "--stops", "10", "--seed", "1",
                                       "--out", str(out)])

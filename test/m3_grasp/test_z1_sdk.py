@@ -25,6 +25,8 @@ STANCE = (ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3])
 def sdk(monkeypatch):
     monkeypatch.setitem(sys.modules, "unitree_arm_interface", fake_z1_sdk)
     monkeypatch.setattr(ArmInterface, "instances", [])
+    monkeypatch.setattr(ArmInterface, "start_q", np.zeros(6))
+    monkeypatch.setattr(ArmInterface, "start_gripper", 0.0)
     monkeypatch.setattr("m3_grasp.z1_sdk.time.sleep", lambda s: None)
     return fake_z1_sdk
 
@@ -101,7 +103,7 @@ def test_cancel_at_random_times_decelerates_within_limits(sdk, duck_scene, kin, 
     rng = np.random.default_rng(0)
     for stop_at in rng.integers(1, n, 30):
         arm = ArmInterface.instances[-1]
-        arm.lowstate.q[:] = np.append(START, 0.0)
+        arm.lowstate.q[:] = np.append(START, ArmInterface.start_gripper)
         arm.lowstate.dq[:] = 0.0
         arm.sent.clear()
         arm.measured.clear()
