@@ -15,8 +15,8 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from m3_grasp.ros.grasp_handler import GraspHandler, GraspParams, arm_state_from_joint_state
 from m3_grasp.ros.action_clients import GripperActionClient, TrajectoryActionClient
+from m3_grasp.ros.grasp_handler import GraspHandler, GraspParams, arm_state_from_joint_state
 from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
 from m3_memory.ros.build_handler import StageFeedback
