@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,35 +29,23 @@ import numpy as np
 
 from m3_grasp.collision import ArmCollision
 from m3_grasp.kinematics import Z1Kinematics
-from m3_grasp.robot import RobotConfig, T_world_base
 from m3_memory.conventions import invert_T
-from m3_memory.synth.scene import tabletop_objects
+from m3_memory.robot_pose import T_from_xyz_yaw
+from m3_memory.synth.scene import ROBOT_STANCE, tabletop_objects
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "m3_grasp"))
+from surfaces import sample_surface  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BASE_POSE = (0.05, 0.83, -np.pi / 2)  # x, y (m), yaw (rad) in the synthetic scene's world
-
-
-def surface_points(parts, spacing: float, rng: np.random.Generator) -> np.ndarray:
-    """Points [N, 3] spread over the triangles of ``parts`` by area, one per spacing^2."""
-    out = []
-    for part in parts:
-        v, f = np.asarray(part.mesh.vertices), np.asarray(part.mesh.triangles)
-        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-        area = np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2
-        n = max(int(area.sum() / spacing**2), 10)
-        k = rng.choice(len(f), n, p=area / area.sum())
-        s, r = np.sqrt(rng.random(n))[:, None], rng.random(n)[:, None]
-        out.append(a[k] * (1 - s) + b[k] * (s * (1 - r)) + c[k] * (s * r))
-    return np.concatenate(out)
 
 
 def tabletop_in_base(kin: Z1Kinematics, rng: np.random.Generator) -> np.ndarray:
     """The synthetic tabletop's surface points [K, 3] in base_link (metres)."""
     objects, background = tabletop_objects(0)
-    floor = surface_points(background[5:], 0.03, rng)
-    world = np.concatenate([surface_points(background[:5], 0.01, rng), floor[np.abs(floor[:, :2]).max(1) < 1.5],
-                            *[surface_points(o.parts, 0.006, rng) for o in objects]])
-    T = invert_T(T_world_base(*BASE_POSE, RobotConfig().base_height))
+    floor = sample_surface(background[5:], 0.03, rng)
+    world = np.concatenate([sample_surface(background[:5], 0.01, rng), floor[np.abs(floor[:, :2]).max(1) < 1.5],
+                            *[sample_surface(o.parts, 0.006, rng) for o in objects]])
+    T = invert_T(T_from_xyz_yaw(*ROBOT_STANCE))  # the B1 where the synthetic scene puts it
     base = world @ T[:3, :3].T + T[:3, 3]
     return base[np.linalg.norm(base - kin.T_base_armbase[:3, 3], axis=1) < 1.5]
 
@@ -111,7 +100,7 @@ def main() -> None:
     results = {
         "urdf": kin.urdf.name, "pinocchio": __import__("pinocchio").__version__,
         "coal": ".".join(str(getattr(coal, f"COAL_{p}_VERSION")) for p in ("MAJOR", "MINOR", "PATCH")),
-        "machine": platform.processor() or platform.machine(), "base_pose_world": list(BASE_POSE),
+        "machine": platform.processor() or platform.machine(), "base_pose_world": [ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3]],
         "scene_points": len(scene), "octree_resolution_m": args.resolution, "configurations": args.configurations,
         "pairs": {**{group: len(pairs) for group, pairs in arm.pairs.items()}, "overlapping_at_rest": len(arm.rest_pairs)},
         "build_seconds": {"set_clouds_scene": set_clouds,

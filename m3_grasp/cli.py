@@ -36,7 +36,7 @@ def _read_points(path: str):
 def cmd_grasp(args: argparse.Namespace) -> int:
     from m3_grasp.backends import BACKENDS
     from m3_grasp.execution import stop_on_sigint
-    from m3_grasp.plan import GraspConfig
+    from m3_grasp.plan import GraspConfig, check_speed_scale
     from m3_grasp.robot import RobotConfig
     from m3_grasp.run import base_pose_of, memory_scene_points, run_grasp
     from m3_grasp.state import ArmState
@@ -53,8 +53,7 @@ def cmd_grasp(args: argparse.Namespace) -> int:
         raise InputError("--start-joints", "the unitree backend starts from the arm's measured state (the SDK's lowstate)")
     if start is None and args.backend == "dry-run":
         log("dry-run: no --start-joints given; the arm is assumed at its rest pose (all joints 0)")
-    if not args.speed_scale > 0:
-        raise InputError("--speed-scale", f"must be a positive fraction, got {args.speed_scale}")
+    check_speed_scale(args.speed_scale, RobotConfig.load())
     if args.backend == "unitree" and not args.real_hardware:
         raise InputError("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
     memory = load_memory(args.memory)

@@ -22,10 +22,10 @@ from typing import Protocol
 
 import numpy as np
 
-from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT, Z1Kinematics
+from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.plan import GraspPlan
 from m3_grasp.robot import RobotConfig
-from m3_grasp.safety import CommandCheck, SafetyError, check_command, check_start, safety_limits
+from m3_grasp.safety import JOINTS, CommandCheck, SafetyError, check_command, check_start, first_outside, safety_limits
 from m3_grasp.state import ArmState
 from m3_grasp.timing import Segment, Trajectory
 
@@ -79,18 +79,16 @@ def execution_trajectory(plan: GraspPlan, state: ArmState) -> Trajectory:
 
 
 def _tracking_problem(state: ArmState, command: np.ndarray, kin: Z1Kinematics, robot: RobotConfig) -> str:
-    names = (*ARM_JOINTS, GRIPPER_JOINT)
     x = state.x
     if not np.all(np.isfinite(x)):
         return "the measured state is not finite"
-    lower, upper = np.append(kin.lower, kin.gripper.lower), np.append(kin.upper, kin.gripper.upper)
-    bad = np.flatnonzero((x < lower - 1e-9) | (x > upper + 1e-9))
-    if len(bad):
-        return f"measured {names[bad[0]]} = {x[bad[0]]:+.3f} rad left its limits"
+    j = first_outside(x, kin)
+    if j is not None:
+        return f"measured {JOINTS[j]} = {x[j]:+.3f} rad left its limits"
     lag = np.abs(x[:6] - command[:6])
     j = int(np.argmax(lag))
     if lag[j] > robot.tracking_tolerance:
-        return f"measured {names[j]} lags the command by {lag[j]:.3f} rad (tolerance {robot.tracking_tolerance} rad)"
+        return f"measured {JOINTS[j]} lags the command by {lag[j]:.3f} rad (tolerance {robot.tracking_tolerance} rad)"
     return ""
 
 
@@ -109,7 +107,7 @@ def stream(port: ArmPort, plan: GraspPlan, kin: Z1Kinematics, robot: RobotConfig
     t = full.times(dt)
     x, xd, xdd = full(t), full(t, 1), full(t, 2)  # [T, 7]
     check = check_command(kin, x[:, :6], x[:, 6], dt, plan.T_world_base, robot)
-    step = np.append(kin.velocity, kin.gripper.velocity) * robot.velocity_fraction * dt
+    step = safety_limits(kin, robot).velocity * dt
     if np.any(np.abs(x[0] - state.x) > step + 1e-12):
         raise SafetyError("the first command is more than one control period from the measured state")
     sent, measured, stopped, k = [], [], "", 0
@@ -129,7 +127,8 @@ def stream(port: ArmPort, plan: GraspPlan, kin: Z1Kinematics, robot: RobotConfig
         before = np.array(sent[-2:])
         limits = safety_limits(kin, robot).scaled(STOP_MARGIN)
         tail = full.stop_from(t[k - 1], dt, limits, before)
-        check_command(kin, np.vstack([before, tail])[:, :6], np.vstack([before, tail])[:, 6], dt, plan.T_world_base, robot)
+        joined = np.vstack([before, tail])  # [B + K, 7]
+        check_command(kin, joined[:, :6], joined[:, 6], dt, plan.T_world_base, robot)
         v = np.diff(np.vstack([before[-1:], tail]), axis=0) / dt  # [K, 7]
         a = np.diff(np.vstack([v[:1], v]), axis=0) / dt
         for xs, vs, as_ in zip(tail, v, a):

@@ -26,7 +26,7 @@ from m3_grasp.candidates import GraspCandidate, grasp_candidates
 from m3_grasp.collision import ArmCollision, Contact, Hand
 from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.robot import RobotConfig
-from m3_grasp.safety import SafetyError, check_command, check_start, safety_limits, trunk_half_extents
+from m3_grasp.safety import SafetyError, check_command, check_start, scaled_limits, trunk_half_extents
 from m3_grasp.state import ArmState
 from m3_grasp.timing import Limits, Segment, TimingError, Trajectory
 from m3_memory.conventions import invert_T
@@ -130,6 +130,13 @@ START_DEPTH_TOLERANCE = 0.001  # m: a contact present at the start may get this 
 SCENE_RESOLUTION = 0.003  # m: octree voxel of the scene points (1 cm voxels reported 3x the contacts on the tabletop)
 OBJECT_RESOLUTION = 0.002  # m: octree voxel of the object's points (the jaws pass it at GraspConfig.clearance)
 STAGE_NAMES = {"to_pre_grasp": "on the way to the pre-grasp", "approach": "on the approach", "lift": "on the lift"}
+
+
+def check_speed_scale(speed_scale: float, robot: RobotConfig) -> None:
+    """InputError unless 0 < speed_scale <= the safety check's velocity fraction (robot.yaml)."""
+    if not 0 < speed_scale <= robot.velocity_fraction:
+        raise InputError("speed scale", f"{speed_scale} must be in (0, {robot.velocity_fraction}] "
+                                        "(the safety check's velocity fraction, config/robot.yaml)")
 
 
 class _Attempt:
@@ -350,9 +357,7 @@ def plan_grasp(target_world, object_points, scene_points, T_world_base: np.ndarr
     robot = robot or RobotConfig.load()
     kin = kin or Z1Kinematics.from_urdf(position_margin=robot.position_margin)
     check_start(start, kin, robot)
-    if not 0 < config.speed_scale <= robot.velocity_fraction:
-        raise InputError("speed scale", f"{config.speed_scale} must be in (0, {robot.velocity_fraction}] "
-                                        "(the safety check's velocity fraction, config/robot.yaml)")
+    check_speed_scale(config.speed_scale, robot)
     scene = _validated_points(scene_points, "scene points")
     obj = _validated_points(object_points, "object points")
     obj = obj[np.linalg.norm(obj - target, axis=1) <= config.object_radius]
@@ -400,8 +405,7 @@ def _assemble(c: GraspCandidate, stages: dict[str, np.ndarray], T_world_base: np
     g_start = start.gripper
     g_open, g_closed = kin.gripper.angle(c.open_width), kin.gripper.angle(max(c.width - config.squeeze, 0.0))
     pre, grasp = stages["approach"][0], stages["approach"][-1]
-    safe = safety_limits(kin, robot)
-    limits = Limits(safe.velocity / robot.velocity_fraction * config.speed_scale, safe.acceleration * config.speed_scale)
+    limits = scaled_limits(kin, robot, config.speed_scale, config.speed_scale)
 
     def with_gripper(path: np.ndarray, g_from: float, g_to: float) -> np.ndarray:  # [n, 6] -> [n, 7]
         return np.column_stack([path, np.linspace(g_from, g_to, len(path))])

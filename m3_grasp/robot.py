@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from m3_memory.conventions import make_T
 from m3_memory.errors import InputError
+from m3_memory.robot_pose import T_from_xyz_yaw
 from m3_memory.share import share_file
 
 
@@ -53,5 +53,4 @@ class RobotConfig:
 def T_world_base(x: float, y: float, yaw: float, height: float) -> np.ndarray:
     """Pose [4, 4] of base_link (B1 trunk centre) standing at (x, y) metres with heading
     ``yaw`` radians in the memory's world frame (z up), trunk ``height`` above the floor."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    return make_T(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), [x, y, height])
+    return T_from_xyz_yaw(x, y, height, yaw)

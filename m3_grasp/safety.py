@@ -26,6 +26,7 @@ from m3_grasp.timing import Limits
 from m3_memory.errors import InputError
 
 WORKSPACE_FRAMES = CHAIN_FRAMES[3:]  # z1_link03 (elbow) .. z1_ee_link; the shoulder sits on the mount
+JOINTS = (*ARM_JOINTS, GRIPPER_JOINT)  # the 7 columns of a command: the arm joints, then the gripper
 
 
 class SafetyError(InputError):
@@ -56,24 +57,42 @@ def trunk_half_extents(urdf: Path) -> np.ndarray:
     raise InputError(urdf, f"link '{BASE_FRAME}' has no collision box (the B1 trunk, needed by the safety check)")
 
 
+def joint_bounds(kin: Z1Kinematics) -> tuple[np.ndarray, np.ndarray]:
+    """The URDF's position limits (lower [7], upper [7]) of the arm joints and the gripper (rad)."""
+    return np.append(kin.lower, kin.gripper.lower), np.append(kin.upper, kin.gripper.upper)
+
+
+def first_outside(x: np.ndarray, kin: Z1Kinematics) -> int | None:
+    """Index into JOINTS of the first of x [7] (rad) outside its URDF limits, or None."""
+    lower, upper = joint_bounds(kin)
+    bad = np.flatnonzero((x < lower - 1e-9) | (x > upper + 1e-9))
+    return int(bad[0]) if len(bad) else None
+
+
+def scaled_limits(kin: Z1Kinematics, config: RobotConfig, velocity_fraction: float,
+                  acceleration_fraction: float = 1.0) -> Limits:
+    """Speeds [7]: ``velocity_fraction`` of the URDF's; accelerations [7]: ``acceleration_fraction``
+    of the configured ``acceleration`` (arm joints and gripper)."""
+    velocity = np.append(kin.velocity, kin.gripper.velocity) * velocity_fraction
+    return Limits(velocity, np.full(7, config.acceleration * acceleration_fraction))
+
+
 def safety_limits(kin: Z1Kinematics, config: RobotConfig) -> Limits:
     """The limits :func:`check_command` enforces, for the arm joints and the gripper [7]."""
-    velocity = np.append(kin.velocity, kin.gripper.velocity) * config.velocity_fraction
-    return Limits(velocity, np.full(7, config.acceleration))
+    return scaled_limits(kin, config, config.velocity_fraction)
 
 
 def check_start(state: ArmState, kin: Z1Kinematics, config: RobotConfig, first: np.ndarray | None = None) -> None:
     """Refuse (SafetyError) a measured state that cannot start a plan: not finite, outside the
     joint limits, moving faster than ``start_speed``, or, given the plan's first command
     ``first`` [7] (arm + gripper, rad), farther than ``start_tolerance`` from it."""
-    names = (*ARM_JOINTS, GRIPPER_JOINT)
+    names = JOINTS
     x = state.x
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(state.qd))):
         raise SafetyError(f"the measured state from {state.source} is not finite: q = {x.round(3).tolist()}")
-    lower, upper = np.append(kin.lower, kin.gripper.lower), np.append(kin.upper, kin.gripper.upper)
-    bad = np.flatnonzero((x < lower - 1e-9) | (x > upper + 1e-9))
-    if len(bad):
-        j = bad[0]
+    j = first_outside(x, kin)
+    if j is not None:
+        lower, upper = joint_bounds(kin)
         raise SafetyError(f"measured {names[j]} = {x[j]:.3f} rad ({state.source}) is outside its limits "
                           f"[{lower[j]:.3f}, {upper[j]:.3f}]: move the arm inside them by hand first")
     j = int(np.argmax(np.abs(state.qd)))
@@ -100,16 +119,16 @@ def check_command(kin: Z1Kinematics, q: np.ndarray, gripper: np.ndarray, dt: flo
         raise SafetyError(f"commands must be q [T, 6] and gripper [T], got {list(q.shape)} and {list(gripper.shape)}")
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(gripper)) and np.isfinite(dt) and dt > 0):
         raise SafetyError("commands contain NaN or infinity, or the time step is not positive")
-    names = (*ARM_JOINTS, GRIPPER_JOINT)
+    names = JOINTS
     values = np.column_stack([q, gripper])  # [T, 7]
-    lower = np.append(kin.lower, kin.gripper.lower) - 1e-9
-    upper = np.append(kin.upper, kin.gripper.upper) + 1e-9
+    lower, upper = joint_bounds(kin)
+    lower, upper = lower - 1e-9, upper + 1e-9
     bad = np.argwhere((values < lower) | (values > upper))
     if len(bad):
         t, j = bad[0]
         raise SafetyError(f"command {t}: {names[j]} = {values[t, j]:.3f} rad outside its limits "
                           f"[{lower[j]:.3f}, {upper[j]:.3f}]")
-    limit = np.append(kin.velocity, kin.gripper.velocity) * config.velocity_fraction  # [7] rad/s
+    limit = safety_limits(kin, config).velocity  # [7] rad/s
     speed = np.abs(np.diff(values, axis=0)) / dt if len(values) > 1 else np.zeros((1, 7))
     bad = np.argwhere(speed > limit + 1e-9)
     if len(bad):

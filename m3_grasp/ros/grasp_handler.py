@@ -226,7 +226,7 @@ class GraspHandler:
     def _execute(self, goal: GraspGoal, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float]) -> GraspResult:
         from m3_grasp.backends import get_backend
         from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
-        from m3_grasp.plan import GraspConfig, plan_grasp
+        from m3_grasp.plan import GraspConfig, check_speed_scale, plan_grasp
 
         p = self.params
         if self.kin is None:
@@ -238,8 +238,7 @@ class GraspHandler:
             raise InputError("backend", f"{backend} moves an arm; set the node's real_hardware parameter to true")
         if backend == "ros2_control" and self.controllers is None:
             raise InputError("backend", "ros2_control needs the grasp node's action clients (ROS 2)")
-        if not 0 < p.speed_scale <= self.robot.velocity_fraction:
-            raise InputError("speed_scale", f"{p.speed_scale} must be in (0, {self.robot.velocity_fraction}]")
+        check_speed_scale(p.speed_scale, self.robot)
         feedback(StageFeedback("locate", 0.0, f"finding {goal.text!r}" if goal.text.strip() else "looking up the target"))
         target, object_points, found = self._locate(goal)
         T_world_base, stamp = self.lookup(p.world_frame, p.base_frame)
