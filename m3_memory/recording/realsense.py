@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,16 +165,9 @@ class RealSenseRecording(Recording):
         pipe.start(cfg)
         last_color = None
         worst_dt, dt_drops = 0.0, 0
-        waited = 0.0
         try:
-            while waited < 10.0:  # seconds without a frame before giving up on a stalled file
-                ok, frameset = pipe.try_wait_for_frames(50)
-                if not ok:
-                    if playback.current_status() == rs.playback_status.stopped:
-                        break
-                    waited += 0.05
-                    continue
-                waited = 0.0
+            for frameset in playback_framesets(lambda: pipe.try_wait_for_frames(50), playback.current_status,
+                                               rs.playback_status):
                 color, depth = frameset.get_color_frame(), frameset.get_depth_frame()
                 if not color or not depth:
                     self.stats.drop("colour or depth missing in frameset")
@@ -201,6 +194,30 @@ class RealSenseRecording(Recording):
             if dt_drops:
                 self.stats.dropped[f"colour/depth timestamps differ by more than max_dt = {self.max_dt * 1000:.1f} ms "
                                    f"(up to {worst_dt * 1000:.1f} ms; raise --max-dt to keep them)"] = dt_drops
+
+
+def playback_framesets(wait: Callable[[], tuple[bool, object]], status: Callable[[], object], statuses,
+                       stall_s: float = 10.0, poll_s: float = 0.05) -> Iterator[object]:
+    """Framesets of a non-real-time librealsense playback until it ends.
+
+    ``wait()`` is one ``try_wait_for_frames`` of ``poll_s`` seconds and ``status()`` the
+    playback status (``statuses`` holds the enum). Playback reads "stopped" until its thread
+    starts, so "stopped" ends only a recording that has been seen playing or has given a
+    frame: a first wait that times out on a loaded machine must not end it with no frames.
+    ``stall_s`` seconds without a frame end a stalled file.
+    """
+    waited, started = 0.0, False
+    while waited < stall_s:
+        ok, frameset = wait()
+        if ok:
+            waited, started = 0.0, True
+            yield frameset
+            continue
+        now = status()
+        if now == statuses.stopped and started:
+            return
+        started |= now == statuses.playing
+        waited += poll_s
 
 
 def _already_registered(depth, color) -> bool:

@@ -133,3 +133,37 @@ def test_odometry_poses_for_a_recording_without_trajectory(tmp_path):
     for e, t in zip(est[1:], truth[1:]):
         T_c0_ct = invert_T(truth[0].T_world_cam) @ t.T_world_cam
         assert np.linalg.norm(e.T_world_cam[:3, 3] - T_c0_ct[:3, 3]) < 0.02  # metres, over ~0.5 m of travel
+
+
+
+class Status:
+    stopped, playing = "stopped", "playing"
+
+
+def scripted_playback(script):
+    """wait/status callables that play ``script``: 'x' a wait that times out while playback reads
+    stopped, 'p' a timed-out wait while playing, 'f' a frameset, then the end (stopped)."""
+    steps, now = iter(script), {"status": Status.stopped}
+
+    def wait():
+        step = next(steps, "end")
+        now["status"] = {"x": Status.stopped, "p": Status.playing, "f": Status.playing}.get(step, Status.stopped)
+        return (step == "f", step if step == "f" else None)
+
+    return wait, lambda: now["status"]
+
+
+@pytest.mark.parametrize("script, frames", [("xxffpff", 4), ("ffff", 4), ("xpx", 0)])
+def test_playback_that_starts_late_keeps_every_frame(script, frames):
+    """Playback reads "stopped" until its thread runs: timed-out waits before that (a loaded
+    machine) must not end the recording; "stopped" after playing or a frame ends it."""
+    from m3_memory.recording.realsense import playback_framesets
+
+    wait, status = scripted_playback(script)
+    assert len(list(playback_framesets(wait, status, Status, stall_s=1.0))) == frames
+
+
+def test_playback_that_never_starts_gives_up():
+    from m3_memory.recording.realsense import playback_framesets
+
+    assert list(playback_framesets(lambda: (False, None), lambda: Status.stopped, Status, stall_s=0.2)) == []
