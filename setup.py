@@ -18,6 +18,7 @@ setup(
     ],
     package_data={"m3_memory.foundation": ["fixture_data/*"], "m3_memory.render": ["csrc/*.cpp"]},
     zip_safe=True,
+    python_requires=">=3.10",  # here, not in pyproject.toml: colcon reads setup.py and cannot parse the SpecifierSet setuptools >= 61 makes of requires-python
     entry_points={"console_scripts": ["m3 = m3_memory.cli:main",
                                       # ROS 2 nodes (ros2 run m3_memory <name>); pyproject.toml lists them too
                                       "m3_mapping_node = m3_memory.ros.mapping_node:main",

@@ -175,3 +175,42 @@ def test_launch_descriptions_build(path):
     assert isinstance(description, launch.LaunchDescription)
     names = {arg.name for arg in description.get_launch_arguments()}
     assert names >= ({"memory"} if path.name != "build.launch.py" else {"params_file", "output_dir"})
+
+
+# What colcon-python-setup-py (0.2.9) runs to read setup.py: the distribution after setuptools'
+# configuration (setup.py, setup.cfg and pyproject.toml), printed with repr and read back with
+# ast.literal_eval. A value whose repr is not a literal (setuptools >= 61 turns pyproject's
+# requires-python into a SpecifierSet) stops every colcon build (colcon-python-setup-py issue 56).
+COLCON_READER = """
+import sys
+from distutils.core import run_setup
+dist = run_setup('setup.py', script_args=('--dry-run',), stop_after='config')
+skip = ('cmdclass', 'distclass', 'ext_modules', 'metadata')
+data = {k: v for k, v in dist.__dict__.items()
+        if not k.startswith('_') and not callable(v) and k not in skip and k not in dist.display_option_names}
+data['metadata'] = {k: v for k, v in dist.metadata.__dict__.items() if k not in ('license_files', 'provides_extras')}
+sys.stdout.write(repr(data))
+"""
+
+
+def test_colcon_reads_the_setup_metadata():
+    """colcon's setup.py reader accepts the metadata on this setuptools (>= 68 as on Jazzy), and the
+    Python floor is still in it."""
+    import ast
+    import subprocess
+
+    import setuptools
+
+    assert int(setuptools.__version__.split(".")[0]) >= 68, "this check is meant for setuptools >= 68 (Jazzy has 68.1)"
+    out = subprocess.run([sys.executable, "-c", COLCON_READER], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    data = ast.literal_eval(out)  # what colcon does with it; a SpecifierSet here is a SyntaxError
+    assert data["metadata"]["python_requires"] == ">=3.10"
+    assert data["metadata"]["name"] == "m3_memory"
+    assert sorted(data["entry_points"]["console_scripts"]) == sorted(f"{k} = {v}" for k, v in console_scripts().items())
+
+
+def test_colcon_package_identification_when_installed():
+    """The same through colcon-python-setup-py itself, where it is installed (colcon workspaces, CI)."""
+    reader = pytest.importorskip("colcon_python_setup_py.package_identification.python_setup_py")
+    info = reader.get_setup_information(ROOT / "setup.py")
+    assert info["metadata"]["python_requires"] == ">=3.10"
