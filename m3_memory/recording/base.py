@@ -48,6 +48,12 @@ class Recording(ABC):
         (xyz [M, 3] float64 world metres, rgb [M, 3] uint8); None otherwise."""
         return None
 
+    @property
+    def tf_frame(self) -> str:
+        """The tf frame of the poses (``Frame.T_world_cam``) that a memory built from this recording
+        lives in: REP-105's ``map`` unless the recording names one."""
+        return "map"
+
     def robot_pose(self, stamp: float) -> RobotPose | None:
         """Where the robot's base stood in the recording's world frame (the frame of
         ``Frame.T_world_cam``) at ``stamp`` seconds, when the recording says; None otherwise."""

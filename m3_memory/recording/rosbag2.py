@@ -290,6 +290,12 @@ class Ros2BagRecording(Recording):
             self.stats.drop(f"no pose: stamp outside the tf data from {self.topics.world_frame!r}")
             return False, None
 
+    @property
+    def tf_frame(self) -> str:
+        """The tf frame the camera poses are looked up in (``topics.world_frame``); odometry poses
+        are in no tf frame: the default."""
+        return self.topics.world_frame if self.poses_mode in ("auto", "tf") else super().tf_frame
+
     def robot_pose(self, stamp: float) -> RobotPose | None:
         """tf ``world_frame <- base_frame`` at ``stamp`` seconds; None when tf does not connect
         them or the frames' poses do not come from tf (odometry, none). A base frame whose

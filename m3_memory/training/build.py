@@ -4,18 +4,24 @@ training -> a ``*.m3`` memory with a report of held-out quality.
 The memory records where the robot stands: the ``robot_pose`` given, else the recording's
 (tf world -> base_link at the last frame), else none.
 
-Checkpoints go to ``<out>.ckpt`` every ``checkpoint_every`` iterations, on Ctrl-C and on
-``should_stop``; ``resume=True`` continues from it. The memory itself is written only when
-training finishes (atomically, with its ``report/`` pictures), so a stopped build never
-leaves a partial memory.
+The output is checked before any work (writable, room for a size estimate, not an existing
+memory unless ``overwrite``) and locked (``<out>.lock``) for the whole build, so two builds
+cannot write one memory. Checkpoints go to ``<out>.ckpt`` every ``checkpoint_every``
+iterations, on Ctrl-C, SIGTERM and ``should_stop``, and once more before the final write;
+``resume=True`` continues from it. A checkpoint that cannot be written (a full disk) is
+skipped with a warning. The memory itself is written only when training finishes
+(atomically, with its ``report/`` pictures), so a stopped build never leaves a partial
+memory; a failed final write keeps the checkpoint and says how to resume.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,13 +34,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from m3_memory.conventions import scale_intrinsics
-from m3_memory.errors import InputError
+from m3_memory.errors import BuildFailed, InputError, os_problem
 from m3_memory.foundation import FoundationModel, load_model
+from m3_memory.foundation.base import known_models
 from m3_memory.foundation.cache import cached_features
 from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry, save_memory
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
+from m3_memory.outputs import MB, OutputLock, check_output
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.robot_pose import RobotPose
@@ -43,14 +51,20 @@ from m3_memory.training.init import init_from_rgbd
 from m3_memory.training.trainer import Trainer, View, scene_extent
 
 Progress = Callable[[str, float, str], None]
+log = logging.getLogger("m3")
 
 
 class BuildStopped(RuntimeError):
-    """Raised when a build is interrupted (Ctrl-C or ``should_stop``) after saving a checkpoint."""
+    """Raised when a build is interrupted (Ctrl-C, SIGTERM or ``should_stop``) after saving a
+    checkpoint; ``signum`` is the signal that stopped it (None: ``should_stop``)."""
 
-    def __init__(self, iteration: int, checkpoint: Path):
-        self.iteration, self.checkpoint = iteration, checkpoint
-        super().__init__(f"stopped at iteration {iteration}; checkpoint {checkpoint} (continue with --resume)")
+    def __init__(self, iteration: int, checkpoint: Path, signum: int | None = None, saved: bool = True):
+        self.iteration, self.checkpoint, self.signum = iteration, checkpoint, signum
+        why = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}.get(signum, "stopped")
+        kept = f"checkpoint {checkpoint} (continue with --resume)" if saved else \
+            f"the checkpoint could not be written, the last good one is {checkpoint}" if checkpoint.is_file() else \
+            "no checkpoint could be written"
+        super().__init__(f"{why} at iteration {iteration}; {kept}")
 
 
 @dataclass
@@ -99,35 +113,56 @@ def _scaled(frame: Frame, max_side: int | None) -> tuple[torch.Tensor, torch.Ten
     return rgb.contiguous(), depth.contiguous(), K
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _StopFlag:
-    """Ctrl-C sets a flag read between iterations (main thread only), so a checkpoint is always
-    taken from a consistent state."""
+    """Ctrl-C and SIGTERM set a flag read between iterations (main thread only), so a checkpoint
+    is always taken from a consistent state; ``signum`` is the signal received. A second signal
+    gives up at once (KeyboardInterrupt)."""
 
     def __init__(self, should_stop: Callable[[], bool] | None):
-        self.should_stop, self.flag, self.previous = should_stop, False, None
+        self.should_stop, self.signum = should_stop, None
+        self.previous: dict[int, object] = {}
 
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.flag:  # second Ctrl-C: give up immediately
+        if self.signum is not None:  # second signal: give up immediately
             raise KeyboardInterrupt
-        self.flag = True
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    @property
+    def flag(self) -> bool:
+        return self.signum is not None
 
     def __call__(self) -> bool:
         return self.flag or bool(self.should_stop and self.should_stop())
 
 
-def _save_checkpoint(path: Path, trainer: Trainer, identity: dict, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"identity": identity, "trainer": trainer.state_dict(), "history": history}, tmp)
-    os.replace(tmp, path)
+def _save_checkpoint(path: Path, trainer: Trainer, identity: dict, history: list[dict]) -> bool:
+    """Write the checkpoint through a temporary unique to this process, then rename it into
+    place. A write that fails (full disk, read-only) removes the temporary, keeps the previous
+    checkpoint and logs a warning: False."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"identity": identity, "trainer": trainer.state_dict(), "history": history}, f)
+        os.replace(tmp, path)
+        return True
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        kept = "the previous one is kept" if path.is_file() else "there is none yet"
+        log.warning("%s: checkpoint at iteration %d not written (%s); training goes on, %s", path, trainer.iteration,
+                    os_problem(err), kept)
+        return False
 
 
 def _load_checkpoint(path: Path, identity: dict) -> dict:
@@ -240,8 +275,28 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     out = Path(out)
     cfg = config or (TrainConfig.fast() if fast else TrainConfig())
     names = model_names(model, weights)
-    if out.exists() and not overwrite:
-        raise InputError(out, "exists; pass --overwrite to replace it")
+    check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
+    if not Path(recording).exists():
+        open_recording(recording)  # the reader's own one-line error (missing, link loop)
+    with OutputLock(out):
+        check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
+        return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop, cache_root,
+                             show_progress, robot_pose, **recording_options)
+
+
+def estimated_bytes(cfg: TrainConfig, n_models: int) -> int:
+    """A conservative size of what a build writes beside ``--out`` (bytes): the memory and a
+    checkpoint (parameters and two Adam moments) at ``cfg.max_gaussians``, plus 16 MB of
+    pictures and metadata."""
+    floats = 3 + 4 + 3 + 1 + 3 * (cfg.sh_degree + 1) ** 2 + cfg.query_dim * n_models  # per Gaussian
+    return int(cfg.max_gaussians * floats * 4 * (1 + 3)) + 16 * MB
+
+
+def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: list[str], weights: str | None,
+                  overwrite: bool, resume: bool, progress: Progress | None, should_stop: Callable[[], bool] | None,
+                  cache_root: str | Path | None, show_progress: bool, robot_pose: RobotPose | None,
+                  **recording_options) -> BuildReport:
+    """:func:`build_memory` once the output is checked and locked."""
     ckpt_path = checkpoint_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = BuildReport(out)
@@ -284,7 +339,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     say("write", 0.0, f"writing {out}")
     cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], f.T_world_cam, "test" if i in test_idx else "train")
                for i, (v, f) in enumerate(zip(prep.views, prep.frames))]
-    memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, "world", str(recording),
+    memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, prep.recording.tf_frame, str(recording),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
                      "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
                      "final": report.final}, cameras, report.robot_pose)
@@ -301,7 +356,18 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
                    "num_gaussians": report.num_gaussians, "iterations": report.iterations, "config": cfg.to_json()}
         (folder / "report" / "report.json").write_text(json.dumps(summary, indent=1))
 
-    save_memory(out, memory, extra=pictures)
+    saved = _save_checkpoint(ckpt_path, trainer, identity, history)  # the training survives a failed write
+    resume_hint = (f"training is kept in {ckpt_path} (iteration {trainer.iteration})" if saved
+                   else "no checkpoint could be written either")
+    try:
+        save_memory(out, memory, extra=pictures, replace=overwrite)
+    except FileExistsError:
+        raise BuildFailed(out, f"another memory appeared there during the build and was not replaced; {resume_hint}: "
+                          "run again with --resume and --overwrite to replace it, or with --resume and another --out "
+                          "after moving the checkpoint") from None
+    except OSError as err:
+        raise BuildFailed(out, f"the memory could not be written ({os_problem(err)}); {resume_hint}: fix that and run "
+                          "again with --resume") from None
     ckpt_path.unlink(missing_ok=True)
     lap("write")
     say("done", 1.0, f"memory written to {out}")
@@ -313,6 +379,9 @@ def model_names(model: str, weights: str | None = None) -> list[str]:
     names = [m.strip() for m in model.split(",") if m.strip()]
     if not names:
         raise InputError("--model", "no model named")
+    unknown = [n for n in names if n not in known_models()]
+    if unknown:
+        raise InputError("--model", f"unknown foundation model {', '.join(unknown)}; known: {', '.join(known_models())}")
     if weights and len(names) > 1:
         raise InputError("--weights", "gives one file but several models are named")
     return names
@@ -331,9 +400,9 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     with _StopFlag(should_stop) as stop:
         while trainer.iteration < cfg.iterations:
             if stop():
-                _save_checkpoint(ckpt_path, trainer, identity, history)
+                written = _save_checkpoint(ckpt_path, trainer, identity, history)
                 bar.close()
-                raise BuildStopped(trainer.iteration, ckpt_path)
+                raise BuildStopped(trainer.iteration, ckpt_path, stop.signum, written)
             if not queue:
                 queue = torch.randperm(len(train), generator=order).tolist()
             terms = trainer.step(train[queue.pop()])
@@ -341,15 +410,14 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
             if not math.isfinite(terms["loss"]):
                 bar.close()
                 last = f"last good checkpoint {ckpt_path} (iteration {saved})" if saved else "no checkpoint was saved yet"
-                raise InputError("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
+                raise BuildFailed("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
                                  "check the recording's poses and depth or lower the learning rates")
             history.append({"iteration": it, **terms})
             if test and (it % cfg.eval_every == 0 or it == cfg.iterations):
                 metrics = trainer.evaluate(test[:cfg.eval_views])
                 history.append({"iteration": it, **metrics})
                 postfix["psnr"] = f"{metrics['psnr']:.2f}"
-            if it % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, trainer, identity, history)
+            if it % cfg.checkpoint_every == 0 and _save_checkpoint(ckpt_path, trainer, identity, history):
                 saved = it
             postfix["loss"] = f"{terms['loss']:.4f}"
             postfix["N"] = str(trainer.params["means"].shape[0])

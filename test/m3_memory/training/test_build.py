@@ -35,6 +35,7 @@ def test_built_memory_is_complete_and_better_than_untrained(built_memory, synth)
     np.testing.assert_allclose(memory.robot_pose.T_world_base, T_from_xyz_yaw(*ROBOT_STANCE), atol=1e-12)
     assert "synthetic scene stance" in memory.robot_pose.source and report.robot_pose is not None
     assert any(line.startswith("robot pose: base_link at x 0.050 y 0.830 z 0.550 m") for line in report.lines())
+    assert memory.scene_frame == "map"  # REP-105: a posed folder names no tf frame, so the memory lives in map
 
 
 def test_existing_output_is_refused(built_memory, synth):
