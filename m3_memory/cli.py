@@ -1,20 +1,38 @@
-"""The ``m3`` command: ``m3 synth``, ``m3 inspect``, ``m3 demo``.
+"""The ``m3`` command: ``m3 synth``, ``m3 inspect``, ``m3 features``, ``m3 demo`` (and ``build``,
+``query``, ``eval``, ``grasp``, registered by their packages).
 
-Bad input ends with one line on stderr naming the input and what is wrong, exit code 2;
-``--debug`` shows the traceback.
+Every failure ends with one line on stderr, ``m3: error: <input>: <what is wrong>``, and an
+exit code of the taxonomy in :mod:`m3_memory.errors` (2 bad input, 3 build failed, 4 safety
+refusal, 5 missing dependency, 70 internal error, 130 Ctrl-C, 143 SIGTERM); ``--debug`` shows
+the traceback. Warnings of the libraries (numpy, PIL, torch, ...) go to the log
+(``--log FILE``; on stderr with ``--debug``), never ahead of the error line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
-from m3_memory.errors import InputError
+from m3_memory.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    InputError,
+    Terminated,
+    describe,
+    first_line,
+)
+from m3_memory.outputs import check_output
 
-EXIT_BAD_INPUT = 2
+EXIT_CODES_HELP = ("exit codes: 0 done, 1 nothing found (query) or grasp not completed, 2 bad input, 3 build failed, "
+                   "4 safety refusal, 5 missing dependency, 70 internal error, 130 interrupted (Ctrl-C), 143 terminated "
+                   "(SIGTERM)")
 
 
 def _add_recording_options(p: argparse.ArgumentParser) -> None:
@@ -54,8 +72,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from m3_memory.recording.inspect import inspect_recording
 
-    rec = _open(args)
     sheet = Path(args.sheet) if args.sheet else Path(f"{Path(args.recording).name.rstrip('/')}_sheet.png")
+    check_output(sheet, folder=False, allow_existing=True, need_bytes=8 << 20)
+    rec = _open(args)
     summary = inspect_recording(rec, sheet=sheet)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1))
@@ -69,12 +88,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     from m3_memory.foundation import load_model
     from m3_memory.memory.extract import extract_components
 
+    out = check_output(args.out or f"features_{Path(args.recording).name}", allow_existing=True, need_bytes=64 << 20)
     rec = _open(args)
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
     if args.model == "precomputed":
         kwargs = {"name": args.name or "precomputed"}
     model = load_model(args.model, weights=args.weights, **kwargs)
-    out = Path(args.out or f"features_{Path(args.recording).name}")
     summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride)
     print("\n".join(summary.lines()))
     print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")
@@ -88,8 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="m3", description="M3 spatial memory for robots")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="m3", description="M3 spatial memory for robots", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    parser.add_argument("--log", metavar="FILE", help="append the log (warnings of m3 and its libraries) to FILE")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render the synthetic tabletop scene (folder, .db3, ROS 2 bag)")
@@ -140,18 +160,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+class _Logging:
+    """The ``m3`` logger on stderr (``m3: warning: ...``) and library warnings captured into the
+    log (``--log FILE``; stderr only with ``--debug``) for one run of :func:`main`."""
+
+    def __init__(self, debug: bool, log_file: str | None):
+        self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(logging.Formatter("m3: %(levelname)s: %(message)s"))
+        self._add(logging.getLogger("m3"), stderr, logging.DEBUG if debug else logging.WARNING)
+        if debug:
+            self._add(logging.getLogger("py.warnings"), stderr, logging.WARNING)
+        if log_file:
+            try:
+                file = logging.FileHandler(log_file)
+            except OSError as err:
+                raise InputError(log_file, f"log file cannot be written ({err.strerror})") from None
+            file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+            for name in ("m3", "py.warnings"):
+                self._add(logging.getLogger(name), file, logging.DEBUG)
+        self.propagate = logging.getLogger("py.warnings").propagate
+        logging.getLogger("py.warnings").propagate = False
+        logging.getLogger("m3").setLevel(logging.DEBUG)
+        logging.captureWarnings(True)
+
+    def _add(self, logger: logging.Logger, handler: logging.Handler, level: int) -> None:
+        handler.setLevel(level)
+        logger.addHandler(handler)
+        self.handlers.append((logger, handler))
+
+    def close(self) -> None:
+        logging.captureWarnings(False)
+        logging.getLogger("py.warnings").propagate = self.propagate
+        for logger, handler in self.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``m3`` command; returns the exit code (see :mod:`m3_memory.errors`)."""
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    logs = None
     try:
+        logs = _Logging(args.debug, args.log)
         return args.func(args)
-    except InputError as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"m3: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("m3: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("m3: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as err:  # noqa: BLE001 - every failure ends as one line and a code
+        if args.debug:
+            traceback.print_exc()
+        known = describe(err)
+        if known is None:
+            print(f"m3: internal error: {type(err).__name__}: {first_line(err)} (run with --debug for the traceback)",
+                  file=sys.stderr)
+            return EXIT_INTERNAL
+        print(f"m3: error: {known[0]}", file=sys.stderr)
+        return known[1]
+    finally:
+        if logs is not None:
+            logs.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

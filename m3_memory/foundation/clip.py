@@ -9,6 +9,7 @@ image-text joint space, so :meth:`encode_text` embeddings compare with them by c
 from __future__ import annotations
 
 import os
+import pickle
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,10 @@ from huggingface_hub import constants as hub_constants
 from open_clip.constants import INCEPTION_MEAN, INCEPTION_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.pretrained import download_pretrained
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from safetensors import SafetensorError
 from timm.layers import Format
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, first_line
 from m3_memory.foundation.base import (
     FoundationModel,
     check_rgb,
@@ -78,8 +80,8 @@ class OpenClipModel(FoundationModel):
             model = open_clip.create_model(arch, pretrained=checkpoint_file, device=device,
                                            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
                                            force_preprocess_cfg={"mean": mean, "std": std})
-        except (RuntimeError, ValueError, KeyError, OSError) as err:
-            raise InputError(checkpoint_file, f"cannot load as {arch} weights: {str(err).splitlines()[0]}") from err
+        except (RuntimeError, ValueError, KeyError, OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
+            raise InputError(checkpoint_file, f"cannot load as {arch} weights: {first_line(err)}") from None
         self.model = model.eval()
         self.arch = arch
         self.device = torch.device(device)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.models import get_pretrained_cfg
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, first_line
 from m3_memory.foundation.base import (
     FoundationModel,
     check_rgb,
@@ -62,8 +65,8 @@ class DINOv2Model(FoundationModel):
         try:
             model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint_file),
                                       dynamic_img_size=True, num_classes=0, **model_kwargs)
-        except (RuntimeError, ValueError, KeyError, OSError) as err:
-            raise InputError(checkpoint_file, f"cannot load as {arch} weights: {str(err).splitlines()[0]}") from err
+        except (RuntimeError, ValueError, KeyError, OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
+            raise InputError(checkpoint_file, f"cannot load as {arch} weights: {first_line(err)}") from None
         self.model = model.to(device).eval()
         self.arch = arch
         self.device = torch.device(device)

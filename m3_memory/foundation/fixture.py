@@ -43,9 +43,15 @@ def load_fixture_clip(weights: str | Path | None = None, device: str = "cpu", **
     from m3_memory.foundation.clip import ClipModel
 
     register_fixture_arch()
-    path = Path(weights) if weights else WEIGHTS
-    if not path.is_file():
-        raise InputError(path, "fixture CLIP weights are missing; run python -m m3_memory.foundation.fixture_train")
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(path, "weights file does not exist" if not path.is_dir() else "is a folder, not a weights file")
+    else:
+        path = WEIGHTS
+        if not path.is_file():
+            raise InputError(path, "the fixture CLIP's own weights are missing from the installation; "
+                             "rebuild them with python -m m3_memory.foundation.fixture_train")
     model = ClipModel(weights=str(path), device=device, arch=ARCH, **kwargs)
     model.psc_threshold = PSC_THRESHOLD
     return model

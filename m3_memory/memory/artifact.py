@@ -18,6 +18,7 @@ never leaves a half-written memory. Loading checks version, files and checksums.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -205,11 +206,14 @@ def read_ply(path: Path) -> Gaussians:
                      queries=stack("q_"))
 
 
-def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] | None = None) -> Path:
+def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] | None = None,
+                replace: bool = True) -> Path:
     """Write ``memory`` as a ``*.m3`` directory (atomically: temp dir, then rename).
 
     ``extra(dir)`` may add more files (reports, pictures) to the directory before it is
     renamed into place, so they appear together with the memory or not at all.
+    replace: an existing ``path`` is replaced; False: :class:`FileExistsError` instead (also
+    when it appears while writing), and nothing is left behind.
     """
     from safetensors.torch import save_file
 
@@ -241,13 +245,20 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if extra is not None:
             extra(tmp)
-        if path.exists():
+        if os.path.lexists(path) and replace:
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
+        elif os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists and is not replaced", str(path))
         else:
-            os.replace(tmp, path)
+            try:
+                os.rename(tmp, path)  # refuses a non-empty directory that appeared since the check
+            except OSError as err:
+                if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    raise FileExistsError(errno.EEXIST, "appeared while writing and is not replaced", str(path)) from None
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
+import sys
 from typing import TYPE_CHECKING
 
-from m3_memory.errors import InputError
+from m3_memory.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, InputError
 
 if TYPE_CHECKING:
     from m3_memory.robot_pose import RobotPose
@@ -66,8 +68,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         report = build_memory(args.recording, args.out, model=args.model, weights=args.weights, overwrite=args.overwrite,
                               resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, **options)
     except BuildStopped as stop:
-        print(f"m3: {stop}")
-        return 130
+        print(f"m3: {stop}", file=sys.stderr)
+        return EXIT_TERMINATED if stop.signum == signal.SIGTERM else EXIT_INTERRUPTED
     print("\n".join(report.lines()))
     print(f"pictures: {report.out / 'report'}")
     return 0

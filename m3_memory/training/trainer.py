@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from m3_memory.conventions import invert_T
-from m3_memory.errors import InputError
+from m3_memory.errors import BuildFailed
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.render.rasterization import means2d_grad, rasterization
@@ -160,7 +160,7 @@ class Trainer:
                                        cfg.densify_scale * self.extent, cfg.prune_opacity, cfg.max_gaussians,
                                        self.generator, 0.1 * self.extent if after_reset else None)
             if counts["total"] == 0:
-                raise InputError("training", f"every Gaussian was pruned at iteration {it} (opacity below "
+                raise BuildFailed("training", f"every Gaussian was pruned at iteration {it} (opacity below "
                                  f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
             self.stats = GradStats.zeros(self.params["means"].shape[0])
         if it % cfg.opacity_reset_every == 0 and it <= cfg.densify_stop:
