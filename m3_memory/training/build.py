@@ -339,7 +339,7 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     say("write", 0.0, f"writing {out}")
     cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], f.T_world_cam, "test" if i in test_idx else "train")
                for i, (v, f) in enumerate(zip(prep.views, prep.frames))]
-    memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, prep.recording.tf_frame, str(recording),
+    memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, prep.recording.tf_frame, str(Path(recording).resolve()),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
                      "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
                      "final": report.final}, cameras, report.robot_pose)
