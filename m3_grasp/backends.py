@@ -32,7 +32,7 @@ from m3_grasp.robot import RobotConfig
 from m3_grasp.safety import CommandCheck
 from m3_grasp.state import ArmState
 from m3_memory.conventions import invert_T
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, SafetyRefusal
 
 BACKENDS = ("dry-run", "sim", "unitree")
 
@@ -230,7 +230,7 @@ class Unitree(Backend):
 
         self.sdk = sdk or import_sdk()
         if not real_hardware:
-            raise InputError("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
+            raise SafetyRefusal("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
         self.back_to_start = back_to_start
         self._arm = None
 

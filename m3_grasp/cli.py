@@ -8,7 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, SafetyRefusal
+from m3_memory.outputs import MB, check_output
+
+GRASP_OUTPUT_BYTES = 64 * MB  # plan.json, trajectory.json, the sim's PNG and GIF
 
 
 def _floats(text: str, n: int, what: str) -> list[float]:
@@ -26,8 +29,9 @@ def _read_points(path: str):
     import open3d as o3d
 
     if not Path(path).is_file():
-        raise InputError(path, "point cloud file not found")
-    points = np.asarray(o3d.io.read_point_cloud(path).points)
+        raise InputError(path, "point cloud file not found" if not Path(path).is_dir() else "is a folder, not a point cloud")
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # the reason is said below, once
+        points = np.asarray(o3d.io.read_point_cloud(path).points)
     if len(points) == 0:
         raise InputError(path, "no points read (expected a PLY/PCD point cloud, world frame, metres)")
     return points
@@ -47,6 +51,10 @@ def cmd_grasp(args: argparse.Namespace) -> int:
 
     if args.backend not in BACKENDS:
         raise InputError("--backend", f"unknown backend '{args.backend}' (choose {', '.join(BACKENDS)})")
+    out = check_output(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}", allow_existing=True,
+                       need_bytes=GRASP_OUTPUT_BYTES)
+    if args.urdf is not None and not Path(args.urdf).is_file():
+        raise InputError(args.urdf, "URDF file not found" if not Path(args.urdf).is_dir() else "is a folder, not a URDF")
     base_pose = tuple(_floats(args.base_pose, 3, "--base-pose")) if args.base_pose else None
     start = ArmState.parse(args.start_joints) if args.start_joints else None
     if start is not None and args.backend == "unitree":
@@ -55,7 +63,7 @@ def cmd_grasp(args: argparse.Namespace) -> int:
         log("dry-run: no --start-joints given; the arm is assumed at its rest pose (all joints 0)")
     check_speed_scale(args.speed_scale, RobotConfig.load())
     if args.backend == "unitree" and not args.real_hardware:
-        raise InputError("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
+        raise SafetyRefusal("unitree backend", "drives the real Z1 arm; pass --real-hardware to confirm")
     memory = load_memory(args.memory)
     base_pose_of(memory, base_pose, RobotConfig.load())  # no pose known: refused before the query
     scene = memory_scene_points(memory)
@@ -80,17 +88,16 @@ def cmd_grasp(args: argparse.Namespace) -> int:
         options["animate"] = not args.no_gif
     if args.backend != "unitree" and start is not None:
         options["start"] = start
-    out = Path(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}")
     with stop_on_sigint(log) as should_stop:
         plan, report = run_grasp(memory, target, object_points, scene, args.backend, out, base_pose,
                                  GraspConfig(speed_scale=args.speed_scale), urdf=args.urdf, should_stop=should_stop,
                                  log=log, **options)
     if args.json:
         print(json.dumps({"plan": plan.to_dict(), "execution": report.to_dict() if report else None}, indent=1))
-    else:
-        print("\n".join(plan.lines() + (report.lines() if report else [])))
-    if report is None:
-        raise InputError("m3 grasp", plan.message)
+    elif report is not None:
+        print("\n".join(plan.lines() + report.lines()))
+    if report is None:  # said once, as the error line (plan.json keeps the details)
+        raise InputError("m3 grasp", f"no grasp: {plan.message}")
     return 0 if report.ok else 1
 
 

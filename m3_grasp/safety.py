@@ -23,14 +23,15 @@ from m3_grasp.kinematics import ARM_JOINTS, BASE_FRAME, CHAIN_FRAMES, GRIPPER_JO
 from m3_grasp.robot import RobotConfig
 from m3_grasp.state import ArmState
 from m3_grasp.timing import Limits
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, SafetyRefusal
 
 WORKSPACE_FRAMES = CHAIN_FRAMES[3:]  # z1_link03 (elbow) .. z1_ee_link; the shoulder sits on the mount
 JOINTS = (*ARM_JOINTS, GRIPPER_JOINT)  # the 7 columns of a command: the arm joints, then the gripper
 
 
-class SafetyError(InputError):
-    """A command refused by :func:`check_command`; ``str()`` is one line: ``safety: <reason>``."""
+class SafetyError(SafetyRefusal):
+    """A command refused by :func:`check_command`; ``str()`` is one line: ``safety: <reason>``
+    (exit code 4, a safety refusal)."""
 
     def __init__(self, problem: str):
         super().__init__("safety", problem)

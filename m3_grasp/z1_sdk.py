@@ -33,15 +33,15 @@ from collections.abc import Callable
 import numpy as np
 
 from m3_grasp.state import ArmState
-from m3_memory.errors import InputError
+from m3_memory.errors import MissingDependency
 
 
 def import_sdk():
-    """The ``unitree_arm_interface`` module, or InputError saying how to build it."""
+    """The ``unitree_arm_interface`` module, or :class:`MissingDependency` (exit 5) saying how to build it."""
     try:
         import unitree_arm_interface
     except ImportError as err:
-        raise InputError("unitree backend", f"the Z1 SDK module unitree_arm_interface is not importable ({err}); build it "
+        raise MissingDependency("unitree backend", f"the Z1 SDK module unitree_arm_interface is not importable ({err}); build it "
                          "from unitreerobotics/z1_sdk (cmake with pybind11 for this Python) and put its lib/ on "
                          "PYTHONPATH") from err
     return unitree_arm_interface

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from m3_memory.errors import InputError
+from m3_memory.outputs import MB, check_output
+
+QUERY_OUTPUT_BYTES = 16 * MB  # heatmap.png, target.ply, eval.json and eval.png: a few MB at most
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +71,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from m3_memory.query.camera import Camera, read_pose_file
     from m3_memory.query.picture import heatmap_overlay
 
+    out = check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
     memory = load_memory(args.memory)
     config = QueryConfig(model=args.model, method=args.method)
     text_model = text_model_for(memory, args.model, args.weights)
@@ -89,7 +93,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         result = find_in_memory(memory, args.text, config, text_model)
         camera = next((Camera.from_view(c) for c in memory.cameras if result.T_world_cam is not None
                        and np.array_equal(c.T_world_cam, result.T_world_cam)), None)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if camera is not None:
@@ -117,8 +120,6 @@ def _baseline(memory, recording: str, model, feature_dim: int):
     from m3_memory.query.eval import Distilled
     from m3_memory.training.distill import memory_budget, train_baseline
 
-    if feature_dim < 1:
-        raise InputError("--baseline-dim", f"must be >= 1, got {feature_dim}")
     cfg = memory_budget(memory)
     print(f"training the distillation baseline (l={feature_dim}, {cfg.iterations} iterations) on {recording}",
           file=sys.stderr)
@@ -132,6 +133,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
     from m3_memory.recording import open_recording
 
+    check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    if args.baseline_dim < 1:
+        raise InputError("--baseline-dim", f"must be >= 1, got {args.baseline_dim}")
     memory = load_memory(args.memory)
     text_model = text_model_for(memory, args.model, args.weights)
     source = args.masks or memory.source

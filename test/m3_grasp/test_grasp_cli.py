@@ -64,14 +64,16 @@ def test_start_joints_and_speed_scale(scene_memory, duck_scene, duck_ply, tmp_pa
     assert slow["execution"]["safety"]["peak_speed_fraction"] <= 0.15 + 1e-3
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--start-joints", "0,0,0"], "--start-joints: expected 6 or 7"),
-    (["--start-joints", "0,-0.5,0,0,0,0"], "measured z1_joint2 = -0.500 rad (--start-joints) is outside its limits"),
-    (["--speed-scale", "0.9"], "speed scale: 0.9 must be in (0, 0.5]"),
-    (["--backend", "unitree"], "pass --real-hardware"),
+@pytest.mark.parametrize("extra, needle, code", [
+    (["--start-joints", "0,0,0"], "--start-joints: expected 6 or 7", 2),
+    (["--start-joints", "0,-0.5,0,0,0,0"], "measured z1_joint2 = -0.500 rad (--start-joints) is outside its limits", 4),
+    (["--speed-scale", "0.9"], "speed scale: 0.9 must be in (0, 0.5]", 2),
+    (["--backend", "unitree"], "pass --real-hardware", 4),
 ])
-def test_bad_start_and_speed(scene_memory, duck_scene, duck_ply, tmp_path, capsys, extra, needle):
-    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), *extra, *target_args(duck_scene, duck_ply)], capsys)
+def test_bad_start_and_speed(scene_memory, duck_scene, duck_ply, tmp_path, capsys, extra, needle, code):
+    """Bad values are input errors (2); what a safety check refuses is a safety refusal (4)."""
+    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), *extra, *target_args(duck_scene, duck_ply)],
+              capsys, code)
     assert needle in err
 
 
@@ -86,17 +88,21 @@ def test_no_base_pose_is_never_guessed(tmp_path, duck_scene, duck_ply, capsys):
     assert not (tmp_path / "g").exists()
 
 
-def bad(argv, capsys) -> str:
-    assert main(argv) == 2
+def bad(argv, capsys, code: int = 2) -> str:
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("m3: error: ") and "\n" not in err
     return err
 
 
 def test_out_of_reach_says_by_how_much_and_where_to_walk(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
-    err = bad(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), "--base-pose", "0.05,1.4,-1.5708",
-               *target_args(duck_scene, duck_ply)], capsys)
+    assert main(["grasp", str(scene_memory), "duck", "--out", str(tmp_path), "--base-pose", "0.05,1.4,-1.5708",
+                 *target_args(duck_scene, duck_ply)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("m3: error: ") and "\n" not in err
     assert "out of reach by" in err and "walk the B1 by dx=" in err
+    assert "out of reach by" not in captured.out  # said once: the error line (plan.json keeps the details)
 
 
 @pytest.mark.parametrize("target, needle", [("0.05,0.02,0.73", "inside or under the table"),
@@ -126,7 +132,7 @@ def test_unknown_backend(scene_memory, duck_scene, duck_ply, tmp_path, capsys):
 def test_unitree_sdk_not_importable(scene_memory, duck_scene, duck_ply, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "unitree_arm_interface", None)
     err = bad(["grasp", str(scene_memory), "duck", "--backend", "unitree", "--real-hardware", "--out", str(tmp_path),
-               *target_args(duck_scene, duck_ply)], capsys)
+               *target_args(duck_scene, duck_ply)], capsys, 5)  # a missing dependency
     assert "unitree_arm_interface is not importable" in err
 
 
