@@ -30,6 +30,8 @@ from m3_memory.errors import (
 )
 from m3_memory.outputs import check_output
 
+log = logging.getLogger("m3")
+
 EXIT_CODES_HELP = ("exit codes: 0 done, 1 nothing found (query) or grasp not completed, 2 bad input, 3 build failed, "
                    "4 safety refusal, 5 missing dependency, 70 internal error, 130 interrupted (Ctrl-C), 143 terminated "
                    "(SIGTERM)")
@@ -76,6 +78,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     check_output(sheet, folder=False, allow_existing=True, need_bytes=8 << 20)
     rec = _open(args)
     summary = inspect_recording(rec, sheet=sheet)
+    for warning in summary.warnings:
+        log.warning("%s: %s", args.recording, warning)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1))
     else:

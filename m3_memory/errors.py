@@ -101,6 +101,20 @@ def os_problem(err: OSError) -> str:
     return _OS_PROBLEMS.get(err.errno or -1, os.strerror(err.errno) if err.errno else str(err) or type(err).__name__)
 
 
+def missing_reason(path: str | Path) -> str:
+    """Why ``path`` cannot be opened, for a path where ``exists()`` is False: a symbolic link loop,
+    a broken link (and where it points), a denied permission, or plainly "does not exist"."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            return f"is a broken symbolic link (to {os.readlink(path)})"
+        if err.errno == errno.ENOENT and any(os.path.islink(p) for p in Path(path).parents):
+            return "does not exist (a folder on its path is a broken symbolic link)"
+        return os_problem(err)
+    return "cannot be opened"
+
+
 def input_error_from_os(err: OSError, fallback: str | Path = "file") -> InputError:
     """An :class:`OSError` as the one-line error naming its path (or ``fallback``)."""
     where = err.filename if err.filename is not None else fallback

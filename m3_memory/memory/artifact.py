@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, missing_reason
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.robot_pose import RobotPose
 
@@ -271,7 +271,7 @@ def load_memory(path: str | Path) -> Memory:
 
     path = Path(path)
     if not path.is_dir():
-        raise InputError(path, "does not exist" if not path.exists() else "is not a *.m3 memory directory")
+        raise InputError(path, missing_reason(path) if not path.exists() else "is not a *.m3 memory directory")
     for name in (META, PLY, TENSORS):
         if not (path / name).is_file():
             raise InputError(path, f"memory is incomplete: {name} is missing")

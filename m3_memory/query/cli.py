@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--view", type=int, help="ask from the memory's source camera N (see meta.json cameras)")
     where.add_argument("--pose", help="camera pose file: JSON {T_world_cam, K, width, height} or 16 numbers (4x4)")
     p.add_argument("--depth", help="live depth registered to the camera: .npy float32 metres or 16-bit PNG millimetres")
+    p.add_argument("--depth-scale", type=float, metavar="M", help="metres per step of a --depth PNG (default: 0.001; "
+                   "needed for an 8-bit PNG)")
     p.add_argument("--method", default="relevancy", choices=["relevancy", "cosine"])
     p.add_argument("--gaussians", action="store_true", help="query the Gaussians in 3D instead of rendering a view")
     p.add_argument("--model", default="clip", help="which of the memory's models answers (default: clip)")
@@ -48,19 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _read_depth(path: str):
-    import numpy as np
-
+def _read_depth(path: str, metres_per_unit: float | None):
+    """``--depth``: .npy float32 metres, or a 16-bit PNG (millimetres unless ``--depth-scale``) -> [H, W] m."""
     from m3_memory.recording.images import read_depth
 
     if not Path(path).is_file():
-        raise InputError(path, "depth file does not exist")
-    if path.endswith(".npy"):
-        try:
-            return np.load(path)
-        except ValueError as err:
-            raise InputError(path, f"cannot read the .npy ({err})") from None
-    return read_depth(path)
+        raise InputError(path, "depth file does not exist" if not Path(path).is_dir() else "is a folder, not a depth image")
+    return read_depth(path, metres_per_unit)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -72,6 +69,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     from m3_memory.query.picture import heatmap_overlay
 
     out = check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    if args.depth_scale is not None and not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
+        raise InputError("--depth-scale", f"must be a positive number of metres, got {args.depth_scale}")
+    if args.depth and args.view is None and args.pose is None:
+        raise InputError("--depth", "needs the camera it was taken from (--view or --pose)")
     memory = load_memory(args.memory)
     config = QueryConfig(model=args.model, method=args.method)
     text_model = text_model_for(memory, args.model, args.weights)
@@ -85,11 +86,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             camera = Camera.from_view(memory.cameras[args.view])
         else:
             camera = read_pose_file(args.pose, memory.cameras[0] if memory.cameras else None)
-        depth = _read_depth(args.depth) if args.depth else None
+        depth = _read_depth(args.depth, args.depth_scale) if args.depth else None
         result = query_text(memory, args.text, camera, depth, config, text_model)
     else:
-        if args.depth:
-            raise InputError("--depth", "needs the camera it was taken from (--view or --pose)")
         result = find_in_memory(memory, args.text, config, text_model)
         camera = next((Camera.from_view(c) for c in memory.cameras if result.T_world_cam is not None
                        and np.array_equal(c.T_world_cam, result.T_world_cam)), None)

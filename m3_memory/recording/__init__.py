@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, missing_reason
 from m3_memory.recording.base import ReadStats, Recording
 from m3_memory.recording.frame import Frame
 
@@ -59,7 +59,7 @@ def detect_format(path: str | Path) -> str:
     """Name of the format of ``path``; :class:`InputError` listing what is supported if none."""
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "does not exist")
+        raise InputError(path, missing_reason(path))
     if path.is_dir() and not any(path.iterdir()):
         raise InputError(path, "is an empty folder")
     for fmt in FORMATS:

@@ -361,7 +361,8 @@ class NerfstudioRecording(Recording):
     ``file_path`` (colour), ``transform_matrix`` (4x4 camera-to-world, OpenGL camera x right,
     y up, z back; converted to OpenCV optical), ``depth_file_path`` (required: uint16 PNG in
     units of the top-level ``depth_unit_scale_factor`` metres, default 0.001 as in nerfstudio,
-    or ``.npy`` float metres). Paths are relative to the file's folder.
+    or ``.npy`` float metres; an 8-bit PNG only with an explicit ``depth_unit_scale_factor``).
+    Paths are relative to the file's folder.
 
     m3 extensions: top-level ``m3_objects`` ``[{"id": 1, "name": "..."}]`` with per-frame
     ``m3_label_path`` (uint8 label image, 0 = background, id = that object) giving
@@ -383,8 +384,8 @@ class NerfstudioRecording(Recording):
         frames = meta.get("frames")
         if not isinstance(frames, list) or not frames:
             raise InputError(self.json_path, "has no 'frames' list")
-        self.depth_scale = _json_number(str(self.json_path), meta.get("depth_unit_scale_factor", 1e-3),
-                                        "depth_unit_scale_factor")  # metres per PNG unit
+        given = meta.get("depth_unit_scale_factor")  # metres per PNG unit; None: millimetres, 8-bit refused
+        self.depth_scale = None if given is None else _json_number(str(self.json_path), given, "depth_unit_scale_factor")
         self._objects = self._read_objects(meta)  # label id -> object name
         self._robot_pose = self._read_robot_pose(meta.get("m3_robot_pose"))
         self.entries: list[_Entry] = []

@@ -52,12 +52,22 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path)
 
 
-def read_depth(path: str | Path, metres_per_unit: float = 1e-3) -> np.ndarray:
-    """Depth map -> float32 [H, W] metres: a uint16 PNG in units of ``metres_per_unit``, or a
-    ``.npy`` array already in metres. 0 (and non-finite values) = invalid."""
+def read_depth(path: str | Path, metres_per_unit: float | None = None) -> np.ndarray:
+    """Depth map -> float32 [H, W] metres: a uint16 PNG in units of ``metres_per_unit`` (None:
+    millimetres), or a ``.npy`` array already in metres. 0 (and non-finite values) = invalid.
+
+    An 8-bit PNG cannot hold millimetres (at most 255 mm): it is refused unless
+    ``metres_per_unit`` is given explicitly (the recording says what one step is)."""
     path = Path(path)
     if path.suffix != ".npy":
-        return (read_u16(path).astype(np.float32) * np.float32(metres_per_unit)).astype(np.float32)
+        a = _open(path)
+        if a.ndim != 2 or a.dtype not in (np.uint16, np.int32, np.uint8):
+            raise InputError(path, f"expected a single-channel 16-bit depth image, got {a.dtype} {list(a.shape)}")
+        if a.dtype == np.uint8 and metres_per_unit is None:
+            raise InputError(path, "8-bit depth image: it cannot hold millimetres (255 mm at most); save depth as "
+                             "16-bit millimetres, or give its scale (metres per step)")
+        scale = np.float32(1e-3 if metres_per_unit is None else metres_per_unit)
+        return (a.astype(np.float32) * scale).astype(np.float32)
     if not path.is_file():
         raise InputError(path, "depth file is missing")
     try:

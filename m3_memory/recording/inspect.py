@@ -1,8 +1,10 @@
-"""Summaries of a recording (`m3 inspect`): counts, resolution, depth, poses, a contact sheet."""
+"""Summaries of a recording (`m3 inspect`): counts, resolution, depth, poses, a contact sheet, and
+warnings about implausible depth and intrinsics (:mod:`m3_memory.recording.plausibility`)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from tqdm import tqdm
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
+from m3_memory.recording.plausibility import PlausibilityTally
 
 THUMB_WIDTH = 240
 MASK_COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -38,6 +41,7 @@ class Summary:
     objects: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     robot_pose: str | None = None  # where the robot's base stood at the last frame, when the recording says
+    warnings: list[str] = field(default_factory=list)  # implausible depth or intrinsics, one line per kind
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +55,8 @@ class Summary:
         if self.depth_median_m is not None:
             out.append(f"  depth: {100 * self.depth_valid_fraction:.1f}% valid, median {self.depth_median_m:.3f} m, "
                        f"5-95% {self.depth_p05_p95_m[0]:.3f}-{self.depth_p05_p95_m[1]:.3f} m")
+        elif self.frames:
+            out.append("  depth: no valid pixel in any frame")
         out.append(f"  poses: {self.frames_with_pose}/{self.frames} frames"
                    + (f", path length {self.trajectory_length_m:.2f} m" if self.frames_with_pose > 1 else ""))
         out.append(f"  duration: {self.duration_s:.2f} s")
@@ -124,15 +130,20 @@ def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], path: Path,
         draw.text((pad, y), title, fill="black")
         for c, img in enumerate(row):
             sheet.paste(Image.fromarray(img), (pad + c * (tw + pad), y + head))
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sheet.save(f, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_frames: int = 6,
                       show_progress: bool = True) -> Summary:
     """Stream the recording once; summarise it and optionally write a contact-sheet PNG."""
     s = Summary(path=str(rec.path), format=rec.format_name, objects=list(rec.objects))
+    tally = PlausibilityTally()
     sampler = _Sampler(sheet_frames)
     valid_sum, n_pixels = 0, 0
     depth_samples = []
@@ -143,6 +154,7 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
         if s.resolution is None:
             s.resolution = (f.size[1], f.size[0])
             s.fx_fy_cx_cy = tuple(float(x) for x in (f.K[0, 0], f.K[1, 1], f.K[0, 2], f.K[1, 2]))
+        tally.add(f)
         valid = f.depth > 0
         valid_sum += int(valid.sum())
         n_pixels += valid.size
@@ -159,6 +171,7 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
             sampler.offer(i, lambda f=f, i=i: (f"{f.name or f'frame {i}'}  t={f.stamp:.3f} s", _thumbs(f, s.objects)))
         s.frames += 1
     s.dropped = dict(rec.stats.dropped)
+    s.warnings = tally.lines()
     if n_pixels:
         s.depth_valid_fraction = valid_sum / n_pixels
         d = np.concatenate(depth_samples)

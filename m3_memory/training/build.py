@@ -45,6 +45,7 @@ from m3_memory.memory.psc import principal_scene_components
 from m3_memory.outputs import MB, OutputLock, check_output
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
+from m3_memory.recording.plausibility import PlausibilityTally
 from m3_memory.robot_pose import RobotPose
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.init import init_from_rgbd
@@ -215,9 +216,16 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
     lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
-    frames = list(rec)
+    frames, tally = [], PlausibilityTally()
+    for frame in rec:
+        if not any(problem.unusable for problem in tally.add(frame)):
+            frames.append(frame)
+    if tally.frames and not frames:
+        raise InputError(recording, f"has no usable frames: {'; '.join(tally.lines())} (see m3 inspect)")
     if not frames:
         raise InputError(recording, "has no usable frames (see m3 inspect)")
+    for line in tally.lines():
+        log.warning("%s: %s", recording, line)
     test_idx = [i for i in range(len(frames)) if len(frames) > 1 and i % cfg.test_every == 0]
     train_idx = [i for i in range(len(frames)) if i not in test_idx]
     lap("read")
