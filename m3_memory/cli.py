@@ -61,6 +61,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.frames < 2 or args.width < 16 or args.height < 16:
         raise InputError("m3 synth", "needs --frames >= 2 and --width/--height >= 16")
+    check_output(args.out, allow_existing=True, need_bytes=64 << 20)
     cfg = SynthConfig(width=args.width, height=args.height, n_frames=args.frames, seed=args.seed)
     out = write_synthetic(args.out, cfg, realsense=not args.no_realsense, rosbag2=not args.no_rosbag2)
     print(f"synthetic tabletop scene, {cfg.n_frames} frames {cfg.width}x{cfg.height}:")
@@ -107,6 +108,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from m3_memory.demo import run_demo
 
+    check_output(args.out, allow_existing=True, need_bytes=512 << 20)
     return run_demo(Path(args.out), frames=args.frames, iterations=args.iterations)
 
 

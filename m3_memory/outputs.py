@@ -68,7 +68,8 @@ def check_output(path: str | Path, *, folder: bool = True, allow_existing: bool 
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,7 +117,7 @@ class OutputLock:
             os.close(fd)
         previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
         if previous.isdigit() and int(previous) != os.getpid():
-            state = "is no longer running" if not _pid_alive(int(previous)) else "did not remove it"
+            state = "is no longer running" if not pid_alive(int(previous)) else "did not remove it"
             log.warning("%s: taking over the lock left by %s PID %s, which %s", self.path, self.what, previous, state)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -20,6 +20,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -42,7 +44,7 @@ from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry,
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
-from m3_memory.outputs import MB, OutputLock, check_output
+from m3_memory.outputs import MB, OutputLock, check_output, pid_alive
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -288,8 +290,27 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
         open_recording(recording)  # the reader's own one-line error (missing, link loop)
     with OutputLock(out):
         check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
+        _remove_stale_temporaries(out)
         return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop, cache_root,
                              show_progress, robot_pose, **recording_options)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove what killed builds of ``out`` left beside it: checkpoint temporaries of processes
+    that are gone and unfinished memory directories (:func:`save_memory`'s ``.<name>-XXXXXXXX``;
+    with the lock held no other build of ``out`` is writing them)."""
+    if not out.parent.is_dir():
+        return
+    memory_tmp = re.compile(rf"\.{re.escape(out.name)}-(old-)?[a-z0-9_]{{8}}")
+    ckpt_tmp = re.compile(rf"\.{re.escape(out.name)}\.ckpt\.(\d+)\..+\.tmp")
+    for entry in out.parent.iterdir():
+        ckpt = ckpt_tmp.fullmatch(entry.name)
+        if ckpt and not pid_alive(int(ckpt.group(1))):
+            log.warning("%s: removing the checkpoint temporary of a build that was killed", entry)
+            entry.unlink(missing_ok=True)
+        elif memory_tmp.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            log.warning("%s: removing the unfinished memory of a build that was killed", entry)
+            shutil.rmtree(entry)
 
 
 def estimated_bytes(cfg: TrainConfig, n_models: int) -> int:

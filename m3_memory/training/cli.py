@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import signal
 import sys
@@ -12,6 +13,8 @@ from m3_memory.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, InputError
 
 if TYPE_CHECKING:
     from m3_memory.robot_pose import RobotPose
+
+log = logging.getLogger("m3")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,9 +67,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.learn_projection:
         cfg = cfg.with_(learn_projection=True)
     options = {k: v for k, v in (("max_dt", args.max_dt), ("poses", args.poses)) if v is not None}
+    stages: list[str] = []
+
+    def progress(stage: str, fraction: float, message: str) -> None:  # each stage's first message goes to the log
+        if not stages or stages[-1] != stage:
+            stages.append(stage)
+            log.info("build: %s", message)
+
     try:
         report = build_memory(args.recording, args.out, model=args.model, weights=args.weights, overwrite=args.overwrite,
-                              resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, **options)
+                              resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, progress=progress,
+                              **options)
     except BuildStopped as stop:
         print(f"m3: {stop}", file=sys.stderr)
         return EXIT_TERMINATED if stop.signum == signal.SIGTERM else EXIT_INTERRUPTED
