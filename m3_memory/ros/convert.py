@@ -23,9 +23,10 @@ from m3_memory.recording.rosbag2 import decode_image
 
 Make = Callable[..., Any]
 NS_PER_S = 1_000_000_000
-Lookup = Callable[[str, str], tuple[np.ndarray, int]]
-"""``lookup(target_frame, source_frame) -> (T_target_source [4, 4], stamp ns)``, the latest transform
-tf has; raises :class:`m3_memory.recording.tf.TfLookupError` with a one-line reason (unknown frame, not connected, timed out)."""
+Lookup = Callable[[str, str, int], tuple[np.ndarray, int]]
+"""``lookup(target_frame, source_frame, stamp ns) -> (T_target_source [4, 4], stamp ns)``: the transform
+tf has at that stamp (stamp 0: the latest); raises :class:`m3_memory.recording.tf.TfLookupError` with a
+one-line reason (unknown frame, not connected, not available at that stamp within the timeout)."""
 
 
 @dataclass
@@ -164,8 +165,8 @@ def target_marker_msg(make: Make, T: np.ndarray | None, size, frame_id: str, sta
 
 def joint_trajectory_msg(make: Make, joint_names: list[str], q: np.ndarray, times: np.ndarray, frame_id: str, stamp: int):
     """trajectory_msgs/JointTrajectory of positions q [T, J] (radians) reached at ``times`` [T] seconds
-    after ``stamp``."""
-    q = np.asarray(q, dtype=np.float64).reshape(-1, len(joint_names))
+    after ``stamp``; no joints -> an empty trajectory."""
+    q = np.asarray(q, dtype=np.float64).reshape(-1, len(joint_names)) if joint_names else np.zeros((0, 0))
     points = []
     for qi, t in zip(q, np.asarray(times, dtype=np.float64).reshape(-1)):
         ns = round(float(t) * NS_PER_S)

@@ -86,6 +86,12 @@ def test_joint_trajectory(store, make):
     assert (msg.points[1].time_from_start.sec, msg.points[1].time_from_start.nanosec) == (1, 250_000_000)
 
 
+def test_empty_joint_trajectory(store, make):
+    """A failed grasp has no plan: no joints, no points (reshaping [0] to [-1, 0] raised, losing the result)."""
+    msg = roundtrip(store, joint_trajectory_msg(make, [], np.zeros((0, 0)), np.zeros(0), "", 0))
+    assert msg.joint_names == [] and msg.points == []
+
+
 def test_target_marker(store, make):
     marker = roundtrip(store, target_marker_msg(make, make_T(np.eye(3), [1, 2, 3]), [0.1, 0.0, 0.05], "base_link", 3, "duck"))
     assert (marker.type, marker.action, marker.text, marker.header.frame_id) == (1, 0, "duck", "base_link")
