@@ -13,6 +13,7 @@ result with ``success = False`` and a one-line message.
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import tempfile
 import threading
@@ -95,47 +96,88 @@ type) and calls ``write(topic, receive time ns, serialized message)`` for each m
 class BagRecorder:
     """A ROS 2 bag written from serialized (CDR) messages, as rclpy hands them to raw subscriptions.
 
-    topics: topic -> message type (``sensor_msgs/msg/Image`` ...). Written into a temporary
-    folder beside ``path`` and renamed into place by :meth:`close`; :meth:`abort` deletes it.
-    :meth:`write` is thread-safe (subscription callbacks may run in parallel).
+    topics: topic -> message type (``sensor_msgs/msg/Image`` ...). One writer thread owns the bag
+    (rosbags' sqlite3 connection may only be used by the thread that opened it); :meth:`write`,
+    called from subscription callbacks on any executor thread, only puts the message on a queue.
+    The bag is written into a temporary folder beside ``path`` and renamed into place by
+    :meth:`close` once the queue is drained; :meth:`abort` deletes it. Messages written after
+    close/abort are ignored.
     """
 
     def __init__(self, path: str | Path, topics: dict[str, str]):
-        from rosbags.rosbag2 import Writer
-
         self.path = Path(path)
         if self.path.exists():
             raise InputError(self.path, "already exists; the recorder will not overwrite it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
-        self.writer = Writer(self.work / self.path.name, version=8)
-        self.writer.open()
-        store = typestore()
-        self.connections = {
-            topic: self.writer.add_connection(topic, msgtype, typestore=store,
-                                              offered_qos_profiles=[_latched_qos()] if topic == TF_STATIC_TOPIC else [])
-            for topic, msgtype in topics.items()}
-        self.counts = dict.fromkeys(topics, 0)
+        self.topics = dict(topics)
+        self.counts = dict.fromkeys(topics, 0)  # messages written per topic
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
+        self.error: BaseException | None = None  # what stopped the writer thread
+        opened = threading.Event()
+        self.thread = threading.Thread(target=self._writer, args=(opened,), name=f"bag writer {self.path.name}", daemon=True)
+        self.thread.start()
+        opened.wait()
+        if self.error is not None:
+            self.thread.join()
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise InputError(self.path, f"cannot write a bag there: {self.error!r}")
+
+    def _writer(self, opened: threading.Event) -> None:
+        """The writer thread: open the bag, write queued messages until the None that ends it, close."""
+        from rosbags.rosbag2 import Writer
+
+        try:
+            writer = Writer(self.work / self.path.name, version=8)
+            writer.open()
+            store = typestore()
+            connections = {topic: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=(
+                [_latched_qos()] if topic == TF_STATIC_TOPIC else [])) for topic, msgtype in self.topics.items()}
+        except Exception as err:  # noqa: BLE001 - reported by the constructor
+            self.error = err
+            opened.set()
+            return
+        opened.set()
+        try:
+            while (item := self.queue.get()) is not None:
+                topic, stamp_ns, data = item
+                if self.error is None:
+                    writer.write(connections[topic], stamp_ns, data)
+                    self.counts[topic] += 1
+        except Exception as err:  # noqa: BLE001 - reported by close()
+            self.error = err
+            while self.queue.get() is not None:  # drain, so that close() finds the end
+                pass
+        finally:
+            writer.close()
 
     def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
-        """Store one serialized message received at ``stamp_ns`` (ignored after close/abort)."""
+        """Queue one serialized message received at ``stamp_ns`` (any thread; ignored after close/abort)."""
+        with self.lock:
+            if not self.closed:
+                self.queue.put((topic, int(stamp_ns), bytes(data)))
+
+    def _stop(self) -> bool:
+        """End the writer thread after what is queued; False when it was already stopped."""
         with self.lock:
             if self.closed:
-                return
-            self.writer.write(self.connections[topic], int(stamp_ns), bytes(data))
-            self.counts[topic] += 1
+                return False
+            self.closed = True
+            self.queue.put(None)
+        self.thread.join()
+        return True
 
     def close(self, required: list[str]) -> Path:
-        """Finish the bag and move it into place; InputError (and nothing kept) when a ``required``
-        topic got no message."""
-        with self.lock:
-            self.closed = True
-            self.writer.close()
+        """Write what is queued, finish the bag and move it into place; InputError (and nothing kept)
+        when a ``required`` topic got no message or the writer failed."""
+        self._stop()
         silent = [t for t in required if self.counts[t] == 0]
-        if silent:
+        if self.error is not None or silent:
             shutil.rmtree(self.work, ignore_errors=True)
+            if self.error is not None:
+                raise InputError(self.path, f"writing the bag failed: {self.error!r}")
             raise InputError(", ".join(silent), "no messages received while recording (is the camera driver running? "
                              "check with ros2 topic hz)")
         (self.work / self.path.name).rename(self.path)
@@ -144,15 +186,12 @@ class BagRecorder:
 
     def abort(self) -> None:
         """Stop and delete everything recorded."""
-        with self.lock:
-            if not self.closed:
-                self.closed = True
-                self.writer.close()
+        self._stop()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def summary(self) -> str:
-        with self.lock:
-            return ", ".join(f"{topic} {n}" for topic, n in self.counts.items())
+        """Messages written so far per topic, in one line."""
+        return ", ".join(f"{topic} {n}" for topic, n in dict(self.counts).items())
 
 
 def record_live(recorder: BagRecorder, seconds: float, feedback: Feedback, should_stop: ShouldStop,
@@ -225,13 +264,17 @@ class BuildJob:
             recorder = BagRecorder(self.bag, self.live_topics())
         except InputError as err:
             return BuildResult(False, str(err))
-        unsubscribe = subscribe(self.live_topics(), recorder.write)
+        completed = False
         try:
-            completed = record_live(recorder, self.record_seconds, feedback, should_stop)
+            unsubscribe = subscribe(self.live_topics(), recorder.write)
+            try:
+                completed = record_live(recorder, self.record_seconds, feedback, should_stop)
+            finally:
+                unsubscribe()
         finally:
-            unsubscribe()
+            if not completed:  # canceled, or an error on the way: nothing kept
+                recorder.abort()
         if not completed:
-            recorder.abort()
             return BuildResult(False, "canceled while recording; nothing kept")
         try:
             recorder.close(self.required_topics())

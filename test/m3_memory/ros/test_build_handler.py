@@ -38,7 +38,8 @@ def no_subscriptions(topics, write):
 
 
 def job(tmp_path, **goal) -> BuildJob:
-    return BuildJob(BuildGoal(**goal), MappingParams(output_dir=str(tmp_path / "memories"), model="clip-fixture"))
+    return BuildJob(BuildGoal(**goal), MappingParams(output_dir=str(tmp_path / "memories"), model="clip-fixture",
+                                                     world_frame="world"))  # the synthetic bag's tf frame
 
 
 def test_goal_result_feedback_mirror_the_action_fields(store, make):
@@ -122,6 +123,9 @@ def test_build_from_a_bag(tmp_path, synth, monkeypatch):
     assert result.memory_path == str(j.out.resolve()) and (j.out / "meta.json").is_file() and result.recorded_bag == ""
     assert json.loads(result.report_json)["iterations"] > 0
     assert log.items[-1].stage == "done" and log.items[-1].fraction == 1.0
+    from m3_memory.memory.artifact import load_memory
+
+    assert load_memory(j.out).scene_frame == "world"  # REP-105: the memory records the tf frame its poses were in
 
 
 def replay(bag):
@@ -180,4 +184,53 @@ def test_record_live_paces_with_feedback(tmp_path):
     assert [fb.fraction for fb in log.items] == [0.0, 0.25, 0.5, 0.75, 1.0]
     with pytest.raises(Exception, match="no messages received"):
         recorder.close(["/tf"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recorder_written_from_callback_threads(tmp_path, synth):
+    """Subscription callbacks run on the executor's threads, not where the recorder was made: four
+    threads write at once (rosbags' sqlite3 refused writes from another thread than its opener's),
+    and the bag reads back like the source."""
+    import threading
+
+    from rosbags.rosbag2 import Reader
+
+    with Reader(synth.rosbag2) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        messages = [(c.topic, stamp, bytes(data)) for c, stamp, data in reader.messages()]
+    recorder = BagRecorder(tmp_path / "bag", topics)
+    by_thread = [[m for m in messages if hash(m[0]) % 4 == k] for k in range(4)]  # one topic stays in one thread, in order
+    threads = [threading.Thread(target=lambda part=part: [recorder.write(*m) for m in part]) for part in by_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert recorder.close(list(topics)) == tmp_path / "bag"
+    recorder.write("/tf", 1, b"late")  # after close: ignored
+    with Reader(tmp_path / "bag") as reader:
+        assert sorted((c.topic, stamp, bytes(data)) for c, stamp, data in reader.messages()) == sorted(messages)
+    diff = compare_recordings(open_recording(synth.rosbag2), open_recording(tmp_path / "bag"))
+    assert diff["frames_reference"] == diff["frames_other"] > 0 and diff["rgb"] == diff["depth_m"] == diff["pose"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
+
+
+def test_recorder_that_cannot_write_says_so(tmp_path):
+    recorder = BagRecorder(tmp_path / "bag", {"/tf": "tf2_msgs/msg/TFMessage"})
+    recorder.write("/unknown_topic", 1, b"x")  # the writer thread fails on it: KeyError
+    with pytest.raises(Exception, match="writing the bag failed"):
+        recorder.close([])
+    assert list(tmp_path.iterdir()) == []
+    recorder.abort()  # a second stop is harmless
+
+
+def test_recording_aborts_when_feedback_fails(tmp_path, synth):
+    """An error while recording (here: publishing feedback) stops the writer and keeps nothing."""
+    subscribe, _ = replay(synth.rosbag2)
+
+    def feedback(fb):
+        raise RuntimeError("goal handle gone")
+
+    j = BuildJob(BuildGoal(record_seconds=5.0), MappingParams(output_dir=str(tmp_path)))
+    with pytest.raises(RuntimeError):
+        j.record(subscribe, feedback, lambda: False)
     assert list(tmp_path.iterdir()) == []
