@@ -1,6 +1,7 @@
 """The Grasp action without ROS: goal -> locate -> plan -> execute -> result.
 
-The grasp node loads a memory once (:meth:`GraspHandler.load`): its Gaussians are the scene the
+The grasp node loads a memory (:meth:`GraspHandler.load`; again when its memory, model or weights
+parameter changes: :meth:`GraspHandler.update`): its Gaussians are the scene the
 arm must not touch, and text goals are found among them (:func:`m3_memory.query.api.query_gaussians`,
 no camera needed). A pose goal names the object's centre; the memory's points within
 ``object_radius`` of it are the object. The robot's base_link pose comes from tf, the arm's
@@ -8,15 +9,18 @@ start state from the backend (the Z1 SDK's lowstate, the simulated arm's last st
 dry-run, from /joint_states when the node has heard it (else the rest pose, said so); planning is
 :func:`m3_grasp.plan.plan_grasp` in the world frame, and a backend from
 :func:`m3_grasp.backends.get_backend` carries the plan out (dry-run by default), writing into a
-fresh folder under ``out_dir``. Cancelling is honoured between stages and, while the arm moves,
-decelerates it to rest along its path. Every failure becomes a result with ``success = False``
-and a one-line message.
+fresh folder under ``out_dir``. Planning happens in the tf frame the memory records (REP-105
+``map`` for new memories) unless the world_frame parameter names another; a pose goal is looked up
+at its stamp, base_link at the latest. Cancelling is honoured between stages and, while the arm
+moves, decelerates it to rest along its path. Every failure becomes a result with
+``success = False`` and a one-line message.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from m3_memory.ros.convert import (
     vector3_msg,
 )
 from m3_memory.ros.params import param
+from m3_memory.ros.query_handler import RELOAD, memory_model
 
 NODE_BACKENDS = ("dry-run", "sim", "unitree", "ros2_control")
 
@@ -51,18 +56,20 @@ class GraspParams:
     model: str = param("clip", "foundation model whose text encoder finds text goals (one the memory was built with)")
     weights: str = param("", "model weights file or hub tag; '' = the model's default")
     min_score: float = param(-1.0, "lowest mean score of a found object; < 0 = the method's default")
-    world_frame: str = param("world", "tf frame the memory's coordinates are in (planning happens there)")
+    world_frame: str = param("", "tf frame the memory's coordinates are in (planning happens there); '' = the one the "
+                                 "memory records")
     base_frame: str = param("base_link", "the B1 body frame, looked up in tf")
     backend: str = param("dry-run", "dry-run (record the commands), sim (kinematic simulation), unitree (the real Z1 "
                                     "through its SDK), ros2_control (FollowJointTrajectory: any arm under ros2_control)")
-    real_hardware: bool = param(False, "allow the unitree and ros2_control backends to move an arm (Gazebo's too)")
+    real_hardware: bool = param(False, "allow the unitree and ros2_control backends to move an arm (Gazebo's too)",
+                                read_only=True)
     speed_scale: float = param(0.3, "planned speeds and accelerations as a fraction of the limits (at most robot.yaml's "
                                     "velocity_fraction)")
     back_to_start: bool = param(False, "unitree: after each grasp, fold the arm back with the SDK's backToStart")
     trajectory_action: str = param("/arm_controller/follow_joint_trajectory", "ros2_control: the arm's "
-                                   "FollowJointTrajectory action")
+                                   "FollowJointTrajectory action", read_only=True)
     gripper_action: str = param("", "ros2_control: the GripperCommand action; '' = the gripper is gripper_joint in the "
-                                    "arm's trajectory")
+                                    "arm's trajectory", read_only=True)
     gripper_joint: str = param("z1_gripper_joint", "ros2_control: the gripper's joint name in the arm's trajectory")
     gripper_max_effort: float = param(10.0, "ros2_control: GripperCommand max_effort, in the controller's unit")
     trajectory_point_period: float = param(0.05, "ros2_control: most seconds between trajectory points")
@@ -73,8 +80,20 @@ class GraspParams:
     object_radius: float = param(0.05, "pose goals: memory points within this distance of the target are the object, metres")
     out_dir: str = param("m3_grasps", "each goal writes plan.json and the backend's report into a new folder here")
     tf_timeout: float = param(0.5, "seconds to wait for a tf lookup")
-    urdf: str = param("", "robot description (B1 + Z1 URDF); '' = urdf/b1_z1.urdf found beside m3_grasp")
-    robot_config: str = param("", "stance and safety margins (robot.yaml); '' = config/robot.yaml found beside m3_grasp")
+    urdf: str = param("", "robot description (B1 + Z1 URDF); '' = urdf/b1_z1.urdf found beside m3_grasp", read_only=True)
+    robot_config: str = param("", "stance and safety margins (robot.yaml); '' = config/robot.yaml found beside m3_grasp",
+                              read_only=True)
+
+    def check(self) -> None:
+        """InputError for a value no goal could use (the speed scale is checked against robot.yaml per goal)."""
+        if self.backend not in NODE_BACKENDS:
+            raise InputError("backend", f"unknown backend {self.backend!r} (choose {', '.join(NODE_BACKENDS)})")
+        for name in ("speed_scale", "object_radius", "trajectory_point_period", "stop_latency", "action_timeout",
+                     "joint_states_max_age"):
+            if not getattr(self, name) > 0:
+                raise InputError(name, f"must be > 0, got {getattr(self, name)}")
+        if self.tf_timeout < 0:
+            raise InputError("tf_timeout", f"must be >= 0, got {self.tf_timeout}")
 
 
 def arm_state_from_joint_state(names, position, velocity) -> ArmState:
@@ -150,16 +169,15 @@ class GraspHandler:
         self.sim_state: ArmState | None = None  # the simulated arm's state between goals
         self.unitree = None  # the unitree backend, once created
         self.scene = np.zeros((0, 3))  # [K, 3] world, metres
+        self.model = params.model  # the memory's name for the model answering text goals
         self.load_error = "the memory has not been loaded"
+        self.lock = threading.Lock()  # parameters and memory change together
 
     def load(self) -> str:
         """Load the arm's kinematics and the memory (scene points, text encoder); returns a one-line
         status. A failure is kept and reported by every goal (the node keeps running)."""
         from m3_grasp.kinematics import Z1Kinematics
         from m3_grasp.robot import RobotConfig
-        from m3_grasp.run import memory_scene_points
-        from m3_memory.memory.artifact import load_memory
-        from m3_memory.query.api import text_model_for
 
         p = self.params
         try:
@@ -168,18 +186,44 @@ class GraspHandler:
         except InputError as err:
             self.load_error = f"robot description: {err}"
             return self.load_error
-        if not p.memory:
-            self.load_error = "no memory: set the node's memory parameter to a *.m3 path"
-            return self.load_error
         try:
-            memory = load_memory(self.params.memory)
-            self.text_model = text_model_for(memory, self.params.model, self.params.weights or None)
-            self.scene = memory_scene_points(self.params.memory)
-        except Exception as err:  # noqa: BLE001 - reported per goal, never crashes the node
-            self.load_error = f"memory {self.params.memory} failed to load: {err if isinstance(err, InputError) else repr(err)}"
+            self.memory, self.model, self.text_model, self.scene = _load_memory(p)
+        except InputError as err:
+            self.load_error = str(err)
             return self.load_error
-        self.memory, self.load_error = memory, ""
-        return f"loaded memory {self.params.memory} ({len(self.scene)} scene points, model {self.params.model})"
+        self.load_error = ""
+        return self.status()
+
+    def status(self) -> str:
+        """One line: the memory in use (scene points, model, frame), or why there is none."""
+        if self.memory is None:
+            return self.load_error
+        return (f"loaded memory {self.params.memory} ({len(self.scene)} scene points, model {self.params.model}, "
+                f"frame {self.world_frame()})")
+
+    def world_frame(self) -> str:
+        """The tf frame planning happens in: the world_frame parameter, else the memory's own."""
+        return self.params.world_frame or (self.memory.scene_frame if self.memory is not None else "")
+
+    def update(self, params: GraspParams) -> str:
+        """Take changed parameters (between goals: the node holds a goal's parameters for its whole run);
+        a new memory, model or weights loads the memory first, and when that fails the change is
+        refused (InputError) and the old memory stays. Returns a one-line status."""
+        params.check()
+        if self.robot is not None:
+            from m3_grasp.plan import check_speed_scale
+
+            check_speed_scale(params.speed_scale, self.robot)
+        if any(getattr(params, k) != getattr(self.params, k) for k in RELOAD):
+            loaded = _load_memory(params)
+            with self.lock:
+                self.params = params
+                self.memory, self.model, self.text_model, self.scene = loaded
+                self.load_error = ""
+        else:
+            with self.lock:
+                self.params = params
+        return self.status()
 
     def execute_msg(self, msg, feedback: Feedback, should_stop: ShouldStop, now: Callable[[], float] = time.time) -> GraspResult:
         """A Grasp goal message -> result (see :meth:`execute`)."""
@@ -201,15 +245,14 @@ class GraspHandler:
         except Exception as err:  # noqa: BLE001 - the action answers, the node stays up
             return GraspResult(False, f"grasp failed: {err!r}")
 
-    def _locate(self, goal: GraspGoal) -> tuple[np.ndarray, np.ndarray, str]:
+    def _locate(self, goal: GraspGoal, p: GraspParams, world: str) -> tuple[np.ndarray, np.ndarray, str]:
         """(target [3], object points [M, 3], what was found) in the world frame."""
-        p = self.params
         if goal.text.strip():
             if self.memory is None:
                 raise InputError("text goal", self.load_error)
             from m3_memory.query.api import QueryConfig, query_gaussians
 
-            config = QueryConfig(model=p.model, min_score=p.min_score if p.min_score >= 0 else None)
+            config = QueryConfig(model=self.model, min_score=p.min_score if p.min_score >= 0 else None)
             result = query_gaussians(self.memory, goal.text, config, self.text_model)
             if not result.found:
                 raise InputError(goal.text, result.message)
@@ -218,7 +261,7 @@ class GraspHandler:
             raise InputError("goal", "gives neither text nor a target pose (target.header.frame_id is empty)")
         if self.memory is None:
             raise InputError("pose goal", f"the object's points come from the memory: {self.load_error}")
-        T_world_ref, _ = self.lookup(p.world_frame, goal.target.frame_id)
+        T_world_ref, _ = self.lookup(world, goal.target.frame_id, goal.target.stamp)  # where it was at its stamp
         target = (T_world_ref @ goal.target.T)[:3, 3]
         near = self.scene[np.linalg.norm(self.scene - target, axis=1) <= p.object_radius]
         return target, near, f"{len(near)} memory points within {p.object_radius} m of the target"
@@ -228,7 +271,8 @@ class GraspHandler:
         from m3_grasp.kinematics import ARM_JOINTS, GRIPPER_JOINT
         from m3_grasp.plan import GraspConfig, check_speed_scale, plan_grasp
 
-        p = self.params
+        with self.lock:
+            p, world = self.params, self.world_frame()
         if self.kin is None:
             raise InputError("grasp node", self.load_error)
         backend = goal.backend or p.backend
@@ -240,9 +284,9 @@ class GraspHandler:
             raise InputError("backend", "ros2_control needs the grasp node's action clients (ROS 2)")
         check_speed_scale(p.speed_scale, self.robot)
         feedback(StageFeedback("locate", 0.0, f"finding {goal.text!r}" if goal.text.strip() else "looking up the target"))
-        target, object_points, found = self._locate(goal)
-        T_world_base, stamp = self.lookup(p.world_frame, p.base_frame)
-        feedback(StageFeedback("locate", 1.0, f"{found}; target at {np.round(target, 3).tolist()} m in {p.world_frame}"))
+        target, object_points, found = self._locate(goal, p, world)
+        T_world_base, stamp = self.lookup(world, p.base_frame, 0)  # where the robot stands now
+        feedback(StageFeedback("locate", 1.0, f"{found}; target at {np.round(target, 3).tolist()} m in {world}"))
         if should_stop():
             return GraspResult(False, "canceled before planning")
 
@@ -278,7 +322,7 @@ class GraspHandler:
                                report_dir=str(out.resolve()))
         feedback(StageFeedback("plan", 1.0, plan.lines()[0]))
         q = np.column_stack([plan.q_trajectory, plan.gripper])  # [T, 7]
-        planned = GraspResult(False, "", StampedPose(plan.T_world_grasp, p.world_frame, stamp), plan.width, plan.open_width,
+        planned = GraspResult(False, "", StampedPose(plan.T_world_grasp, world, stamp), plan.width, plan.open_width,
                               ([*ARM_JOINTS, GRIPPER_JOINT], q, np.arange(len(q)) * plan.dt), np.zeros(3),
                               str(out.resolve()))
         if should_stop():
@@ -292,3 +336,21 @@ class GraspHandler:
         feedback(StageFeedback("execute", 1.0, report.message))
         planned.success, planned.message = report.ok, f"{backend}: {report.message}"
         return planned
+
+
+def _load_memory(p: GraspParams) -> tuple:
+    """(memory, its model entry name, text encoder, scene points [K, 3]) of ``p.memory``; InputError saying why not."""
+    from m3_grasp.run import memory_scene_points
+    from m3_memory.memory.artifact import load_memory
+    from m3_memory.query.api import text_model_for
+
+    if not p.memory:
+        raise InputError("memory", "no memory: set the node's memory parameter to a *.m3 path")
+    try:
+        memory = load_memory(p.memory)
+        model = memory_model(memory, p.model)
+        text_model = text_model_for(memory, model, p.weights or None)
+        scene = memory_scene_points(p.memory)
+    except Exception as err:  # noqa: BLE001 - reported per goal, never crashes the node
+        raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None
+    return memory, model, text_model, scene

@@ -1,12 +1,12 @@
 """The mapping node (``m3_mapping``): serves ``~/build_memory`` (m3_msgs/action/BuildMemory).
 A goal names a recording to build from, or none: then the node records the live realsense-ros
-topics (and /tf, /tf_static) into a ROS 2 bag first. One build at a time; cancel stops it
-without writing a memory.
+topics (and /tf, /tf_static) into a ROS 2 bag first (one writer thread owns the bag; the
+subscriptions queue messages for it). One build at a time; cancel stops it without writing a
+memory. The last goal's outcome is published latched on ``~/status`` (std_msgs/String).
+Parameters apply from the next goal on.
 """
 
 from __future__ import annotations
-
-import threading
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
@@ -14,9 +14,11 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosidl_runtime_py.utilities import get_message
+from std_msgs.msg import String
 
-from m3_memory.ros.build_handler import TF_STATIC_TOPIC, TF_TOPIC, BuildGoal, BuildJob, StageFeedback, Write
-from m3_memory.ros.node_support import declare_parameters, make, spin
+from m3_memory.ros.build_handler import TF_STATIC_TOPIC, TF_TOPIC, BuildGoal, BuildJob, BuildResult, StageFeedback, Write
+from m3_memory.ros.callbacks import CallbackGuard, OneAtATime
+from m3_memory.ros.node_support import LATCHED, declare_parameters, finish_goal, make, on_parameter_change, spin
 from m3_memory.ros.params import MappingParams
 from m3_msgs.action import BuildMemory
 
@@ -27,22 +29,32 @@ TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, du
 class MappingNode(Node):
     def __init__(self) -> None:
         super().__init__("m3_mapping")
+        self.guard = CallbackGuard(self.get_logger())
         self.params = declare_parameters(self, MappingParams)
-        self.busy = threading.Lock()
+        self.one = OneAtATime()
         self.group = ReentrantCallbackGroup()
+        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
         self.server = ActionServer(self, BuildMemory, "~/build_memory", execute_callback=self.execute, goal_callback=self.on_goal,
                                    cancel_callback=lambda goal_handle: CancelResponse.ACCEPT, callback_group=self.group)
+        on_parameter_change(self, self.guard, lambda: self.params, self.update)
+
+    def update(self, params: MappingParams) -> str:
+        self.params = params
+        return "used from the next goal on"
 
     def on_goal(self, goal: BuildMemory.Goal) -> GoalResponse:
-        if self.busy.locked():
+        def decide() -> GoalResponse:
+            if self.one.claim():  # released when the goal's execution ends
+                return GoalResponse.ACCEPT
             self.get_logger().warning("a build is running; goal rejected")
             return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
+
+        return self.guard.call("BuildMemory goal request", decide, lambda reason: GoalResponse.REJECT)
 
     def subscribe(self, topics: dict[str, str], write: Write):
         """Raw subscriptions feeding ``write``; returns the function that removes them."""
         def callback(topic: str):
-            return lambda data: write(topic, self.get_clock().now().nanoseconds, data)
+            return self.guard.wrap(f"recording {topic}", lambda data: write(topic, self.get_clock().now().nanoseconds, data))
 
         qos = {TF_TOPIC: TF_QOS, TF_STATIC_TOPIC: TF_STATIC_QOS}
         subs = [self.create_subscription(get_message(msgtype), topic, callback(topic), qos.get(topic, qos_profile_sensor_data),
@@ -50,23 +62,27 @@ class MappingNode(Node):
         return lambda: [self.destroy_subscription(s) for s in subs]
 
     def execute(self, goal_handle: ServerGoalHandle) -> BuildMemory.Result:
-        with self.busy:
-            job = BuildJob(BuildGoal.from_msg(goal_handle.request), self.params)
+        try:
+            result = self.guard.call("BuildMemory goal", lambda: self.build(goal_handle),
+                                     lambda reason: BuildResult(False, reason))
+        finally:
+            self.one.release()
+        return self.guard.call("BuildMemory result", lambda: self.finish(goal_handle, result),
+                               lambda reason: BuildMemory.Result(success=False, message=reason))
 
-            def feedback(fb: StageFeedback) -> None:
-                goal_handle.publish_feedback(BuildMemory.Feedback(**fb.fields(make)))
+    def build(self, goal_handle: ServerGoalHandle) -> BuildResult:
+        job = BuildJob(BuildGoal.from_msg(goal_handle.request), self.params)
 
-            result = job.execute(self.subscribe, feedback, lambda: goal_handle.is_cancel_requested)
-        if result.success:
-            goal_handle.succeed()
-            self.get_logger().info(result.message)
-        elif goal_handle.is_cancel_requested:
-            goal_handle.canceled()
-            self.get_logger().info(result.message)
-        else:
-            goal_handle.abort()
-            self.get_logger().error(result.message)
-        return BuildMemory.Result(**result.fields(make))
+        def feedback(fb: StageFeedback) -> None:
+            goal_handle.publish_feedback(BuildMemory.Feedback(**fb.fields(make)))
+
+        return job.execute(self.subscribe, feedback, lambda: goal_handle.is_cancel_requested)
+
+    def finish(self, goal_handle: ServerGoalHandle, result: BuildResult) -> BuildMemory.Result:
+        msg = BuildMemory.Result(**result.fields(make))  # first: a result that cannot be built leaves the goal to be aborted
+        finish_goal(self, goal_handle, result.success, result.message)
+        self.status_pub.publish(String(data=result.message))
+        return msg
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What every m3 node does with rclpy: declare its parameters, build messages, look up tf, spin."""
+"""What every m3 node does with rclpy: declare its parameters (and take changes to them), build
+messages, look up tf at a stamp, publish latched outputs, spin without dying."""
 
 from __future__ import annotations
 
@@ -7,30 +8,58 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosidl_runtime_py.utilities import get_message
 from tf2_ros import TransformException
 from tf2_ros.buffer import Buffer
 from tf2_ros.transform_listener import TransformListener
 
+from m3_memory.errors import InputError
 from m3_memory.recording.rosmsg import pose_of
 from m3_memory.recording.tf import TfLookupError
-from m3_memory.ros.convert import rclpy_value, stamp_ns
-from m3_memory.ros.params import describe
+from m3_memory.ros.callbacks import CallbackGuard, describe, keep_spinning
+from m3_memory.ros.convert import NS_PER_S, rclpy_value, stamp_ns
+from m3_memory.ros.params import changed, read_only
+from m3_memory.ros.params import describe as describe_params
+
+# The last message stays with the publisher and reaches subscribers that come later (RViz started
+# after the answer, `ros2 topic echo`); they must ask for transient-local durability too.
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def declare_parameters(node: Node, params_cls: type):
-    """Declare one parameter per field of a parameters dataclass (default, description) and
-    return the dataclass filled with the values the node was started with."""
+    """Declare one parameter per field of a parameters dataclass (default, description, read_only)
+    and return the dataclass filled with the values the node was started with."""
     values = {}
-    for name, default, description in describe(params_cls):
-        node.declare_parameter(name, default, ParameterDescriptor(description=description))
+    fixed = read_only(params_cls)
+    for name, default, description in describe_params(params_cls):
+        node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=name in fixed))
         values[name] = node.get_parameter(name).value
     return params_cls(**values)
+
+
+def on_parameter_change(node: Node, guard: CallbackGuard, current: Callable[[], Any], apply: Callable[[Any], str]) -> None:
+    """Take ``ros2 param set`` changes: each set is checked (:func:`m3_memory.ros.params.changed`) and
+    handed to ``apply(new parameters) -> status line``; an InputError from either refuses the change with
+    its reason (rclpy then keeps the old value), so a reported success means the node uses the value."""
+    def callback(parameters) -> SetParametersResult:
+        def attempt() -> SetParametersResult:
+            try:
+                status = apply(changed(current(), {p.name: p.value for p in parameters}))
+            except InputError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            node.get_logger().info(f"parameters {', '.join(p.name for p in parameters)} set: {status}")
+            return SetParametersResult(successful=True)
+
+        return guard.call("parameter change", attempt, lambda reason: SetParametersResult(successful=False, reason=reason))
+
+    node.add_on_set_parameters_callback(callback)
 
 
 def make(typename: str, **fields) -> Any:
@@ -39,31 +68,55 @@ def make(typename: str, **fields) -> Any:
 
 
 class TfLookup:
-    """tf2 as a :data:`m3_memory.ros.query_handler.Lookup`: the latest transform, waiting up to
-    ``timeout`` seconds; tf2's errors (unknown frame, not connected, timeout) become TfLookupError."""
+    """tf2 as a :data:`m3_memory.ros.convert.Lookup`: the transform at a stamp (0: the latest), waiting
+    up to ``timeout()`` seconds; tf2's errors (unknown frame, not connected, extrapolation, timeout)
+    become TfLookupError saying which transform at which time was not available."""
 
-    def __init__(self, node: Node, timeout: float):
+    def __init__(self, node: Node, timeout: Callable[[], float]):
         self.buffer = Buffer()
         self.listener = TransformListener(self.buffer, node)
         self.timeout = timeout
 
-    def __call__(self, target: str, source: str) -> tuple[np.ndarray, int]:
+    def __call__(self, target: str, source: str, stamp: int = 0) -> tuple[np.ndarray, int]:
+        timeout = self.timeout()
+        when = f"at {stamp / NS_PER_S:.3f} s" if stamp else "(latest)"
+        at = Time(nanoseconds=int(stamp)) if stamp else Time()
         try:
-            tf = self.buffer.lookup_transform(target, source, Time(), timeout=Duration(seconds=self.timeout))
+            tf = self.buffer.lookup_transform(target, source, at, timeout=Duration(seconds=timeout))
         except TransformException as err:
-            raise TfLookupError(f"no transform {target} <- {source} within {self.timeout} s ({err})") from None
+            raise TfLookupError(f"no transform {target} <- {source} {when} within tf_timeout {timeout} s: "
+                                f"{describe(err)}") from None
         return pose_of(tf), stamp_ns(tf.header.stamp)
 
 
 def spin(node_factory: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Run one node on a multi-threaded executor (so tf keeps arriving while a request waits)."""
+    """Run one node on a multi-threaded executor (so tf keeps arriving while a request waits). An
+    exception that a callback lets out is logged and the node keeps serving; Ctrl-C or a shutdown
+    ends it."""
     try:
         rclpy.init(args=args)
         node = node_factory()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        guard = CallbackGuard(node.get_logger())
+        keep_spinning(lambda: executor.spin_once(timeout_sec=0.5), rclpy.ok,
+                      lambda err: guard.report("a callback", f"a callback failed: {describe(err)} (the node keeps running)"),
+                      stop=(ExternalShutdownException,))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         rclpy.try_shutdown()
+
+
+def finish_goal(node: Node, goal_handle, success: bool, message: str) -> None:
+    """End an action goal: succeeded, canceled (when a cancel was requested) or aborted, and log its
+    message (each severity from its own line, as rclpy requires)."""
+    if success:
+        goal_handle.succeed()
+        node.get_logger().info(message)
+    elif goal_handle.is_cancel_requested:
+        goal_handle.canceled()
+        node.get_logger().info(message)
+    else:
+        goal_handle.abort()
+        node.get_logger().error(message)

@@ -1,15 +1,20 @@
 """The QueryText service without ROS: request message -> :class:`QueryReply` -> response fields.
 
-The query node loads the memory once (:meth:`QueryHandler.load`), then answers each request:
-the camera comes from the request or tf, the memory is rendered there and asked the text
+The query node loads the memory (:meth:`QueryHandler.load`; again when its memory, model or
+weights parameter changes: :meth:`QueryHandler.update`), then answers each request: the camera
+comes from the request or tf, the memory is rendered there and asked the text
 (:func:`m3_memory.query.api.query_text`), and the target is expressed in the requested frame.
-Every failure (empty text, a memory that did not load, an unknown frame, a tf lookup that timed
-out, a bad camera_info or depth image, an error inside the query) becomes a reply with
-``success = False`` and a one-line message; nothing raises into the node.
+tf is looked up at the stamp of the camera pose the request gives, or of its depth image (the
+latest transform when neither is given). The memory's coordinates are in the tf frame it records
+(REP-105 ``map`` for new memories) unless the world_frame parameter names another. Every failure
+(empty text, a memory that did not load, an unknown frame, a tf lookup that timed out, a bad
+camera_info or depth image, an error inside the query) becomes a reply with ``success = False``
+and a one-line message; nothing raises into the node.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +38,35 @@ from m3_memory.ros.convert import (
     target_marker_msg,
     vector3_msg,
 )
-from m3_memory.ros.params import QueryParams
+from m3_memory.ros.params import QueryParams, threshold_of
+
+RELOAD = ("memory", "model", "weights")  # parameters whose change loads the memory again
+FIXTURE_MODEL = "clip-fixture"  # the registry name of the fixture CLIP; memories record it as "clip"
+
+
+def memory_model(memory, requested: str) -> str:
+    """The name under which ``memory`` holds the features of the model the user calls ``requested``:
+    the same name, or for the fixture CLIP (built as ``clip-fixture``) the entry its checkpoint
+    identifies. InputError listing the memory's models when it has none of that model."""
+    from m3_memory.foundation.fixture import ARCH
+
+    names = [m.name for m in memory.models]
+    if requested in names:
+        return requested
+    if requested == FIXTURE_MODEL:
+        fixture = [m.name for m in memory.models if m.checkpoint.startswith(ARCH + ":")]
+        if fixture:
+            return fixture[0]
+    raise InputError(requested, f"not in this memory (models: {', '.join(names)})")
+
+
+@dataclass
+class Loaded:
+    """A memory ready to answer: the memory, the name of its model entry, that model's text encoder."""
+
+    memory: object
+    model: str
+    text_model: object
 
 
 @dataclass
@@ -45,7 +78,7 @@ class QueryRequest:
     camera_frame: str = ""
     camera_pose: StampedPose | None = None  # pose of the optical camera frame in camera_pose.frame_id
     camera_info: Intrinsics | None = None
-    depth: np.ndarray | None = None  # [H, W] float32 metres, registered to the view
+    depth: StampedImage | None = None  # [H, W] float32 metres, registered to the view, and its stamp
 
     @classmethod
     def from_msg(cls, msg) -> QueryRequest:
@@ -54,9 +87,10 @@ class QueryRequest:
         if msg.camera_pose.header.frame_id:
             pose = StampedPose(matrix_of_pose(msg.camera_pose.pose, "camera_pose"), msg.camera_pose.header.frame_id.lstrip("/"),
                                stamp_ns(msg.camera_pose.header.stamp))
+        values = depth_of_image(msg.depth, "depth")
+        depth = None if values is None else StampedImage(values, msg.depth.header.frame_id, stamp_ns(msg.depth.header.stamp))
         return cls(text=msg.text, target_frame=msg.target_frame.lstrip("/"), camera_frame=msg.camera_frame.lstrip("/"),
-                   camera_pose=pose, camera_info=intrinsics_of_info(msg.camera_info, "camera_info"),
-                   depth=depth_of_image(msg.depth, "depth"))
+                   camera_pose=pose, camera_info=intrinsics_of_info(msg.camera_info, "camera_info"), depth=depth)
 
 
 @dataclass
@@ -95,33 +129,60 @@ def failure(message: str) -> QueryReply:
 
 
 class QueryHandler:
-    """Answers QueryText requests from one memory, with tf given as a :data:`Lookup`."""
+    """Answers QueryText requests from one memory, with tf given as a :data:`Lookup`. Thread-safe:
+    requests may be answered while the parameters change."""
 
     def __init__(self, params: QueryParams, lookup: Lookup):
         self.params, self.lookup = params, lookup
-        self.memory = self.text_model = None
+        self.loaded: Loaded | None = None
         self.load_error = "the memory has not been loaded"
+        self.lock = threading.Lock()
+
+    @property
+    def memory(self):
+        loaded = self.loaded
+        return loaded.memory if loaded else None
+
+    def world_frame(self) -> str:
+        """The tf frame of the memory's coordinates: the world_frame parameter, else the memory's
+        own (meta.json scene_frame); '' without a memory."""
+        loaded = self.loaded
+        return self.params.world_frame or (loaded.memory.scene_frame if loaded else "")
 
     def load(self) -> str:
         """Load the memory and its text encoder; returns a one-line status. A failure is kept and
         given as the message of every later request (the node keeps running)."""
-        from m3_memory.memory.artifact import load_memory
-
-        if not self.params.memory:
-            self.load_error = "no memory: set the node's memory parameter to a *.m3 path"
-            return self.load_error
         try:
-            from m3_memory.query.api import text_model_for
-
-            self._config()
-            memory = load_memory(self.params.memory)
-            self.text_model = text_model_for(memory, self.params.model, self.params.weights or None)
-        except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
-            self.memory = None
-            self.load_error = f"memory {self.params.memory} failed to load: {err if isinstance(err, InputError) else repr(err)}"
+            loaded = _load(self.params)
+        except InputError as err:
+            with self.lock:
+                self.loaded, self.load_error = None, str(err)
             return self.load_error
-        self.memory, self.load_error = memory, ""
-        return f"loaded memory {self.params.memory} ({len(memory.gaussians)} Gaussians, model {self.params.model})"
+        with self.lock:
+            self.loaded, self.load_error = loaded, ""
+        return self.status()
+
+    def status(self) -> str:
+        """One line: the memory answering (its size, model and frame), or why there is none."""
+        loaded = self.loaded
+        if loaded is None:
+            return self.load_error
+        return (f"loaded memory {self.params.memory} ({len(loaded.memory.gaussians)} Gaussians, model {self.params.model}, "
+                f"frame {self.world_frame()})")
+
+    def update(self, params: QueryParams) -> str:
+        """Take changed parameters; a new memory, model or weights loads the memory first, and
+        when that fails the change is refused (InputError) and the old memory keeps answering.
+        Returns a one-line status."""
+        if all(getattr(params, k) == getattr(self.params, k) for k in RELOAD):
+            _config(params)  # the query settings are usable
+            with self.lock:
+                self.params = params
+            return self.status()
+        loaded = _load(params)
+        with self.lock:
+            self.params, self.loaded, self.load_error = params, loaded, ""
+        return self.status()
 
     def handle_msg(self, msg, live_intrinsics: Intrinsics | None = None) -> QueryReply:
         """A QueryText request message -> reply (see :meth:`handle`)."""
@@ -134,48 +195,43 @@ class QueryHandler:
     def handle(self, req: QueryRequest, live_intrinsics: Intrinsics | None = None) -> QueryReply:
         """Answer one request. Intrinsics: the request's, else ``live_intrinsics`` (the node's
         camera_info topic), else the default_* parameters."""
-        p = self.params
+        with self.lock:
+            p, loaded, load_error = self.params, self.loaded, self.load_error
         text = req.text.strip()
         if not text:
             return failure("text is empty: say what to find, e.g. 'yellow bath duck'")
-        if self.memory is None:
-            return failure(self.load_error)
+        if loaded is None:
+            return failure(load_error)
+        world = p.world_frame or loaded.memory.scene_frame
         target_frame = req.target_frame or p.target_frame
         view = req.camera_info or live_intrinsics or intrinsics_of_fov(p.default_width, p.default_height, p.default_hfov)
         try:
-            if req.camera_pose is not None:
-                T_world_ref, stamp = self.lookup(p.world_frame, req.camera_pose.frame_id)
+            if req.camera_pose is not None:  # at the pose's stamp (0: the latest tf)
+                T_world_ref, stamp = self.lookup(world, req.camera_pose.frame_id, req.camera_pose.stamp)
                 T_world_cam, camera_frame = T_world_ref @ req.camera_pose.T, ""
-            else:
+                stamp = req.camera_pose.stamp or stamp
+            else:  # where the camera was when the depth image was taken, else the latest
                 camera_frame = req.camera_frame or p.camera_frame
-                T_world_cam, stamp = self.lookup(p.world_frame, camera_frame)
-            T_target_world, _ = self.lookup(target_frame, p.world_frame)
+                T_world_cam, stamp = self.lookup(world, camera_frame, req.depth.stamp if req.depth is not None else 0)
+            T_target_world, _ = self.lookup(target_frame, world, stamp)
         except TfLookupError as err:
             return failure(f"tf: {err}")
         try:
-            return self._query(text, view, T_world_cam, req.depth, T_target_world, target_frame, camera_frame, stamp)
+            depth = req.depth.values if req.depth is not None else None
+            return self._query(p, loaded, text, view, T_world_cam, depth, T_target_world, target_frame, camera_frame, stamp)
         except InputError as err:
             return failure(str(err))
         except Exception as err:  # noqa: BLE001 - the service answers, the node stays up
             return failure(f"query failed: {err!r}")
 
-    def _config(self):
-        from m3_memory.query.api import QueryConfig
-
-        p = self.params
-        try:
-            threshold = p.threshold if p.threshold == "otsu" else float(p.threshold)
-        except ValueError:
-            raise InputError(f"threshold={p.threshold}", "must be 'otsu' or a number") from None
-        return QueryConfig(model=p.model, method=p.method, min_score=p.min_score if p.min_score >= 0 else None,
-                           threshold=threshold, render_scale=p.render_scale)
-
-    def _query(self, text: str, view: Intrinsics, T_world_cam: np.ndarray, depth: np.ndarray | None,
-               T_target_world: np.ndarray, target_frame: str, camera_frame: str, stamp: int) -> QueryReply:
+    def _query(self, p: QueryParams, loaded: Loaded, text: str, view: Intrinsics, T_world_cam: np.ndarray,
+               depth: np.ndarray | None, T_target_world: np.ndarray, target_frame: str, camera_frame: str,
+               stamp: int) -> QueryReply:
         from m3_memory.query.api import Camera, query_text
 
         camera = Camera(view.K, view.width, view.height, T_world_cam)
-        result = query_text(self.memory, text, camera, depth=depth, config=self._config(), text_model=self.text_model)
+        result = query_text(loaded.memory, text, camera, depth=depth, config=_config(p, loaded.model),
+                            text_model=loaded.text_model)
         heatmap = StampedImage(np.asarray(result.heatmap, dtype=np.float32), camera_frame, stamp)
         if not result.found:
             return QueryReply(True, result.message, False, result.score, heatmap=heatmap)
@@ -185,3 +241,29 @@ class QueryHandler:
         x, y, z = T[:3, 3]
         return QueryReply(True, f"{result.message}; target at ({x:.3f}, {y:.3f}, {z:.3f}) m in {target_frame}", True,
                           result.score, StampedPose(T, target_frame, stamp), np.asarray(size, dtype=np.float64), heatmap)
+
+
+def _config(p: QueryParams, model: str = ""):
+    """QueryConfig of the parameters (``model``: the memory's entry name); InputError for a bad value."""
+    from m3_memory.query.api import QueryConfig
+
+    p.check()
+    return QueryConfig(model=model or p.model, method=p.method, min_score=p.min_score if p.min_score >= 0 else None,
+                       threshold=threshold_of(p.threshold), render_scale=p.render_scale)
+
+
+def _load(p: QueryParams) -> Loaded:
+    """The memory of ``p.memory`` with the text encoder of ``p.model``; InputError saying why not."""
+    from m3_memory.memory.artifact import load_memory
+    from m3_memory.query.api import text_model_for
+
+    if not p.memory:
+        raise InputError("memory", "no memory: set the node's memory parameter to a *.m3 path")
+    try:
+        _config(p)
+        memory = load_memory(p.memory)
+        model = memory_model(memory, p.model)
+        text_model = text_model_for(memory, model, p.weights or None)
+    except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
+        raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None
+    return Loaded(memory, model, text_model)

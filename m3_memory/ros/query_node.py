@@ -1,7 +1,10 @@
 """The query node (``m3_query``): loads a ``*.m3`` memory and serves ``~/query_text``
-(m3_msgs/srv/QueryText). Publishes each query's heatmap (``~/heatmap``, sensor_msgs/Image 32FC1)
-and target (``~/target_marker``, visualization_msgs/Marker). The camera pose comes from tf
-(robot_state_publisher's URDF plus the lidar odometry), intrinsics from ``camera_info_topic``.
+(m3_msgs/srv/QueryText). Publishes, latched (transient local, so RViz started later still shows
+them), each query's heatmap (``~/heatmap``, sensor_msgs/Image 32FC1), its target
+(``~/target_marker``, visualization_msgs/Marker) and the memory's status (``~/memory_status``,
+std_msgs/String). The camera pose comes from tf (robot_state_publisher's URDF plus the lidar
+odometry) at the stamp of the request's pose or depth image, intrinsics from
+``camera_info_topic``. Setting the memory, model or weights parameter loads the memory again.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
 from m3_memory.errors import InputError
+from m3_memory.ros.callbacks import CallbackGuard, log_outcome
 from m3_memory.ros.convert import Intrinsics, intrinsics_of_info
-from m3_memory.ros.node_support import TfLookup, declare_parameters, make, spin
+from m3_memory.ros.node_support import LATCHED, TfLookup, declare_parameters, make, on_parameter_change, spin
 from m3_memory.ros.params import QueryParams
 from m3_memory.ros.query_handler import QueryHandler
 from m3_msgs.srv import QueryText
@@ -23,26 +28,41 @@ from m3_msgs.srv import QueryText
 class QueryNode(Node):
     def __init__(self) -> None:
         super().__init__("m3_query")
-        self.params = declare_parameters(self, QueryParams)
-        self.handler = QueryHandler(self.params, TfLookup(self, self.params.tf_timeout))
+        self.guard = CallbackGuard(self.get_logger())
+        params = declare_parameters(self, QueryParams)
+        self.handler = QueryHandler(params, TfLookup(self, lambda: self.handler.params.tf_timeout))
+        self.status_pub = self.create_publisher(String, "~/memory_status", LATCHED)
+        self.heatmap_pub = self.create_publisher(Image, "~/heatmap", LATCHED)
+        self.marker_pub = self.create_publisher(Marker, "~/target_marker", LATCHED)
         status = self.handler.load()
-        (self.get_logger().error if self.handler.load_error else self.get_logger().info)(status)
+        log_outcome(self.get_logger(), not self.handler.load_error, status, failure="error")
+        self.status_pub.publish(String(data=status))
         self.live: Intrinsics | None = None
-        self.create_subscription(CameraInfo, self.params.camera_info_topic, self.on_camera_info, qos_profile_sensor_data)
-        self.heatmap_pub = self.create_publisher(Image, "~/heatmap", 1)
-        self.marker_pub = self.create_publisher(Marker, "~/target_marker", 1)
+        self.create_subscription(CameraInfo, params.camera_info_topic, self.guard.wrap("camera_info", self.on_camera_info),
+                                 qos_profile_sensor_data)
         # its own group, so tf and camera_info callbacks run while a query waits for tf or renders
         self.create_service(QueryText, "~/query_text", self.on_query, callback_group=MutuallyExclusiveCallbackGroup())
+        on_parameter_change(self, self.guard, lambda: self.handler.params, self.update)
+
+    def update(self, params: QueryParams) -> str:
+        """Apply changed parameters (InputError refuses them) and publish the memory's status."""
+        status = self.handler.update(params)
+        self.status_pub.publish(String(data=status))
+        return status
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self.live = intrinsics_of_info(msg, self.params.camera_info_topic)
+            self.live = intrinsics_of_info(msg, self.handler.params.camera_info_topic)
         except InputError as err:
-            self.get_logger().warning(str(err), throttle_duration_sec=10.0)
+            self.guard.report("camera_info", str(err))
 
     def on_query(self, request: QueryText.Request, response: QueryText.Response) -> QueryText.Response:
+        return self.guard.call("query", lambda: self.answer(request),
+                               lambda reason: QueryText.Response(success=False, message=reason))
+
+    def answer(self, request: QueryText.Request) -> QueryText.Response:
         reply = self.handler.handle_msg(request, self.live)
-        (self.get_logger().info if reply.success else self.get_logger().warning)(f"query {request.text!r}: {reply.message}")
+        log_outcome(self.get_logger(), reply.success, f"query {request.text!r}: {reply.message}")
         response = QueryText.Response(**reply.fields(make))
         if reply.heatmap is not None:
             self.heatmap_pub.publish(response.heatmap)

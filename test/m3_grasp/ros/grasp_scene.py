@@ -17,4 +17,4 @@ def scene_lookup(base_pose: tuple[float, float, float] = STANCE):
     tf = TfBuffer()
     tf.add("world", "base_link", T_world_base(*base_pose, RobotConfig.load().base_height))
     tf.add("world", "table", make_T(np.eye(3), [0.0, 0.0, 0.75]))
-    return lambda target, source: (tf.lookup(target, source, 0.0), 7_000_000_000)
+    return lambda target, source, stamp=0: (tf.lookup(target, source, 0.0), 7_000_000_000)

@@ -108,7 +108,7 @@ def test_unknown_frame_and_tf_timeout(handler, make, tabletop_memory, tmp_path):
     result = handler.execute_msg(make(GOAL, target=target), Log(), lambda: False)
     assert not result.success and result.message.startswith("tf: ") and "no_such_frame" in result.message
 
-    def timing_out(target, source):
+    def timing_out(target, source, stamp=0):
         raise TfLookupError(f"no transform {target} <- {source} within 0.5 s (timed out)")
 
     h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path)), timing_out)
@@ -123,7 +123,7 @@ def test_memory_that_failed_to_load(lookup, make, tmp_path):
     target = pose_stamped_msg(make, make_T(np.eye(3), DUCK), "world", 0)
     for goal in (make(GOAL, text="yellow bath duck"), make(GOAL, target=target)):
         result = h.execute_msg(goal, Log(), lambda: False)
-        assert not result.success and "missing.m3 failed to load" in result.message
+        assert not result.success and "missing.m3: failed to load" in result.message
 
 
 def test_robot_description_missing(lookup, make, tabletop_memory, tmp_path):
@@ -192,3 +192,51 @@ def test_ros2_control_needs_the_nodes_action_clients(tabletop_memory, lookup, ma
     h.load()
     result = h.execute_msg(make(GOAL, text="yellow bath duck", backend="ros2_control"), Log(), lambda: False)
     assert not result.success and "needs the grasp node's action clients" in result.message
+
+
+def test_failed_goal_keeps_its_reason_in_the_result_message(tabletop_memory, store, make, tmp_path):
+    """A plan that is not found has no trajectory: the result message (the abort reason) must survive."""
+    x, y, yaw = STANCE
+    h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path)), scene_lookup((x, y + 0.5, yaw)))
+    h.load()
+    result = h.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
+    assert not result.success and result.trajectory is None
+    msg = result_msg(store, make, result)
+    assert msg.message == result.message and msg.message.startswith("no grasp")
+    assert msg.trajectory.joint_names == [] and msg.trajectory.points == []
+    assert result_msg(store, make, GraspResult(False, "tf: no transform")).message == "tf: no transform"
+
+
+def test_pose_goal_is_looked_up_at_its_stamp_and_the_base_at_the_latest(tabletop_memory, make, tmp_path):
+    inner, calls = scene_lookup(), []
+
+    def lookup(target, source, stamp=0):
+        calls.append((target, source, stamp))
+        return inner(target, source, stamp)
+
+    h = GraspHandler(GraspParams(memory=str(tabletop_memory), out_dir=str(tmp_path)), lookup)
+    h.load()
+    target = pose_stamped_msg(make, make_T(np.eye(3), DUCK - [0.0, 0.0, 0.75]), "table", 5_250_000_000)
+    result = h.execute_msg(make(GOAL, target=target), Log(), lambda: False)
+    assert result.success, result.message
+    assert calls == [("world", "table", 5_250_000_000), ("world", "base_link", 0)]  # the memory's frame: world
+
+
+def test_fixture_clip_by_its_registry_name(tabletop_memory, lookup, make, tmp_path):
+    h = GraspHandler(GraspParams(memory=str(tabletop_memory), model="clip-fixture", out_dir=str(tmp_path)), lookup)
+    assert h.load().startswith("loaded memory"), h.load_error
+    result = h.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
+    assert result.success, result.message
+
+
+def test_parameter_changes(handler, make, tmp_path):
+    from m3_memory.ros.params import changed
+
+    with pytest.raises(InputError, match="speed"):
+        handler.update(changed(handler.params, {"speed_scale": 0.9}))  # beyond robot.yaml's velocity_fraction
+    with pytest.raises(InputError, match="missing.m3: failed to load"):
+        handler.update(changed(handler.params, {"memory": str(tmp_path / "missing.m3")}))
+    assert handler.memory is not None and handler.params.speed_scale == 0.3  # nothing changed
+    handler.update(changed(handler.params, {"backend": "sim", "world_frame": "world"}))
+    result = handler.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
+    assert result.success and result.message.startswith("sim:"), result.message

@@ -22,6 +22,21 @@ def scene_tf() -> TfBuffer:
     return tf
 
 
-def tf_lookup(tf: TfBuffer):
-    """A TfBuffer as the handlers' lookup(target, source) -> (T_target_source, stamp ns)."""
-    return lambda target, source: (tf.lookup(target, source, 0.0), 123_000_000_456)
+STAMP = 123_000_000_456  # ns, the stamp the scene's lookup answers "latest" with
+
+
+class SceneLookup:
+    """A TfBuffer as the handlers' lookup(target, source, stamp ns) -> (T_target_source, stamp ns); the
+    transforms are static, so any stamp gives them (stamped as asked; 0 = the latest, STAMP). Records
+    each call as (target, source, stamp)."""
+
+    def __init__(self, tf: TfBuffer):
+        self.tf, self.calls = tf, []
+
+    def __call__(self, target: str, source: str, stamp: int = 0):
+        self.calls.append((target, source, stamp))
+        return self.tf.lookup(target, source, 0.0), stamp or STAMP
+
+
+def tf_lookup(tf: TfBuffer) -> SceneLookup:
+    return SceneLookup(tf)

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-from ros_scene import DUCK_WORLD, T_WORLD_BASE, T_WORLD_CAM, scene_tf, tf_lookup
+from ros_scene import DUCK_WORLD, STAMP, T_WORLD_BASE, T_WORLD_CAM, scene_tf, tf_lookup
 
 from m3_memory.conventions import invert_T
 from m3_memory.recording.tf import TfLookupError
@@ -124,7 +124,7 @@ def test_unknown_frames(handler, store, make):
 
 
 def test_tf_lookup_timeout(duck_memory, store, make):
-    def timing_out(target, source):
+    def timing_out(target, source, stamp=0):
         raise TfLookupError(f"no transform {target} <- {source} within 0.5 s (timed out)")
 
     h = QueryHandler(QueryParams(memory=str(duck_memory)), timing_out)
@@ -163,3 +163,105 @@ def test_malformed_request_fields(handler, store, make):
                                  ("depth", depth_rgb, "16UC1 or 32FC1"), ("depth", depth_wrong_size, "120x160")):
         reply = handler.handle_msg(request(make, **{name: value}))
         assert not reply.success and problem in reply.message, (name, reply.message)
+
+
+def stamped_header(make, stamp_ns: int, frame: str = ""):
+    return make("std_msgs/msg/Header", stamp=make("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9,
+                                                   nanosec=stamp_ns % 10**9), frame_id=frame)
+
+
+def test_tf_is_looked_up_at_the_stamps_of_the_pose_and_the_depth_image(duck_memory, make):
+    lookup = tf_lookup(scene_tf())
+    h = QueryHandler(QueryParams(memory=str(duck_memory), default_width=160, default_height=120, default_hfov=1.2), lookup)
+    h.load()
+    T_base_cam = invert_T(T_WORLD_BASE) @ T_WORLD_CAM
+    reply = h.handle_msg(request(make, camera_pose=pose_stamped_msg(make, T_base_cam, "base_link", 42_000_000_007)))
+    assert reply.success and reply.target.stamp == 42_000_000_007, reply.message
+    assert lookup.calls == [("world", "base_link", 42_000_000_007), ("base_link", "world", 42_000_000_007)]
+
+    lookup.calls.clear()
+    depth = float_image_msg(make, np.full((120, 160), 0.55, np.float32), "camera_color_optical_frame", 0)
+    depth.header = stamped_header(make, 43_500_000_000, "camera_color_optical_frame")
+    reply = h.handle_msg(request(make, depth=depth))
+    assert reply.success and reply.target.stamp == 43_500_000_000, reply.message
+    assert lookup.calls == [("world", "camera_color_optical_frame", 43_500_000_000), ("base_link", "world", 43_500_000_000)]
+
+    lookup.calls.clear()
+    assert h.handle_msg(request(make)).success  # neither: the latest transforms
+    assert [c[2] for c in lookup.calls] == [0, STAMP]  # the target at the camera pose's time
+
+
+@pytest.fixture(scope="module")
+def map_memory(duck_memory, tmp_path_factory):
+    """The duck memory as a new build writes it: in REP-105's map frame."""
+    from dataclasses import replace
+
+    from m3_memory.memory.artifact import load_memory, save_memory
+
+    return save_memory(tmp_path_factory.mktemp("map") / "duck_map.m3", replace(load_memory(duck_memory), scene_frame="map"))
+
+
+def map_tf():
+    from m3_memory.recording.tf import TfBuffer
+
+    tf = TfBuffer()
+    tf.add("map", "base_link", T_WORLD_BASE)
+    tf.add("map", "camera_color_optical_frame", T_WORLD_CAM)
+    return tf
+
+
+def test_the_memory_says_which_tf_frame_it_lives_in(map_memory, make):
+    lookup = tf_lookup(map_tf())
+    h = QueryHandler(QueryParams(memory=str(map_memory), default_width=160, default_height=120, default_hfov=1.2), lookup)
+    assert h.load().endswith("frame map)")
+    reply = h.handle_msg(request(make))
+    assert reply.success and reply.found, reply.message
+    assert lookup.calls[0][:2] == ("map", "camera_color_optical_frame")
+    h.update(replace_params(h.params, world_frame="world"))  # the parameter overrides the memory's frame
+    reply = h.handle_msg(request(make))
+    assert not reply.success and reply.message.startswith("tf: ") and "world" in reply.message
+
+
+def replace_params(params, **changes):
+    from m3_memory.ros.params import changed
+
+    return changed(params, changes)
+
+
+def test_fixture_clip_by_its_registry_name(duck_memory, make):
+    """A memory built with clip-fixture records the model as clip; asking for clip-fixture finds it."""
+    h = QueryHandler(QueryParams(memory=str(duck_memory), model="clip-fixture", default_width=160, default_height=120,
+                                 default_hfov=1.2), tf_lookup(scene_tf()))
+    assert h.load().startswith("loaded memory"), h.load_error
+    reply = h.handle_msg(request(make))
+    assert reply.success and reply.found, reply.message
+
+
+def test_memory_model_names():
+    from types import SimpleNamespace
+
+    from m3_memory.errors import InputError
+    from m3_memory.ros.query_handler import memory_model
+
+    entry = SimpleNamespace(name="clip", checkpoint="m3-fixture-clip:m3_fixture_clip.safetensors@abc")
+    real = SimpleNamespace(name="clip", checkpoint="ViT-L-14-336:openai")
+    assert memory_model(SimpleNamespace(models=[entry]), "clip") == "clip"
+    assert memory_model(SimpleNamespace(models=[entry]), "clip-fixture") == "clip"
+    with pytest.raises(InputError, match="models: clip"):
+        memory_model(SimpleNamespace(models=[real]), "clip-fixture")  # real CLIP is not the fixture
+    with pytest.raises(InputError, match="siglip"):
+        memory_model(SimpleNamespace(models=[real]), "siglip")
+
+
+def test_parameter_changes_apply_and_a_memory_that_fails_to_load_is_refused(duck_memory, map_memory, make, tmp_path):
+    h = QueryHandler(QueryParams(memory=str(duck_memory), default_width=160, default_height=120, default_hfov=1.2),
+                     tf_lookup(scene_tf()))
+    h.load()
+    h.update(replace_params(h.params, target_frame="camera_color_optical_frame"))
+    reply = h.handle_msg(request(make))
+    assert reply.success and reply.target.frame_id == "camera_color_optical_frame", reply.message
+    with pytest.raises(Exception, match="missing.m3: failed to load"):
+        h.update(replace_params(h.params, memory=str(tmp_path / "missing.m3")))
+    assert h.params.memory == str(duck_memory) and h.handle_msg(request(make)).found  # the old memory still answers
+    assert "frame map" in h.update(replace_params(h.params, memory=str(map_memory)))  # reloaded
+    assert h.memory.scene_frame == "map" and h.world_frame() == "map"
