@@ -7,12 +7,12 @@ import ast
 import importlib.util
 import re
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 
 from m3_grasp.ros.grasp_handler import GraspParams
@@ -135,8 +135,9 @@ def test_pyproject_lists_the_same_scripts():
 
 def test_setup_installs_launch_config_and_urdf():
     text = (ROOT / "setup.py").read_text()
-    for folder, pattern in (("launch", "*.py"), ("config", "*.yaml"), ("urdf", "*")):
-        assert f'("share/" + package_name + "/{folder}", glob("{folder}/{pattern}"))' in text
+    for folder, patterns in (("launch", ["*.py"]), ("config", ["*.yaml", "*.rviz"]), ("urdf", ["*"])):
+        globs = " + ".join(f'glob("{folder}/{pattern}")' for pattern in patterns)
+        assert f'("share/" + package_name + "/{folder}", {globs})' in text
     assert {p.name for p in LAUNCH} == {"build.launch.py", "query.launch.py", "grasp.launch.py", "tabletop_demo.launch.py"}
     assert (ROOT / "urdf" / "b1_z1.urdf").is_file()
 
@@ -214,3 +215,92 @@ def test_colcon_package_identification_when_installed():
     reader = pytest.importorskip("colcon_python_setup_py.package_identification.python_setup_py")
     info = reader.get_setup_information(ROOT / "setup.py")
     assert info["metadata"]["python_requires"] == ">=3.10"
+
+
+def calls_named(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == name]
+
+
+@pytest.mark.parametrize("path", LAUNCH, ids=lambda p: p.name)
+def test_every_launch_file_takes_use_sim_time_for_every_node(path):
+    tree = ast.parse(path.read_text())
+    declared = [c for c in calls_named(tree, "DeclareLaunchArgument") if "use_sim_time" in ast.unparse(c)]
+    assert declared, f"{path.name} declares no use_sim_time argument"
+    for node in calls_named(tree, "Node"):
+        parameters = next((k.value for k in node.keywords if k.arg == "parameters"), None)
+        assert parameters is not None and "sim_time" in ast.unparse(parameters), f"{path.name}: {ast.unparse(node)[:80]}"
+
+
+def test_demo_includes_are_scoped_with_their_own_params_file():
+    """Included launch files are not scoped: the first include's params_file would reach the second's node."""
+    path = ROOT / "launch" / "tabletop_demo.launch.py"
+    tree = ast.parse(path.read_text())
+    groups = calls_named(tree, "GroupAction")
+    includes = calls_named(tree, "IncludeLaunchDescription")
+    assert includes and groups
+    for include in includes:
+        group = next((g for g in groups if any(n is include for n in ast.walk(g))), None)
+        assert group is not None, "an include outside a GroupAction"
+        assert any(k.arg == "scoped" and getattr(k.value, "value", None) is True for k in group.keywords)
+        function = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and any(n is include for n in ast.walk(f)))
+        assert "'params_file'" in ast.unparse(function), "the include does not name its params_file"
+
+
+def launched_nodes(path: Path, arguments: dict[str, str]) -> dict[str, dict]:
+    """Evaluate a launch description as `ros2 launch` would (without starting processes): for every
+    launch_ros Node, its name -> {"files": parameter files, "params": parameter dicts, evaluated}."""
+    from launch.utilities import perform_substitutions
+    from launch_ros.actions import Node
+
+    import launch
+
+    spec = importlib.util.spec_from_file_location(path.name.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = launch.LaunchContext()
+    context.launch_configurations.update(arguments)
+    found: dict[str, dict] = {}
+
+    def visit(entity) -> None:
+        condition = getattr(entity, "condition", None)
+        if condition is not None and not condition.evaluate(context):
+            return
+        if isinstance(entity, Node):
+            files, params = [], {}
+            for entry in entity._Node__parameters:  # normalized: a file path or a dict, both as substitutions
+                if isinstance(entry, dict):
+                    for key, value in entry.items():
+                        name = perform_substitutions(context, list(key))
+                        params[name] = value
+                else:
+                    files.append(perform_substitutions(context, list(entry)))
+            name = entity._Node__node_name or entity._Node__node_executable
+            found[name if isinstance(name, str) else perform_substitutions(context, list(name))] = {"files": files,
+                                                                                                   "params": params}
+            return
+        for sub in entity.visit(context) or []:
+            visit(sub)
+
+    visit(module.generate_launch_description())
+    return found
+
+
+def test_demo_gives_each_node_its_own_params_file_and_sim_time():
+    pytest.importorskip("launch_ros")
+    nodes = launched_nodes(ROOT / "launch" / "tabletop_demo.launch.py", {"memory": "/tmp/scene.m3", "use_sim_time": "true"})
+    assert [Path(f).name for f in nodes["m3_query"]["files"]] == ["query.yaml"]
+    assert [Path(f).name for f in nodes["m3_grasp"]["files"]] == ["grasp.yaml"]
+    assert "robot_state_publisher" in nodes and all("use_sim_time" in n["params"] for n in nodes.values())
+
+
+def test_rviz_config_shows_the_latched_outputs():
+    """config/m3.rviz subscribes to what the query node publishes, transient-local (latched) like the publishers."""
+    config = yaml.safe_load((ROOT / "config" / "m3.rviz").read_text())
+    displays = {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
+    node = (ROOT / "m3_memory" / "ros" / "query_node.py").read_text()
+    for cls, topic in (("rviz_default_plugins/Image", "heatmap"), ("rviz_default_plugins/Marker", "target_marker")):
+        sub = displays[cls]["Topic"]
+        assert sub["Value"] == f"/m3_query/{topic}" and f'"~/{topic}", LATCHED' in node
+        assert sub["Durability Policy"] == "Transient Local" and sub["Reliability Policy"] == "Reliable"
+    assert {"rviz_default_plugins/TF", "rviz_default_plugins/RobotModel"} <= set(displays)
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
