@@ -24,6 +24,7 @@ from m3_memory.errors import InputError
 from m3_memory.ros.build_handler import StageFeedback
 from m3_memory.ros.callbacks import CallbackGuard, OneAtATime, log_outcome
 from m3_memory.ros.node_support import LATCHED, TfLookup, declare_parameters, finish_goal, make, on_parameter_change, spin
+from m3_memory.ros.query_handler import RELOAD
 from m3_msgs.action import Grasp
 
 
@@ -51,7 +52,10 @@ class GraspNode(Node):
         on_parameter_change(self, self.guard, lambda: self.handler.params, self.update)
 
     def update(self, params: GraspParams) -> str:
-        """Apply changed parameters (InputError refuses them) and publish the memory's status."""
+        """Apply changed parameters (InputError refuses them) and publish the memory's status. The
+        memory is not swapped under a running grasp."""
+        if self.one.busy and any(getattr(params, k) != getattr(self.handler.params, k) for k in RELOAD):
+            raise InputError("memory", "a grasp is running; set it again when the goal has ended")
         status = self.handler.update(params)
         self.status_pub.publish(String(data=status))
         return status

@@ -4,6 +4,7 @@ messages, look up tf at a stamp, publish latched outputs, spin without dying."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -50,11 +51,15 @@ def on_parameter_change(node: Node, guard: CallbackGuard, current: Callable[[], 
     its reason (rclpy then keeps the old value), so a reported success means the node uses the value."""
     def callback(parameters) -> SetParametersResult:
         def attempt() -> SetParametersResult:
+            params = current()
+            ours = {p.name: p.value for p in parameters if p.name in {f.name for f in fields(params)}}
+            if not ours:  # rclpy's own (use_sim_time, ...): not ours to check
+                return SetParametersResult(successful=True)
             try:
-                status = apply(changed(current(), {p.name: p.value for p in parameters}))
+                status = apply(changed(params, ours))
             except InputError as err:
                 return SetParametersResult(successful=False, reason=str(err))
-            node.get_logger().info(f"parameters {', '.join(p.name for p in parameters)} set: {status}")
+            node.get_logger().info(f"parameters {', '.join(ours)} set: {status}")
             return SetParametersResult(successful=True)
 
         return guard.call("parameter change", attempt, lambda reason: SetParametersResult(successful=False, reason=reason))
