@@ -38,6 +38,16 @@ DEFAULT_THRESHOLDS = {"clip": 0.80, "siglip": 0.85, "dinov2": 0.75, "seem": 1.00
 DEFAULT_CHUNK = 5000
 RULES = ("strict", "cover")
 ROUNDING = 1e-6  # similarities within this of theta count as reaching it, so theta = 1 merges equal directions
+PROJECTIONS = (32, 64, 96, 128, 192, 256, 384)  # prefilter sizes tried by the cost estimate
+BOUND_MARGIN = 1e-4  # the prefilter keeps pairs whose bound is this far below theta (float32 rounding)
+RESIDUAL_MARGIN = 1e-5  # added to squared residual norms so rounding never makes them too small
+BOUND_COST = 4.0  # multiply-add equivalents of forming and testing one bound entry
+COMPACT = 0.75  # the columns are compacted when fewer than this fraction of them is still unused
+WITNESS_LIMIT = 0.25  # nearby J sets to check per block, as a fraction of N, before comparing with all rows
+SAMPLE = 8192  # rows the prefilter's basis and cost estimate are computed from
+TILE = 16_384  # stored rows per column tile of the prefilter bounds
+GATHER_CHUNK = 65_536  # candidates whose rows are gathered at once
+GATHER_COST = 64.0  # a candidate's gathered dot product, relative to a matrix product's multiply-add
 
 
 def _normalised(R: torch.Tensor) -> torch.Tensor:
@@ -88,11 +98,15 @@ def _greedy_within(S: torch.Tensor, theta: float) -> torch.Tensor:
     return keep
 
 
-def psc_fast(R: torch.Tensor, theta: float, rule: str = "strict", chunk: int = 4096, block: int = 64) -> torch.Tensor:
+def psc_fast(R: torch.Tensor, theta: float, rule: str = "strict", chunk: int = 4096, block: int = 64,
+             prefilter: int | None = None) -> torch.Tensor:
     """Same kept set as :func:`psc_reference`, without the N x N similarities.
 
     chunk: rows compared at once against the kept set (cover). block: unused rows whose
-    full similarity rows are formed at once (strict), memory ``block * N`` floats.
+    similarity rows are formed at once (strict), memory ``block * N`` floats.
+    prefilter (strict): size ``d1`` of a projection onto the features' main directions whose
+    similarities plus a residual bound rule out most pairs before their full dot product;
+    0 turns it off, None chooses ``d1`` (or off) from a cost estimate on a sample.
     """
     theta = _check(R, theta, rule)
     Rn = _normalised(R)  # [N, d]
@@ -109,25 +123,151 @@ def psc_fast(R: torch.Tensor, theta: float, rule: str = "strict", chunk: int = 4
             keep = _greedy_within(X[cand] @ X[cand].T, theta)
             kept = torch.cat([kept, start + cand[keep]])
         return kept
-    used = torch.zeros(n, dtype=torch.bool, device=R.device)
-    kept = []
+    return _strict(Rn, theta, block, _projection(Rn, theta) if prefilter is None else
+                   (_basis(Rn, prefilter) if prefilter else None))
+
+
+def _strict(Rn: torch.Tensor, theta: float, block: int, basis: torch.Tensor | None) -> torch.Tensor:
+    """The strict rule on normalised rows ``Rn [N, d]``; ``basis [d, d1]`` turns on the
+    projection prefilter (see :func:`psc_fast`).
+
+    Rows that are used drop out of the columns that similarity rows are formed against (the
+    columns are compacted as they thin out). A used row outside the columns can still make a
+    candidate j fail the rule: it lies in ``J_k`` of a kept row k, and then
+    ``angle(j, k) <= 2 arccos(theta)``, so only the stored ``J_k`` of such nearby kept rows are
+    checked. A block whose nearby ``J_k`` are too many to check this way is compared with all rows.
+    """
+    n = Rn.shape[0]
+    res_all = None
+    if basis is not None:
+        X_all = Rn @ basis  # [N, d1]
+        # residual norm |x - B B^T x| with a margin for float32 rounding: never below the true one
+        res_all = (Rn.square().sum(1) - X_all.square().sum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [N]
+    else:
+        X_all = Rn
+    cols, X, res = torch.arange(n, device=Rn.device), X_all, res_all  # columns: every row not known to be used
+    near_limit = 2.0 * theta * theta - 1.0 - BOUND_MARGIN if theta > 0 else -2.0
+    used = torch.zeros(n, dtype=torch.bool, device=Rn.device)
+    kept: list[int] = []
+    members: list[torch.Tensor] = []  # J of each kept row; together exactly the used rows
     start = 0
     while start < n:
         rows = (~used[start:]).nonzero().squeeze(1)[:block] + start  # next unused rows, in order
         if rows.numel() == 0:
             break
-        S = Rn[rows] @ Rn.T  # [b, N]
+        near = [[] for _ in range(rows.numel())]
+        if kept and cols.numel() < n:
+            K = torch.tensor(kept, device=Rn.device)
+            close = (Rn[rows] @ Rn[K].T) >= near_limit  # [b, t]
+            sizes = torch.tensor([m.numel() for m in members], device=Rn.device)
+            if int((close.float() @ sizes.float()).sum()) > WITNESS_LIMIT * n:
+                cols, X, res = torch.arange(n, device=Rn.device), X_all, res_all
+            else:
+                near = [close[r].nonzero().squeeze(1).tolist() for r in range(rows.numel())]
+        found = (_members(Rn, X, cols, rows, theta) if basis is None else
+                 _members_prefiltered(Rn, X_all[rows], res_all[rows], X, res, cols, rows, theta))
         for r, j in enumerate(rows.tolist()):
-            if used[j]:
-                continue
-            J = S[r] >= theta
-            J[j] = True
-            if used[J].any():
+            J = found[r]
+            if used[j] or used[J].any() or _witness(Rn, j, [members[k] for k in near[r]], theta):
                 continue
             kept.append(j)
-            used |= J
+            members.append(J)
+            used[J] = True
         start = int(rows[-1]) + 1
-    return torch.tensor(kept, dtype=torch.long, device=R.device)
+        alive = ~used[cols]
+        if int(alive.sum()) < COMPACT * cols.numel():
+            cols, X = cols[alive], X[alive]
+            res = None if res is None else res[alive]
+    return torch.tensor(kept, dtype=torch.long, device=Rn.device)
+
+
+def _witness(Rn: torch.Tensor, j: int, groups: list[torch.Tensor], theta: float) -> bool:
+    """True when a row of ``groups`` (index tensors) is within theta of row j."""
+    if not groups:
+        return False
+    W = torch.cat(groups)
+    return any(bool((Rn[w] @ Rn[j] >= theta).any()) for w in torch.split(W, GATHER_CHUNK))
+
+
+def _pairs(Q: torch.Tensor, X: torch.Tensor, limit: float, res_q: torch.Tensor | None = None,
+           res_x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) pairs with ``Q X^T (+ res_q res_x^T) >= limit``, grouped by row with
+    columns increasing; formed in column tiles so each ``[b, tile]`` block stays in cache."""
+    r, c = [], []
+    for start in range(0, X.shape[0], TILE):
+        S = Q @ X[start:start + TILE].T  # [b, tile]
+        if res_q is not None:
+            S.addr_(res_q, res_x[start:start + TILE])
+        rr, cc = (S >= limit).nonzero(as_tuple=True)
+        r.append(rr)
+        c.append(cc + start)
+    r, c = torch.cat(r), torch.cat(c)
+    order = torch.argsort(r, stable=True)
+    return r[order], c[order]
+
+
+def _members(Rn: torch.Tensor, X: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
+             theta: float) -> list[torch.Tensor]:
+    """``J_j`` among the columns ``cols`` (rows ``X`` of ``Rn``), with j itself, for each j in ``rows``."""
+    r, c = _pairs(Rn[rows], X, theta)
+    found = torch.split(cols[c], torch.bincount(r, minlength=rows.numel()).tolist())
+    return [torch.cat([f, rows[k:k + 1]]) for k, f in enumerate(found)]
+
+
+def _members_prefiltered(Rn: torch.Tensor, Pq: torch.Tensor, res_q: torch.Tensor, P: torch.Tensor,
+                         res: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, theta: float) -> list[torch.Tensor]:
+    """``J_j`` among the columns ``cols``, with j itself, for each j in ``rows``, exactly, from
+    projections: ``Pq [b, d1]``, ``res_q [b]`` of the rows and ``P [m, d1]``, ``res [m]`` of
+    the columns.
+
+    ``x.y = Px.Py + x_perp.y_perp <= Px.Py + |x_perp| |y_perp|`` (Cauchy-Schwarz), so a pair
+    whose bound stays below theta (less a margin for rounding) cannot be in ``J_j``; the
+    pairs that pass get their full float32 dot product. Cost ``b m d1`` plus the candidates.
+    """
+    r, c = _pairs(Pq, P, theta - BOUND_MARGIN, res_q, res)
+    members = []
+    for j, cand in zip(rows.tolist(), torch.split(cols[c], torch.bincount(r, minlength=rows.numel()).tolist())):
+        hit = [Rn[part] @ Rn[j] >= theta for part in torch.split(cand, GATHER_CHUNK)]
+        members.append(torch.cat([cand[torch.cat(hit)] if hit else cand, torch.tensor([j], device=Rn.device)]))
+    return members
+
+
+def _basis(Rn: torch.Tensor, d1: int, sample: int = SAMPLE) -> torch.Tensor:
+    """Top ``d1`` eigenvectors ``[d, d1]`` of the (uncentred) second moment of a fixed sample of
+    rows: the directions that carry most of the dot products."""
+    n, d = Rn.shape
+    if not 0 < d1 < d:
+        raise InputError("prefilter", f"projection size must be in (0, {d}), got {d1}")
+    step = max(1, n // sample)
+    X = Rn[::step][:sample]  # [s, d]
+    _, vecs = torch.linalg.eigh((X.T @ X).double())  # ascending eigenvalues
+    return vecs[:, -d1:].flip(1).to(Rn.dtype).contiguous()
+
+
+def _projection(Rn: torch.Tensor, theta: float, probe: int = 256, sample: int = SAMPLE) -> torch.Tensor | None:
+    """The prefilter basis that minimises an estimated cost on a sample, or None when the
+    dense similarity rows are cheaper (small d, or features without dominant directions).
+
+    Cost per similarity row, in multiply-adds per stored row: ``d1`` for the projection plus
+    ``GATHER_COST * d`` per candidate that passes the bound; dense costs ``d``.
+    """
+    n, d = Rn.shape
+    if d < 64 or n < 4 * probe:
+        return None
+    basis = _basis(Rn, min(d - 1, max(c for c in PROJECTIONS if c < d)), sample)
+    X = Rn[::max(1, n // sample)][:sample]  # [s, d]
+    Q = X[torch.linspace(0, X.shape[0] - 1, probe).long()]  # [probe, d]
+    PX, PQ = X @ basis, Q @ basis
+    resX = (1.0 - PX.square().cumsum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [s, d1max]
+    resQ = (1.0 - PQ.square().cumsum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()
+    best, best_cost = None, float(d)
+    for d1 in (c for c in PROJECTIONS if c < d):
+        bound = PQ[:, :d1] @ PX[:, :d1].T + resQ[:, d1 - 1, None] * resX[None, :, d1 - 1]  # [probe, s]
+        passing = float((bound >= theta - BOUND_MARGIN).float().mean())
+        cost = d1 + BOUND_COST + GATHER_COST * passing * d
+        if cost < best_cost:
+            best, best_cost = d1, cost
+    return None if best is None else basis[:, :best].contiguous()
 
 
 def principal_scene_components(features: torch.Tensor, theta: float, rule: str = "strict",

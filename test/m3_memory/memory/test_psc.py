@@ -112,3 +112,41 @@ def test_fast_equals_reference_on_fixture_clip_features(rule):
         ref = psc_reference(R, theta, rule, chunk=500)
         assert 1 < ref.numel() < R.shape[0]
         torch.testing.assert_close(psc_fast(R, theta, rule, chunk=256, block=8), ref, rtol=0, atol=0)
+
+
+def anisotropic(n=4000, d=128, clusters=60, seed=5):
+    """Features like real CLIP maps: a strong shared direction, clusters in a few dozen
+    directions, and a little isotropic noise."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(d, generator=g)
+    basis = torch.linalg.qr(torch.randn(d, 24, generator=g))[0]  # [d, 24]
+    centres = mean + 2.0 * torch.randn(clusters, 24, generator=g) @ basis.T
+    labels = torch.randint(0, clusters, (n,), generator=g)
+    return centres[labels] + 0.6 * torch.randn(n, 24, generator=g) @ basis.T + 0.15 * torch.randn(n, d, generator=g)
+
+
+@pytest.mark.parametrize("theta", [0.8, 0.97])
+@pytest.mark.parametrize("d1", [4, 40])
+def test_prefilter_keeps_the_reference_set(theta, d1):
+    """The projection bound only rules out pairs that cannot reach theta, whatever d1 is: a
+    poor projection costs time, never a different kept set."""
+    for R in (clustered(n=1500, d=64), anisotropic(n=1500, d=64)):
+        ref = psc_reference(R, theta, "strict", chunk=700)
+        assert 1 < ref.numel() < R.shape[0]
+        torch.testing.assert_close(psc_fast(R, theta, "strict", block=16, prefilter=d1), ref, rtol=0, atol=0)
+
+
+def test_prefilter_chosen_by_cost_on_real_like_features():
+    from m3_memory.memory.psc import _normalised, _projection
+
+    R = anisotropic(n=8000, clusters=400)
+    basis = _projection(_normalised(R), 0.9)
+    assert basis is not None and basis.shape[0] == 128 and basis.shape[1] < 128  # a projection pays off here
+    torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(psc_fast(R, 0.9, "strict"), psc_reference(R, 0.9, "strict"), rtol=0, atol=0)
+    assert _projection(_normalised(clustered()), 0.9) is None  # d = 32: dense rows are cheaper
+
+
+def test_prefilter_size_must_fit():
+    with pytest.raises(InputError, match="prefilter"):
+        psc_fast(clustered(d=16), 0.8, "strict", prefilter=16)
