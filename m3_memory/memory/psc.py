@@ -18,7 +18,11 @@ identical set without forming similarities of rows that cannot matter:
 - strict: a row that is used when its turn comes is skipped by the literal algorithm
   whatever its similarities are, so only rows still unused at the start of their block
   need their similarity row ``S[j, :]``; the used mask is updated exactly as the literal
-  algorithm does. Cost O(N d) per such row, memory ``[block, N]``.
+  algorithm does. Used rows leave the columns those rows are formed against, and are
+  reached through the J sets of nearby kept rows instead; with features that have
+  dominant directions, a projection onto them rules out most pairs before their full dot
+  product (an exact bound, see ``_members_prefiltered``). Cost at most O(N d) per such
+  row, memory ``[block, N]``.
 
 Similarities within 1e-6 of theta count as reaching it (float32 rounding: a row's
 similarity with itself or a scaled copy may come out as 0.99999994), so theta = 1 merges
