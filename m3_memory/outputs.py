@@ -15,6 +15,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from m3_memory.errors import InputError, os_problem
@@ -66,6 +68,23 @@ def check_output(path: str | Path, *, folder: bool = True, allow_existing: bool 
     if need_bytes > free:
         raise InputError(path, f"needs about {need_bytes / MB:.0f} MB but only {free / MB:.0f} MB are free there")
     return path
+
+
+@contextmanager
+def parent_folders(path: Path) -> Iterator[None]:
+    """Create the missing folders above ``path`` for a ``with`` block; when the block fails, the
+    ones it created are removed again if still empty (a failed command leaves nothing behind)."""
+    missing = [p for p in reversed(path.parents) if not os.path.lexists(p)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in reversed(missing):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def pid_alive(pid: int) -> bool:

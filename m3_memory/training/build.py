@@ -44,7 +44,7 @@ from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry,
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
-from m3_memory.outputs import MB, OutputLock, check_output, pid_alive
+from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -288,7 +288,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
     if not Path(recording).exists():
         open_recording(recording)  # the reader's own one-line error (missing, link loop)
-    with OutputLock(out):
+    with parent_folders(out), OutputLock(out):  # the lock file lives beside the output
         check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
         _remove_stale_temporaries(out)
         return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop, cache_root,
@@ -327,7 +327,6 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
                   **recording_options) -> BuildReport:
     """:func:`build_memory` once the output is checked and locked."""
     ckpt_path = checkpoint_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = BuildReport(out)
     say = progress or (lambda stage, fraction, message: None)
     clock = time.perf_counter()
