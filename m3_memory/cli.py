@@ -90,9 +90,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from m3_memory.foundation import load_model
+    from m3_memory.foundation import known_models, load_model
     from m3_memory.memory.extract import extract_components
 
+    if args.model not in known_models():
+        raise InputError(args.model, f"unknown foundation model; known: {', '.join(known_models())}")
     out = check_output(args.out or f"features_{Path(args.recording).name}", allow_existing=True, need_bytes=64 << 20)
     rec = _open(args)
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
