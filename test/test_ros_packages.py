@@ -251,6 +251,7 @@ def launched_nodes(path: Path, arguments: dict[str, str]) -> dict[str, dict]:
     launch_ros Node, its name -> {"files": parameter files, "params": parameter dicts, evaluated}."""
     from launch.utilities import perform_substitutions
     from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterFile
 
     import launch
 
@@ -267,11 +268,12 @@ def launched_nodes(path: Path, arguments: dict[str, str]) -> dict[str, dict]:
             return
         if isinstance(entity, Node):
             files, params = [], {}
-            for entry in entity._Node__parameters:  # normalized: a file path or a dict, both as substitutions
-                if isinstance(entry, dict):
+            for entry in entity._Node__parameters or []:  # normalized: ParameterFile, or a dict with substitution keys
+                if isinstance(entry, ParameterFile):
+                    files.append(str(entry.evaluate(context)))
+                elif isinstance(entry, dict):
                     for key, value in entry.items():
-                        name = perform_substitutions(context, list(key))
-                        params[name] = value
+                        params[perform_substitutions(context, list(key))] = value
                 else:
                     files.append(perform_substitutions(context, list(entry)))
             name = entity._Node__node_name or entity._Node__node_executable
