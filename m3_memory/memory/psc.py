@@ -146,7 +146,8 @@ def _strict(Rn: torch.Tensor, theta: float, block: int, basis: torch.Tensor | No
     if basis is not None:
         X_all = Rn @ basis  # [N, d1]
         # residual norm |x - B B^T x| with a margin for float32 rounding: never below the true one
-        res_all = (Rn.square().sum(1) - X_all.square().sum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [N]
+        norm2 = torch.linalg.vector_norm(Rn, dim=1).square_() - torch.linalg.vector_norm(X_all, dim=1).square_()
+        res_all = norm2.clamp_min_(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [N]
     else:
         X_all = Rn
     cols, X, res = torch.arange(n, device=Rn.device), X_all, res_all  # columns: every row not known to be used
