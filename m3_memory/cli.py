@@ -27,6 +27,7 @@ from m3_memory.errors import (
     Terminated,
     describe,
     first_line,
+    os_problem,
 )
 from m3_memory.outputs import check_output
 
@@ -172,27 +173,36 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+class _LowerLevelFormatter(logging.Formatter):
+    """``m3: warning: ...`` (the level in lower case, as the error line's ``m3: error:``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()}))
+
+
 class _Logging:
     """The ``m3`` logger on stderr (``m3: warning: ...``) and library warnings captured into the
     log (``--log FILE``; stderr only with ``--debug``) for one run of :func:`main`."""
 
     def __init__(self, debug: bool, log_file: str | None):
         self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        try:  # first: a log file that cannot be opened changes nothing
+            file = logging.FileHandler(log_file) if log_file else None
+        except OSError as err:
+            raise InputError(log_file, f"log file cannot be written ({os_problem(err)})") from None
         stderr = logging.StreamHandler(sys.stderr)
-        stderr.setFormatter(logging.Formatter("m3: %(levelname)s: %(message)s"))
+        stderr.setFormatter(_LowerLevelFormatter("m3: %(levelname)s: %(message)s"))
         self._add(logging.getLogger("m3"), stderr, logging.DEBUG if debug else logging.WARNING)
         if debug:
             self._add(logging.getLogger("py.warnings"), stderr, logging.WARNING)
-        if log_file:
-            try:
-                file = logging.FileHandler(log_file)
-            except OSError as err:
-                raise InputError(log_file, f"log file cannot be written ({err.strerror})") from None
+        if file is not None:
             file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
             for name in ("m3", "py.warnings"):
                 self._add(logging.getLogger(name), file, logging.DEBUG)
-        self.propagate = logging.getLogger("py.warnings").propagate
-        logging.getLogger("py.warnings").propagate = False
+        self.saved = [(logging.getLogger(name), logging.getLogger(name).propagate, logging.getLogger(name).level)
+                      for name in ("m3", "py.warnings")]
+        for logger, _, _ in self.saved:  # only the handlers above: not a root handler some library configured
+            logger.propagate = False
         logging.getLogger("m3").setLevel(logging.DEBUG)
         logging.captureWarnings(True)
 
@@ -203,7 +213,8 @@ class _Logging:
 
     def close(self) -> None:
         logging.captureWarnings(False)
-        logging.getLogger("py.warnings").propagate = self.propagate
+        for logger, propagate, level in self.saved:
+            logger.propagate, logger.level = propagate, level
         for logger, handler in self.handlers:
             logger.removeHandler(handler)
             handler.close()

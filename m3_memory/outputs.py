@@ -54,10 +54,10 @@ def check_output(path: str | Path, *, folder: bool = True, allow_existing: bool 
             raise InputError(path, "is a folder, expected a file")
         if not allow_existing:
             raise InputError(path, f"exists; {existing_hint}")
-    base = nearest_existing(path)
-    probe_dir = base if base.is_dir() else None
-    if probe_dir is None:
+    base = path if folder and path.is_dir() else nearest_existing(path.parent)
+    if not base.is_dir():
         raise InputError(base, f"is a file, so {path} cannot be created below it")
+    probe_dir = base
     try:
         fd, probe = tempfile.mkstemp(prefix=".m3-probe-", dir=probe_dir)
         os.close(fd)

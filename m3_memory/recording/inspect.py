@@ -130,6 +130,7 @@ def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], path: Path,
         draw.text((pad, y), title, fill="black")
         for c, img in enumerate(row):
             sheet.paste(Image.fromarray(img), (pad + c * (tw + pad), y + head))
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
