@@ -48,6 +48,7 @@ RESIDUAL_MARGIN = 1e-5  # added to squared residual norms so rounding never make
 BOUND_COST = 4.0  # multiply-add equivalents of forming and testing one bound entry
 COMPACT = 0.75  # the columns are compacted when fewer than this fraction of them is still unused
 WITNESS_LIMIT = 0.25  # nearby J sets to check per block, as a fraction of N, before comparing with all rows
+PREFILTER_MIN_ROWS = 50_000  # fewer rows: the basis and projection cost more than they save
 SAMPLE = 8192  # rows the prefilter's basis and cost estimate are computed from
 TILE = 16_384  # stored rows per column tile of the prefilter bounds
 GATHER_CHUNK = 65_536  # candidates whose rows are gathered at once
@@ -251,13 +252,14 @@ def _basis(Rn: torch.Tensor, d1: int, sample: int = SAMPLE) -> torch.Tensor:
 
 def _projection(Rn: torch.Tensor, theta: float, probe: int = 256, sample: int = SAMPLE) -> torch.Tensor | None:
     """The prefilter basis that minimises an estimated cost on a sample, or None when the
-    dense similarity rows are cheaper (small d, or features without dominant directions).
+    dense similarity rows are cheaper (small d, few rows, so that the basis and the projection
+    do not pay for themselves, or features without dominant directions).
 
     Cost per similarity row, in multiply-adds per stored row: ``d1`` for the projection plus
     ``GATHER_COST * d`` per candidate that passes the bound; dense costs ``d``.
     """
     n, d = Rn.shape
-    if d < 64 or n < 4 * probe:
+    if d < 64 or n < PREFILTER_MIN_ROWS:
         return None
     basis = _basis(Rn, min(d - 1, max(c for c in PROJECTIONS if c < d)), sample)
     X = Rn[::max(1, n // sample)][:sample]  # [s, d]

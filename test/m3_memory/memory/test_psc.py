@@ -136,15 +136,18 @@ def test_prefilter_keeps_the_reference_set(theta, d1):
         torch.testing.assert_close(psc_fast(R, theta, "strict", block=16, prefilter=d1), ref, rtol=0, atol=0)
 
 
-def test_prefilter_chosen_by_cost_on_real_like_features():
+def test_prefilter_chosen_by_cost_on_real_like_features(monkeypatch):
+    from m3_memory.memory import psc
     from m3_memory.memory.psc import _normalised, _projection
 
+    monkeypatch.setattr(psc, "PREFILTER_MIN_ROWS", 4000)  # a small test set stands in for a large one
     R = anisotropic(n=8000, clusters=400)
     basis = _projection(_normalised(R), 0.9)
     assert basis is not None and basis.shape[0] == 128 and basis.shape[1] < 128  # a projection pays off here
     torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-5, rtol=0)
     torch.testing.assert_close(psc_fast(R, 0.9, "strict"), psc_reference(R, 0.9, "strict"), rtol=0, atol=0)
-    assert _projection(_normalised(clustered()), 0.9) is None  # d = 32: dense rows are cheaper
+    assert _projection(_normalised(clustered(n=5000)), 0.9) is None  # d = 32: dense rows are cheaper
+    assert _projection(_normalised(anisotropic(n=3000)), 0.9) is None  # too few rows to pay for a basis
 
 
 def test_prefilter_size_must_fit():
