@@ -1,25 +1,23 @@
 """The errors users see and the exit codes of the ``m3`` command (the one taxonomy).
 
-Every error is one line, ``<input>: <what is wrong>``:
+Every error is one line, ``<input>: <what is wrong>``. Exit codes:
 
-========  ====================  ==========================================================
-exit      error                 meaning
-========  ====================  ==========================================================
-0                               done
-1                               ran, but found nothing (``m3 query``, like grep) or a grasp
-                                did not complete on the backend
-2         :class:`InputError`   bad input or usage: a file, folder, option or argument
-3         :class:`BuildFailed`  a build that started failed (diverged, everything pruned,
-                                the memory could not be written; the checkpoint is kept)
-4         :class:`SafetyRefusal` the robot was not moved: a safety check refused
-5         :class:`MissingDependency` an optional package is not installed
-70                              an internal error (a bug): ``--debug`` shows the traceback
-130                             interrupted by Ctrl-C (SIGINT)
-143                             terminated by SIGTERM (``ros2 launch``, systemd, Slurm)
-========  ====================  ==========================================================
+- 0: done
+- 1: ran, but found nothing (``m3 query``, like grep), or a grasp did not complete on the backend
+- 2 (:class:`InputError`): bad input or usage: a file, folder, option or argument, or an output
+  that cannot be written
+- 3 (:class:`BuildFailed`): a build that started failed (diverged, everything pruned, the
+  memory could not be written; the checkpoint is kept)
+- 4 (:class:`SafetyRefusal`): the robot was not moved: a safety check refused
+- 5 (:class:`MissingDependency`): an optional package is not installed
+- 70: an internal error (a bug); ``--debug`` shows the traceback
+- 130: interrupted by Ctrl-C (SIGINT); 143: terminated by SIGTERM (``ros2 launch``, systemd, Slurm)
+
+The three specific errors subclass :class:`InputError`, so code that catches it (the ROS
+handlers) still catches them; their ``exit_code`` tells them apart.
 
 :func:`describe` turns the errors of the operating system and of the libraries m3 reads files
-with (safetensors, PIL, open3d, pyrealsense2, torch) into the same one line and code.
+with (safetensors, PIL, open3d, pyrealsense2) into the same one line and code.
 """
 
 from __future__ import annotations

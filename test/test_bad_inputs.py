@@ -356,20 +356,22 @@ def _files(*roots: Path) -> set[str]:
     return {str(p) for root in roots if root.is_dir() for p in root.rglob("*")}
 
 
-def run_case(argv: list[str], capsys) -> tuple[int, str]:
+def run_case(argv: list[str], capture) -> tuple[int, str]:
+    """``m3 argv`` in this process: (exit code, stderr stripped); ``capture``: capsys or capfd."""
     code = main(argv)
-    return code, capsys.readouterr().err.strip()
+    return code, capture.readouterr().err.strip()
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input(case: Case, ctx: Ctx, capsys, monkeypatch):
+def test_bad_input(case: Case, ctx: Ctx, capfd, monkeypatch):
     """Exit code of the taxonomy, one line naming the input and the problem, nothing written
-    (default outputs go to the working directory, which is under ``ctx.root``)."""
+    (default outputs go to the working directory, which is under ``ctx.root``). Captured at the
+    file descriptors, so what C++ libraries print (open3d, librealsense) counts too."""
     (ctx.root / "cwd").mkdir(exist_ok=True)
     monkeypatch.chdir(ctx.root / "cwd")
     watched = (ctx.root, ctx.memory.parent)
     before = _files(*watched)
-    code, err = run_case(case.argv(ctx), capsys)
+    code, err = run_case(case.argv(ctx), capfd)
     assert code == case.code, err
     assert len(err.splitlines()) == 1 and err.startswith("m3: error: "), err
     assert "Traceback" not in err and "warning" not in err.lower()
