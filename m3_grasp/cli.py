@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from m3_memory.errors import InputError, SafetyRefusal
+from m3_memory.errors import InputError, SafetyRefusal, first_line
 from m3_memory.outputs import MB, check_output
 
 GRASP_OUTPUT_BYTES = 64 * MB  # plan.json, trajectory.json, the sim's PNG and GIF
@@ -25,13 +25,24 @@ def _floats(text: str, n: int, what: str) -> list[float]:
 
 
 def _read_points(path: str):
+    """``--object-points``: a point cloud file (PLY through plyfile; PCD, XYZ and the rest through
+    open3d) -> [N, 3] float64 points (world frame, metres); one-line InputError otherwise."""
     import numpy as np
     import open3d as o3d
 
     if not Path(path).is_file():
         raise InputError(path, "point cloud file not found" if not Path(path).is_dir() else "is a folder, not a point cloud")
-    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # the reason is said below, once
-        points = np.asarray(o3d.io.read_point_cloud(path).points)
+    if Path(path).suffix.lower() == ".ply":  # plyfile says what is wrong; open3d's RPly prints it on stderr
+        from plyfile import PlyData
+
+        try:
+            vertex = PlyData.read(path)["vertex"].data
+            points = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+        except Exception as err:  # noqa: BLE001 - plyfile raises many types for damaged files
+            raise InputError(path, f"no points read: not a PLY point cloud ({first_line(err)})") from None
+    else:
+        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # the reason is said below, once
+            points = np.asarray(o3d.io.read_point_cloud(path).points)
     if len(points) == 0:
         raise InputError(path, "no points read (expected a PLY/PCD point cloud, world frame, metres)")
     return points
