@@ -26,17 +26,17 @@ from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.fixture import ARCH as FIXTURE_ARCH
 from m3_memory.foundation.fixture import CLASSES as FIXTURE_CLASSES
 from m3_memory.memory.artifact import Memory, ModelEntry
+from m3_memory.memory.attention import bank_spectrum
 from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import (
     CANONICAL_NEGATIVES,
     METHODS,
     display_heatmap,
-    score_map,
-    target_region,
+    largest_component,
     threshold_value,
 )
-from m3_memory.query.render import MIN_ALPHA, render_features
-from m3_memory.query.spatial import MIN_OPACITY, NEIGHBOURS, best_cluster, dbscan, gaussian_features
+from m3_memory.query.render import MIN_ALPHA, render_scores
+from m3_memory.query.spatial import MIN_OPACITY, NEIGHBOURS, best_cluster, dbscan, gaussian_scores, prepare_gaussians
 from m3_memory.query.target import Box, check_depth, lift_region, oriented_box, robust_center
 
 # The fixture CLIP learnt only its scene's names, so "object", "things", ... mean nothing to it;
@@ -219,23 +219,23 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
     text, t, neg, warnings = _prepare(memory, text, config, text_model)
     if depth is not None:
         depth = check_depth(depth, camera)
-    view = render_features(memory, camera.scaled(config.render_scale) if config.render_scale < 1 else camera,
-                           config.model, config.min_alpha, config.backend)
+    view = render_scores(memory, camera.scaled(config.render_scale) if config.render_scale < 1 else camera, t, neg,
+                         config.method, config.model, config.min_alpha, config.backend)
     H, W = camera.height, camera.width
-    score = _upsample(score_map(view.features, t, neg, config.method).numpy(), H, W)  # [H, W]
+    score = _upsample(view.score.numpy(), H, W)  # [H, W]
     valid = _upsample(view.valid.numpy().astype(np.float32), H, W) >= 0.5  # [H, W]
-    heatmap = display_heatmap(score, valid, config.method)
-    result = QueryResult(text, False, 0.0, "", heatmap=heatmap, mask=np.zeros((H, W), bool), T_world_cam=camera.T_world_cam,
-                         warnings=warnings)
+    bound = threshold_value(score, valid, config.threshold) if valid.mean() >= 0.01 else float("inf")
+    result = QueryResult(text, False, 0.0, "", heatmap=display_heatmap(score, valid, max(bound, config.score_bound)),
+                         mask=np.zeros((H, W), bool), T_world_cam=camera.T_world_cam, warnings=warnings)
     if valid.mean() < 0.01:
         result.message = "the camera sees (almost) nothing of the memory: no target"
         return result
-    mask = target_region(score, valid, config.threshold)
+    mask = largest_component(valid & (score > bound))
     result.score = float(score[mask].mean()) if mask.any() else 0.0
     if mask.sum() < config.min_pixels or result.score < config.score_bound:
         result.message = f"nothing relevant to {text!r} in view (score {result.score:.3f} < {config.score_bound})"
         return result
-    result.mask = mask
+    result.mask, result.heatmap = mask, display_heatmap(score, valid, bound)  # found: the region is hot
     if depth is None:
         depth = _upsample(view.depth.numpy(), H, W) * valid
     points = lift_region(mask, depth, camera)
@@ -246,7 +246,6 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
     result.point_world, result.box = robust_center(points), oriented_box(points)
     result.message = f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of the visible surface"
     if config.object_centre:
-        bound = threshold_value(score, valid, config.threshold)
         members = object_gaussians(memory, points, t, neg, bound, config)
         if len(members):
             body = memory.gaussians.means[members].numpy().astype(np.float64)
@@ -268,8 +267,7 @@ def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: t
     near = np.nonzero(np.all((means >= lo) & (means <= hi), axis=1))[0]
     if len(near) == 0:
         return near
-    feats = gaussian_features(memory, config.model, config.neighbours, near)  # [n, d]
-    score = score_map(feats, t, neg, config.method).numpy()
+    score = gaussian_scores(memory, t, neg, config.method, config.model, config.neighbours, near)  # [n]
     bright = torch.sigmoid(memory.gaussians.opacity_logits[near]).numpy() >= MIN_OPACITY
     cand = near[bright & (score > bound)]
     labels = dbscan(means[cand], config.cluster_eps, config.cluster_min_points)
@@ -287,7 +285,7 @@ def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig
     """Find ``text`` among the Gaussians themselves: decode each Gaussian's query, score it, cluster
     the relevant ones in 3D (DBSCAN) and return the best cluster's median point, means and box."""
     text, t, neg, warnings = _prepare(memory, text, config, text_model)
-    score = score_map(gaussian_features(memory, config.model, config.neighbours), t, neg, config.method).numpy()  # [N]
+    score = gaussian_scores(memory, t, neg, config.method, config.model, config.neighbours)  # [N]
     bright = torch.sigmoid(memory.gaussians.opacity_logits).numpy() >= MIN_OPACITY
     bound = threshold_value(score, bright, config.threshold)
     relevant = np.nonzero(bright & (score > bound))[0]
@@ -323,6 +321,17 @@ def find_in_memory(memory: Memory, text: str, config: QueryConfig = QueryConfig(
         return QueryResult(text, False, 0.0, f"nothing relevant to {text!r} from any of the memory's "
                            f"{len(memory.cameras)} source views")
     return query_text(memory, text, Camera.from_view(best), config=config, text_model=text_model)
+
+
+def prepare(memory: Memory, config: QueryConfig = QueryConfig(), gaussians: bool = True) -> None:
+    """Do after loading what the first query would otherwise pay for: the memory bank's spectrum
+    (text scores without the full decode) and, with ``gaussians``, the k-d tree, neighbourhood
+    queries and feature norms of the Gaussian-level query (:func:`query_gaussians`) and of the
+    object centre. Optional: queries compute and cache the same on first use."""
+    model_entry(memory, config.model)
+    bank_spectrum(memory.banks[config.model])
+    if gaussians:
+        prepare_gaussians(memory, config.model, config.neighbours)
 
 
 def gaussians_in_box(memory: Memory, box: Box, margin: float = 0.01) -> np.ndarray:

@@ -5,6 +5,16 @@
   "texture"), ``min_i softmax(10 [cos(f, t), cos(f, n_i)])[0]``. Since the two-way softmax is a
   sigmoid, this equals ``sigmoid(10 (cos(f, t) - max_i cos(f, n_i)))``: 0.5 means "no closer to
   the text than to the most similar negative".
+
+Both depend on a feature only through its dot products with the (unit) text and negative
+embeddings and its norm. For memory-attention features ``f = a PSC`` (``a`` the softmax weights,
+:mod:`m3_memory.memory.attention`), :func:`query_scores` gets them without decoding ``[M, d]``:
+``f . x = a (PSC x)`` and ``|f|^2 = |a U S|^2`` (thin SVD of PSC), the latter in two passes: the
+leading ``k`` principal components for every query, which bound ``|f|^2`` within
+``[h, h + s_(k+1)^2 rho]`` (``rho`` the weights' squared mass outside those components), and the
+remaining ones only for queries whose score interval is wider than ``2 tol``. Every score is
+the interval's midpoint or exact, so it is within ``tol`` (default 1e-3) of the dense decode's
+(plus float32 rounding, ~1e-6); :func:`score_map` on the decoded features stays the reference.
 """
 
 from __future__ import annotations
@@ -15,10 +25,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from m3_memory.errors import InputError
+from m3_memory.memory.attention import MemoryBank, attention_chunks, bank_spectrum
 
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 METHODS = ("relevancy", "cosine")
 RELEVANCY_SCALE = 10.0  # LERF's softmax scale
+SCORE_TOL = 1e-3  # query_scores: largest difference to the dense decode's score
+SPLIT = 1e-3  # query_scores' first pass takes the principal components with s^2 >= SPLIT * s_1^2
 
 
 def cosine_map(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -45,20 +58,90 @@ def score_map(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tenso
     raise InputError(method, f"unknown scoring method; use {' or '.join(METHODS)}")
 
 
-def display_heatmap(score: np.ndarray, valid: np.ndarray, method: str) -> np.ndarray:
-    """Score [H, W] -> float32 [H, W] in [0, 1] for display; 0 where invalid.
+def text_columns(bank: MemoryBank, text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:
+    """``PSC x`` [t, 1 + k] for the unit text (and, for relevancy, negative) embeddings ``x``: the
+    dot product of a decoded feature ``a PSC`` with ``x`` is ``a (PSC x)``."""
+    x = text[None] if method == "cosine" or negatives.shape[0] == 0 else torch.cat([text[None], negatives])
+    x = F.normalize(x.detach().double(), dim=-1)  # [1 + k, d]
+    return (bank.psc.detach().double() @ x.T).float()
 
-    relevancy: ``(r - 0.5) / (max r - 0.5)`` clipped at 0 (LERF shows what beats the negatives);
-    cosine: min-max over the valid pixels.
+
+def score_numerator(dots: torch.Tensor) -> torch.Tensor:
+    """From a feature's dot products [M, 1 + k] with the text and negatives (:func:`text_columns`):
+    the text's minus the largest negative's [M] (the text's alone when there are no negatives)."""
+    return dots[:, 0] - dots[:, 1:].amax(-1) if dots.shape[1] > 1 else dots[:, 0]
+
+
+def score_of_norm(num: torch.Tensor, norm_sq: torch.Tensor, method: str) -> torch.Tensor:
+    """Score [M] of features with text-minus-negative dot product ``num`` [M] (cosine: the text's
+    dot product) and squared norm ``norm_sq`` [M] (both in any common scale)."""
+    cos = num / norm_sq.clamp_min(1e-30).sqrt()
+    return torch.sigmoid(RELEVANCY_SCALE * cos) if method == "relevancy" else cos
+
+
+def query_scores(queries: torch.Tensor, bank: MemoryBank, text: torch.Tensor, negatives: torch.Tensor, method: str,
+                 tol: float = SCORE_TOL, split: float = SPLIT, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of rendered queries [..., l] read through ``bank``, without the ``[..., d]`` decode.
+
+    Equal to ``score_map(memory_attention(queries, bank), text, negatives, method)`` within ``tol``
+    on every query (see the module doc; ``tol = 0``: exact up to float32 rounding). Returns
+    (score [...], exact [...] bool: which queries needed the second pass). Cost per query and bank
+    row: ``l + 1 + (negatives) + (leading components)`` multiply-adds and one exp, plus the
+    remaining components for the queries of the second pass; independent of d when the bank's
+    spectrum decays (real features), as slow as the dense decode on an unstructured bank.
+    """
+    if method not in METHODS:
+        raise InputError(method, f"unknown scoring method; use {' or '.join(METHODS)}")
+    lead = queries.shape[:-1]
+    spec = bank_spectrum(bank)
+    dots_of = text_columns(bank, text, negatives, method)  # [t, 1 + k]
+    n_dots, r = dots_of.shape[1], spec.sv.shape[0]
+    s2 = spec.sv.double().square()
+    k = int((s2 >= split * s2[0]).sum()) if r and s2[0] > 0 else r
+    k = r if k > r // 2 else k  # a flat spectrum: one exact pass is cheaper than two
+    s_next2 = float(s2[k]) if k < r else 0.0
+    inv_sv2 = (1.0 / s2[:k].clamp_min(1e-300)).float()  # [k]
+    columns = torch.cat([dots_of, spec.factor[:, :k]], dim=1)  # [t, n_dots + k]
+    rest = spec.factor[:, k:]  # [t, r - k]
+    M = queries.reshape(-1, bank.query_dim).shape[0]
+    score, exact = torch.empty(M), torch.zeros(M, dtype=torch.bool)
+    for rows, e in attention_chunks(queries, bank, chunk):
+        prod = e @ columns  # [c, n_dots + k]
+        num, proj = score_numerator(prod[:, :n_dots]), prod[:, n_dots:]  # [c], [c, k]
+        p2 = proj.square()
+        h = p2.sum(-1)  # the leading components' part of |f|^2 (in the scale of e)
+        if k == r:
+            score[rows] = score_of_norm(num, h, method)
+            continue
+        e2 = torch.linalg.vector_norm(e, dim=-1).square()  # [c]
+        # |f|^2 - h <= s_(k+1)^2 * (the weights' squared mass outside the leading components),
+        # with room for float32 rounding
+        bound = s_next2 * ((e2 - p2 @ inv_sv2).clamp_min(0) + 1e-4 * e2)
+        a, b = score_of_norm(num, h, method), score_of_norm(num, h + bound, method)
+        score[rows] = (a + b) / 2
+        wide = ((a - b).abs() > 2 * tol).nonzero().squeeze(1)  # rows whose interval is too wide: exact norm
+        if len(wide):
+            h_exact = h[wide] + (e[wide] @ rest).square().sum(-1)
+            score[rows][wide] = score_of_norm(num[wide], h_exact, method)
+            exact[rows][wide] = True
+    return score.reshape(lead), exact.reshape(lead)
+
+
+def display_heatmap(score: np.ndarray, valid: np.ndarray, floor: float) -> np.ndarray:
+    """Score [H, W] -> float32 [H, W] in [0, 1] for display; 0 where invalid or at most ``floor``.
+
+    ``(s - floor) / (max s - floor)`` over the valid pixels, clipped: the scale comes from the
+    view's own scores and the bound that decided the answer (the region's threshold), so a found
+    target is hot whatever the score range of the text model (LERF's fixed floor of 0.5 hid every
+    target of a model whose relevancies stay below 0.5).
     """
     out = np.zeros(score.shape, dtype=np.float32)
-    if not valid.any():
+    if not valid.any() or not np.isfinite(floor):
         return out
     s = score[valid]
-    lo = 0.5 if method == "relevancy" else float(s.min())
     hi = float(s.max())
-    if hi > lo:
-        out[valid] = np.clip((s - lo) / (hi - lo), 0.0, 1.0)
+    if hi > floor:
+        out[valid] = np.clip((s - floor) / (hi - floor), 0.0, 1.0)
     return out
 
 
@@ -85,5 +168,4 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def target_region(score: np.ndarray, valid: np.ndarray, threshold: str | float = "otsu") -> np.ndarray:
     """Bool [H, W]: the largest connected component of valid pixels scoring above the threshold."""
-    bound = threshold_value(score, valid, threshold)
-    return largest_component(valid & (score > bound))
+    return largest_component(valid & (score > threshold_value(score, valid, threshold)))

@@ -5,6 +5,10 @@ The Gaussians alpha-composite one model's query slice ``[N, l]`` into a query ma
 foundation model's own space (paper, section 3). Attention normalises ``q W``, so the query's
 scale (alpha) does not change the feature; pixels the Gaussians barely cover are flagged
 invalid instead.
+
+:func:`render_scores` is what text queries use: the text scores of every covered pixel straight
+from the rendered queries (:func:`m3_memory.query.relevancy.query_scores`), never forming the
+``[H, W, d]`` feature map that :func:`render_features` (the reference) decodes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from m3_memory.memory.artifact import Memory
 from m3_memory.memory.attention import memory_attention
 from m3_memory.query.camera import Camera
+from m3_memory.query.relevancy import SCORE_TOL, query_scores
 from m3_memory.render.rasterization import rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
@@ -88,6 +93,31 @@ def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alp
     with torch.no_grad():
         features[valid] = memory_attention(q[valid], bank)
     return RenderedView(features, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
+
+
+@dataclass
+class ScoredView:
+    """Text scores the memory gives at one camera. score [H, W] (relevancy or cosine, 0 where
+    invalid); depth [H, W] expected depth (m, 0 where invalid); alpha [H, W]; valid [H, W] bool."""
+
+    score: torch.Tensor
+    depth: torch.Tensor
+    alpha: torch.Tensor
+    valid: torch.Tensor
+
+
+def render_scores(memory: Memory, camera: Camera, text: torch.Tensor, negatives: torch.Tensor, method: str,
+                  model: str = "clip", min_alpha: float = MIN_ALPHA, backend: str = "auto",
+                  tol: float = SCORE_TOL) -> ScoredView:
+    """Scores of ``text`` [d] (against ``negatives`` [k, d]) at ``camera``'s pixels: the same as
+    ``score_map(render_features(...).features, ...)`` on valid pixels within ``tol``, without the
+    ``[H, W, d]`` decode."""
+    q, depth, alpha = render_queries(memory, camera, model, backend)
+    valid = alpha >= min_alpha  # [H, W]
+    score = torch.zeros(valid.shape)  # [H, W]
+    if valid.any():
+        score[valid] = query_scores(q[valid], memory.banks[model], text, negatives, method, tol)[0]
+    return ScoredView(score, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
 
 
 def render_rgb(memory: Memory, camera: Camera, backend: str = "auto") -> np.ndarray:

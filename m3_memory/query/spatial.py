@@ -23,7 +23,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import Memory
-from m3_memory.memory.attention import memory_attention
+from m3_memory.memory.attention import attention_products, bank_spectrum, memory_attention
+from m3_memory.query.relevancy import query_scores, score_numerator, score_of_norm, text_columns
 
 MIN_OPACITY = 0.05  # Gaussians fainter than this are not part of any object
 NEIGHBOURS = 64  # queries summed per decoded Gaussian (bench/query.py measures 1..64)
@@ -60,8 +61,8 @@ def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np
     if k == 1:
         return queries if index is None else queries[torch.from_numpy(np.asarray(index))]
     store, key = _memo(memory), ("queries", model, k)
-    if index is None and key in store:
-        return store[key]
+    if key in store:  # all of them were computed (prepare_gaussians)
+        return store[key] if index is None else store[key][torch.from_numpy(np.asarray(index))]
     at = g.means.numpy().astype(np.float64) if index is None else g.means.numpy()[np.asarray(index)].astype(np.float64)
     _, nn = centre_tree(memory).query(at, k=k)  # [n, k]
     nn = torch.from_numpy(nn.reshape(len(at), k))
@@ -77,6 +78,45 @@ def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEI
     each from the opacity-weighted sum of its ``neighbours`` nearest Gaussians' queries."""
     with torch.no_grad():
         return memory_attention(neighbourhood_queries(memory, model, neighbours, index), memory.banks[model])
+
+
+def gaussian_norms(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> torch.Tensor:
+    """Squared norms [N] of every Gaussian's decoded feature (:func:`gaussian_features`), in the scale
+    of :func:`m3_memory.memory.attention.attention_products`' unnormalised weights; they do not
+    depend on the text, so they are computed once per memory (exactly: ``|e U S|^2``)."""
+    store, key = _memo(memory), ("norms", model, min(max(1, neighbours), len(memory.gaussians)))
+    if key not in store:
+        bank = memory.banks[model]
+        spec = bank_spectrum(bank)
+        store[key] = attention_products(neighbourhood_queries(memory, model, neighbours), bank, spec.factor).square().sum(-1)
+    return store[key]
+
+
+def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor, method: str, model: str = "clip",
+                    neighbours: int = NEIGHBOURS, index: np.ndarray | None = None) -> np.ndarray:
+    """Scores [n] of the Gaussians ``index`` (default: all N) for ``text`` [d] against ``negatives``
+    [k, d]: ``score_map(gaussian_features(...), ...)`` without the ``[n, d]`` decode. Exact with the
+    feature norms (:func:`gaussian_norms`: computed for all when ``index`` is None, else used when
+    cached); a subset without them within :data:`m3_memory.query.relevancy.SCORE_TOL`
+    (:func:`m3_memory.query.relevancy.query_scores`)."""
+    bank = memory.banks[model]
+    queries = neighbourhood_queries(memory, model, neighbours, index)  # [n, l]
+    key = ("norms", model, min(max(1, neighbours), len(memory.gaussians)))
+    if index is not None and key not in _memo(memory):
+        return query_scores(queries, bank, text, negatives, method)[0].numpy()
+    norms = gaussian_norms(memory, model, neighbours)  # [N]
+    if index is not None:
+        norms = norms[torch.from_numpy(np.asarray(index))]
+    dots = attention_products(queries, bank, text_columns(bank, text, negatives, method))  # [n, 1 + k]
+    return score_of_norm(score_numerator(dots), norms, method).numpy()
+
+
+def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> None:
+    """Compute once what every Gaussian-level query needs (the k-d tree, each Gaussian's
+    neighbourhood query, the bank's spectrum, the decoded features' norms), so the first query
+    is as fast as the next: call it after loading a memory that will be asked in 3D."""
+    centre_tree(memory)
+    gaussian_norms(memory, model, neighbours)
 
 
 def dbscan(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:

@@ -27,7 +27,7 @@ def test_region_is_the_largest_component_above_otsu():
     assert region.sum() == 100 and region[10, 10]
     assert target_region(score, valid, threshold=0.92).sum() == 9
     assert not largest_component(np.zeros((3, 3), bool)).any()
-    heat = display_heatmap(score, valid, "relevancy")
+    heat = display_heatmap(score, valid, 0.5)
     assert heat.max() == 1.0 and heat[0, 0] == 0 and heat.dtype == np.float32
 
 
