@@ -60,7 +60,10 @@ def grasp_action(tabletop_memory, tmp_path):
         assert action.wait_for_server(timeout_sec=TIMEOUT)
         yield node, action
     finally:
+        nodes = executor.get_nodes()
         executor.shutdown()
+        for n in nodes:
+            n.destroy_node()
         rclpy.try_shutdown()
 
 
