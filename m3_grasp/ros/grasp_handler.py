@@ -1,19 +1,20 @@
 """The Grasp action without ROS: goal -> locate -> plan -> execute -> result.
 
 The grasp node loads a memory (:meth:`GraspHandler.load`; again when its memory, model or weights
-parameter changes: :meth:`GraspHandler.update`): its Gaussians are the scene the
-arm must not touch, and text goals are found among them (:func:`m3_memory.query.api.query_gaussians`,
-no camera needed). A pose goal names the object's centre; the memory's points within
-``object_radius`` of it are the object. The robot's base_link pose comes from tf, the arm's
-start state from the backend (the Z1 SDK's lowstate, the simulated arm's last state) or, for
-dry-run, from /joint_states when the node has heard it (else the rest pose, said so); planning is
-:func:`m3_grasp.plan.plan_grasp` in the world frame, and a backend from
+parameter changes: :meth:`GraspHandler.update`): its Gaussians are the scene the arm must not touch,
+and text goals are found in it as ``m3 grasp`` finds them, rendered from the memory's source views
+(:func:`m3_memory.query.api.find_in_memory`), or, for a memory without source views, among its
+Gaussians (:func:`m3_memory.query.api.query_gaussians`). A pose goal names the object's centre; the
+memory's points within ``object_radius`` of it are the object. The robot's base_link pose comes from
+tf, the arm's start state from the backend (the Z1 SDK's lowstate, the simulated arm's last state)
+or, for dry-run, from /joint_states when the node has heard it (else the rest pose, said so);
+planning is :func:`m3_grasp.plan.plan_grasp` in the world frame, and a backend from
 :func:`m3_grasp.backends.get_backend` carries the plan out (dry-run by default), writing into a
-fresh folder under ``out_dir``. Planning happens in the tf frame the memory records (REP-105
-``map`` for new memories) unless the world_frame parameter names another; a pose goal is looked up
-at its stamp, base_link at the latest. Cancelling is honoured between stages and, while the arm
-moves, decelerates it to rest along its path. Every failure becomes a result with
-``success = False`` and a one-line message.
+fresh folder under ``out_dir``.
+Planning happens in the tf frame the memory records (REP-105 ``map`` for new memories) unless the
+world_frame parameter names another; a pose goal is looked up at its stamp, base_link at the latest.
+Cancelling is honoured between stages and, while the arm moves, decelerates it to rest along its
+path. Every failure becomes a result with ``success = False`` and a one-line message.
 """
 
 from __future__ import annotations
@@ -250,10 +251,13 @@ class GraspHandler:
         if goal.text.strip():
             if self.memory is None:
                 raise InputError("text goal", self.load_error)
-            from m3_memory.query.api import QueryConfig, query_gaussians
+            from m3_memory.query.api import QueryConfig, find_in_memory, query_gaussians
 
             config = QueryConfig(model=self.model, min_score=p.min_score if p.min_score >= 0 else None)
-            result = query_gaussians(self.memory, goal.text, config, self.text_model)
+            if self.memory.cameras:  # as m3 grasp finds it: rendered from the memory's source views
+                result = find_in_memory(self.memory, goal.text, config, self.text_model)
+            else:  # a memory without source views: its Gaussians asked directly
+                result = query_gaussians(self.memory, goal.text, config, self.text_model)
             if not result.found:
                 raise InputError(goal.text, result.message)
             return result.point_world, result.points_world, result.message

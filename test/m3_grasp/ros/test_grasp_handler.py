@@ -240,3 +240,22 @@ def test_parameter_changes(handler, make, tmp_path):
     handler.update(changed(handler.params, {"backend": "sim", "world_frame": "world"}))
     result = handler.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
     assert result.success and result.message.startswith("sim:"), result.message
+
+
+def test_memory_with_source_views_is_asked_as_m3_grasp_asks_it(handler, make, monkeypatch):
+    """With source cameras the node finds text goals as `m3 grasp` does (find_in_memory), so both plan
+    from the same object; without them it asks the Gaussians."""
+    from m3_memory.query import api
+
+    asked = []
+    real = api.query_gaussians
+
+    def find_in_memory(memory, text, config, text_model):
+        asked.append(text)
+        return real(memory, text, config, text_model)
+
+    monkeypatch.setattr(api, "find_in_memory", find_in_memory)
+    assert handler.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False).success and asked == []
+    monkeypatch.setattr(handler.memory, "cameras", ["a source view"])
+    result = handler.execute_msg(make(GOAL, text="yellow bath duck"), Log(), lambda: False)
+    assert result.success and asked == ["yellow bath duck"], result.message

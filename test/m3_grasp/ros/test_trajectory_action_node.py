@@ -84,7 +84,8 @@ def small_plan(kin, robot) -> GraspPlan:
     limits = safety_limits(kin, robot).scaled(0.3)
     start = ArmState.rest()
     x1 = start.x + [0.4, 0.6, -0.6, 0, 0, 0, 0]
-    trajectory = Trajectory([Segment(np.array([start.x, x1]), limits), Segment(np.array([x1, x1 + np.array([0.0] * 6 + [-0.5])]), limits)])
+    x2 = x1 + np.array([0.0] * 6 + [-0.5])  # the gripper opens
+    trajectory = Trajectory([Segment(np.array([start.x, x1]), limits), Segment(np.array([x1, x2]), limits)])
     return GraspPlan(True, "small", T_world_base(0.0, 0.0, 0.0, robot.base_height), start=start, trajectory=trajectory,
                      limits=limits)
 
