@@ -146,9 +146,8 @@ def _strict(Rn: torch.Tensor, theta: float, block: int, basis: torch.Tensor | No
     res_all = None
     if basis is not None:
         X_all = Rn @ basis  # [N, d1]
-        # residual norm |x - B B^T x| with a margin for float32 rounding: never below the true one
-        norm2 = torch.linalg.vector_norm(Rn, dim=1).square_() - torch.linalg.vector_norm(X_all, dim=1).square_()
-        res_all = norm2.clamp_min_(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [N]
+        res_all = _residual(torch.linalg.vector_norm(Rn, dim=1).square_()
+                            - torch.linalg.vector_norm(X_all, dim=1).square_())  # [N]
     else:
         X_all = Rn
     cols, X, res = torch.arange(n, device=Rn.device), X_all, res_all  # columns: every row not known to be used
@@ -238,14 +237,24 @@ def _members_prefiltered(Rn: torch.Tensor, Pq: torch.Tensor, res_q: torch.Tensor
     return members
 
 
+def _residual(norm2: torch.Tensor) -> torch.Tensor:
+    """Residual norms ``|x - B B^T x|`` from their squares (in place), with a margin for float32
+    rounding so that they are never below the true ones."""
+    return norm2.clamp_min_(0.0).add_(RESIDUAL_MARGIN).sqrt_()
+
+
+def _sample_rows(Rn: torch.Tensor, sample: int) -> torch.Tensor:
+    """At most ``sample`` rows ``[s, d]`` of ``Rn``, evenly spaced (the same rows on every call)."""
+    return Rn[::max(1, Rn.shape[0] // sample)][:sample]
+
+
 def _basis(Rn: torch.Tensor, d1: int, sample: int = SAMPLE) -> torch.Tensor:
     """Top ``d1`` eigenvectors ``[d, d1]`` of the (uncentred) second moment of a fixed sample of
     rows: the directions that carry most of the dot products."""
-    n, d = Rn.shape
+    d = Rn.shape[1]
     if not 0 < d1 < d:
         raise InputError("prefilter", f"projection size must be in (0, {d}), got {d1}")
-    step = max(1, n // sample)
-    X = Rn[::step][:sample]  # [s, d]
+    X = _sample_rows(Rn, sample)  # [s, d]
     _, vecs = torch.linalg.eigh((X.T @ X).double())  # ascending eigenvalues
     return vecs[:, -d1:].flip(1).to(Rn.dtype).contiguous()
 
@@ -262,11 +271,10 @@ def _projection(Rn: torch.Tensor, theta: float, probe: int = 256, sample: int = 
     if d < 64 or n < PREFILTER_MIN_ROWS:
         return None
     basis = _basis(Rn, min(d - 1, max(c for c in PROJECTIONS if c < d)), sample)
-    X = Rn[::max(1, n // sample)][:sample]  # [s, d]
+    X = _sample_rows(Rn, sample)  # [s, d]
     Q = X[torch.linspace(0, X.shape[0] - 1, probe).long()]  # [probe, d]
     PX, PQ = X @ basis, Q @ basis
-    resX = (1.0 - PX.square().cumsum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()  # [s, d1max]
-    resQ = (1.0 - PQ.square().cumsum(1)).clamp_min(0.0).add_(RESIDUAL_MARGIN).sqrt_()
+    resX, resQ = _residual(1.0 - PX.square().cumsum(1)), _residual(1.0 - PQ.square().cumsum(1))  # [s | probe, d1max]
     best, best_cost = None, float(d)
     for d1 in (c for c in PROJECTIONS if c < d):
         bound = PQ[:, :d1] @ PX[:, :d1].T + resQ[:, d1 - 1, None] * resX[None, :, d1 - 1]  # [probe, s]
