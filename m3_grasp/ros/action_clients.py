@@ -63,15 +63,27 @@ class RunningTrajectory:
         self.handle.cancel_goal_async()
 
 
-class TrajectoryActionClient:
-    """FollowJointTrajectory goals to the action ``name`` (a :class:`m3_grasp.ros.trajectory_client.TrajectoryClient`)."""
+class BlockingActionClient:
+    """A client of the action ``name`` (``default_name`` when None) whose calls block the caller
+    while the executor's other threads run its callbacks."""
 
-    def __init__(self, node: Node, name: str = "/arm_controller/follow_joint_trajectory"):
-        self.name = name
-        self.client = ActionClient(node, FollowJointTrajectory, name, callback_group=ReentrantCallbackGroup())
+    action: type
+    default_name: str
+
+    def __init__(self, node: Node, name: str | None = None):
+        self.name = self.default_name if name is None else name
+        self.client = ActionClient(node, self.action, self.name, callback_group=ReentrantCallbackGroup())
 
     def ready(self, timeout: float) -> bool:
+        """True when the action server answers within ``timeout`` seconds."""
         return self.client.wait_for_server(timeout_sec=timeout)
+
+
+class TrajectoryActionClient(BlockingActionClient):
+    """FollowJointTrajectory goals to the action ``name`` (a :class:`m3_grasp.ros.trajectory_client.TrajectoryClient`)."""
+
+    action = FollowJointTrajectory
+    default_name = "/arm_controller/follow_joint_trajectory"
 
     def send(self, goal: JointGoal, timeout: float) -> RunningTrajectory | None:
         running = RunningTrajectory(list(goal.joint_names))
@@ -86,15 +98,11 @@ class TrajectoryActionClient:
         return running
 
 
-class GripperActionClient:
+class GripperActionClient(BlockingActionClient):
     """GripperCommand goals to the action ``name`` (a :class:`m3_grasp.ros.trajectory_client.GripperClient`)."""
 
-    def __init__(self, node: Node, name: str = "/gripper_controller/gripper_cmd"):
-        self.name = name
-        self.client = ActionClient(node, GripperCommand, name, callback_group=ReentrantCallbackGroup())
-
-    def ready(self, timeout: float) -> bool:
-        return self.client.wait_for_server(timeout_sec=timeout)
+    action = GripperCommand
+    default_name = "/gripper_controller/gripper_cmd"
 
     def command(self, position: float, max_effort: float, timeout: float) -> GripperOutcome:
         goal = GripperCommand.Goal()
