@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +24,20 @@ from m3_memory.errors import InputError, os_problem
 log = logging.getLogger("m3")
 
 MB = 1 << 20
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], prefix: str | None = None) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path`` (unique to this call; its name
+    starts with ``prefix``, default ``.<name>.``), then rename it to ``path``. Whatever fails
+    removes the temporary and is raised; ``path`` is then untouched."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}." if prefix is None else prefix, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def nearest_existing(path: Path) -> Path:

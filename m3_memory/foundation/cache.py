@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from m3_memory.errors import InputError
 from m3_memory.foundation.base import FoundationModel
+from m3_memory.outputs import write_atomic
 from m3_memory.recording.frame import Frame
 
 
@@ -63,7 +63,7 @@ def cached_features(model: FoundationModel, frames: Iterable[Frame], recording_i
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "meta.json"
     if not meta.exists():
-        _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps({
+        write_atomic(meta, lambda tmp: tmp.write_text(json.dumps({
             "recording": recording_identity(recording_id), "model": model.name, "checkpoint": model.checkpoint,
             "image_size": model.image_size, "feature_dim": model.feature_dim}, indent=1)))
     for index, frame in enumerate(frames):
@@ -72,7 +72,7 @@ def cached_features(model: FoundationModel, frames: Iterable[Frame], recording_i
             yield _load(path)
             continue
         features = model.encode_frame(frame, index).to(dtype).contiguous()  # [h, w, d]
-        _write_atomic(path, lambda tmp: save_file({"features": features}, str(tmp)))
+        write_atomic(path, lambda tmp: save_file({"features": features}, str(tmp)))
         yield features.float()
 
 
@@ -82,15 +82,3 @@ def _load(path: Path) -> torch.Tensor:
         return load_file(str(path))["features"].float()
     except (SafetensorError, KeyError, OSError) as err:
         raise InputError(path, f"unreadable feature cache file ({err}); delete it to recompute") from err
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,7 +8,6 @@ their feature maps coloured by the first three principal components (PCA over al
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel, cached_features
 from m3_memory.memory.psc import DEFAULT_THRESHOLDS, principal_scene_components
+from m3_memory.outputs import write_atomic
 from m3_memory.recording.base import Recording
 from m3_memory.recording.inspect import THUMB_WIDTH, contact_sheet
 
@@ -114,11 +114,11 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
     black = (0, 0, 0)
     contact_sheet(rows, [f"frame {int(c) * stride}" for c in chosen], out_dir / f"features_{model.name}.png",
                   [("colour |", black), (f"{model.name} features, first 3 principal components as RGB", black)])
-    _atomic(out_dir / f"psc_{model.name}.safetensors",
-            lambda tmp: save_file({"psc": psc.contiguous(), "kept": kept}, str(tmp),
-                                  metadata={"model": model.name, "checkpoint": model.checkpoint, "threshold": str(theta),
-                                            "rule": rule}))
-    _atomic(out_dir / f"features_{model.name}.json", lambda tmp: tmp.write_text(json.dumps(asdict(summary), indent=1)))
+    write_atomic(out_dir / f"psc_{model.name}.safetensors",
+                 lambda tmp: save_file({"psc": psc.contiguous(), "kept": kept}, str(tmp),
+                                       metadata={"model": model.name, "checkpoint": model.checkpoint,
+                                                 "threshold": str(theta), "rule": rule}))
+    write_atomic(out_dir / f"features_{model.name}.json", lambda tmp: tmp.write_text(json.dumps(asdict(summary), indent=1)))
     return summary
 
 
@@ -131,9 +131,3 @@ def _rgb_thumbs(recording: Recording, indices: list[int]) -> list[np.ndarray]:
         if len(out) == len(wanted):
             break
     return [out[i] for i in indices]
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

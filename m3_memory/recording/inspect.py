@@ -3,8 +3,6 @@ warnings about implausible depth and intrinsics (:mod:`m3_memory.recording.plaus
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from m3_memory.errors import InputError
+from m3_memory.outputs import write_atomic
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -131,13 +130,7 @@ def contact_sheet(rows: list[list[np.ndarray]], titles: list[str], path: Path,
         for c, img in enumerate(row):
             sheet.paste(Image.fromarray(img), (pad + c * (tw + pad), y + head))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sheet.save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_frames: int = 6,

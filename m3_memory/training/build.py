@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry,
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
-from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive
+from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive, write_atomic
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -154,14 +153,14 @@ def _save_checkpoint(path: Path, trainer: Trainer, identity: dict, history: list
     """Write the checkpoint through a temporary unique to this process, then rename it into
     place. A write that fails (full disk, read-only) removes the temporary, keeps the previous
     checkpoint and logs a warning: False."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save({"identity": identity, "trainer": trainer.state_dict(), "history": history}, f)
-        os.replace(tmp, path)
+
+    try:
+        write_atomic(path, write, prefix=f".{path.name}.{os.getpid()}.")
         return True
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         kept = "the previous one is kept" if path.is_file() else "there is none yet"
         log.warning("%s: checkpoint at iteration %d not written (%s); training goes on, %s", path, trainer.iteration,
                     os_problem(err), kept)
