@@ -1,5 +1,5 @@
-"""Training the memory: initialisation from RGB-D (training loop, strategy and config follow)."""
+"""Training the memory: initialisation from RGB-D, the training loop, densification, the build.
 
-from m3_memory.training.init import SH_C0, init_from_rgbd, rgb_to_sh
-
-__all__ = ["SH_C0", "init_from_rgbd", "rgb_to_sh"]
+Nothing heavy is imported here: ``m3 build --help`` must not wait for torch. Import the modules
+(``m3_memory.training.build``, ``.config``, ``.init``, ...) directly.
+"""

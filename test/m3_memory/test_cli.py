@@ -139,3 +139,12 @@ def test_inspect_every_real_recording(capsys, tmp_path, realdata, relpath, fmt, 
     assert summary["format"] == fmt and summary["frames"] == frames
     assert summary["resolution"] == [640, 480]
     assert sheet.stat().st_size > 10_000
+
+
+def test_help_imports_no_heavy_library():
+    """``m3 --help`` and ``m3 <cmd> --help`` build the whole parser without torch, open3d,
+    open_clip or numpy (each costs seconds on a loaded robot computer)."""
+    code = ("import sys\nfrom m3_memory.cli import build_parser\nbuild_parser()\nimport m3_memory\n"
+            "print(sorted(m for m in ('torch', 'open3d', 'open_clip', 'numpy', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
