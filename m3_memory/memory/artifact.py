@@ -3,12 +3,15 @@
 - ``gaussians.ply``: the standard 3DGS PLY (x y z, nx ny nz, f_dc_*, f_rest_*, opacity,
   scale_*, rot_*) plus one ``q_<i>`` property per principal-query dimension, so ordinary
   splat viewers open it.
-- ``memory.safetensors``: per model ``<name>.psc`` ``[t, d]`` and ``<name>.W`` ``[l, d]``.
+- ``memory.safetensors``: per model ``<name>.psc`` ``[t, d]`` and ``<name>.W`` ``[l, d]``, and
+  ``<name>.sources`` ``[t, 6]`` where each component came from (the attention trace,
+  :mod:`m3_memory.memory.trace`; absent in memories written before it).
 - ``meta.json``: format version, models (name, feature dim, query slice, PSC threshold,
   temperature, whether W was learned, checkpoint identity), scene frame, source
   recording, the cameras of the source views (intrinsics, size, pose, train/test split),
   where the robot stands (``robot_pose``: its base frame's pose in the scene frame and
-  where that came from; absent or null when unknown), training config, and SHA-256
+  where that came from; absent or null when unknown), ``trace`` (version and layout of the
+  sources tensors; absent when not recorded), training config, and SHA-256
   checksums of the two data files.
 - anything else the writer adds (``extra``), e.g. the build's ``report/`` PNGs.
 
@@ -33,6 +36,7 @@ import torch
 
 from m3_memory.errors import InputError, missing_reason
 from m3_memory.memory.attention import MemoryBank
+from m3_memory.memory.trace import ComponentSources, read_trace, trace_meta
 from m3_memory.robot_pose import RobotPose
 
 FORMAT = "m3-memory"
@@ -125,6 +129,8 @@ class Memory:
 
     robot_pose: where the robot's base stands in the scene frame, None when the memory does
     not record it (older memories, recordings without it and no ``--robot-pose``).
+    sources: per model, where each principal scene component came from (the attention trace);
+    empty when the memory does not record it (memories written before the trace).
     """
 
     gaussians: Gaussians
@@ -135,6 +141,7 @@ class Memory:
     training: dict = field(default_factory=dict)
     cameras: list[CameraView] = field(default_factory=list)
     robot_pose: RobotPose | None = None
+    sources: dict[str, ComponentSources] = field(default_factory=dict)
 
     def queries_of(self, model: str) -> torch.Tensor:
         """The principal queries ``[N, l]`` of one model."""
@@ -225,6 +232,9 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
         if bank is None or not (0 <= a < b <= L) or bank.query_dim != b - a or bank.feature_dim != m.feature_dim:
             raise InputError(m.name, f"model entry (slice {m.query_slice}, dim {m.feature_dim}) does not match its bank "
                              f"and the {L} query channels")
+    for name, sources in memory.sources.items():
+        if name not in memory.banks or len(sources) != memory.banks[name].psc.shape[0]:
+            raise InputError(name, f"trace of {len(sources)} components does not match the memory bank")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
@@ -233,6 +243,8 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
         for name, bank in memory.banks.items():
             tensors[f"{name}.psc"] = bank.psc.detach().cpu().contiguous()
             tensors[f"{name}.W"] = bank.W.detach().cpu().contiguous()
+        for name, sources in memory.sources.items():
+            tensors[f"{name}.sources"] = sources.table.contiguous()
         save_file(tensors, str(tmp / TENSORS))
         meta = {"format": FORMAT, "version": FORMAT_VERSION,
                 "models": [{"name": m.name, "feature_dim": m.feature_dim, "query_slice": list(m.query_slice),
@@ -241,6 +253,7 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
                 "num_gaussians": len(memory.gaussians), "scene_frame": memory.scene_frame, "source": memory.source,
                 "training": memory.training, "cameras": [c.to_json() for c in memory.cameras],
                 "robot_pose": memory.robot_pose.to_json() if memory.robot_pose is not None else None,
+                **({"trace": trace_meta()} if memory.sources else {}),
                 "checksums": {PLY: _sha256(tmp / PLY), TENSORS: _sha256(tmp / TENSORS)}}
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if extra is not None:
@@ -304,7 +317,8 @@ def load_memory(path: str | Path) -> Memory:
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(path / META, f"corrupt camera list ({err})") from None
     return Memory(gaussians, banks, models, meta.get("scene_frame", "world"), meta.get("source", ""),
-                  meta.get("training", {}), cameras, _robot_pose(path / META, meta.get("robot_pose")))
+                  meta.get("training", {}), cameras, _robot_pose(path / META, meta.get("robot_pose")),
+                  read_trace(path / META, meta.get("trace"), tensors, {n: b.psc.shape[0] for n, b in banks.items()}))
 
 
 def _robot_pose(where: Path, d: dict | None) -> RobotPose | None:

@@ -43,6 +43,7 @@ from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry,
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
+from m3_memory.memory.trace import ComponentSources, sources_of_rows
 from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive, write_atomic
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
@@ -186,7 +187,8 @@ def _load_checkpoint(path: Path, identity: dict) -> dict:
 @dataclass
 class Prepared:
     """Everything training starts from: the recording and its frames, the models and their banks,
-    the initial Gaussians and the views (train / held out) at training resolution."""
+    the initial Gaussians and the views (train / held out) at training resolution. frame_index:
+    each frame's index in the recording; sources: where each bank row came from (the trace)."""
 
     recording: Recording
     frames: list[Frame]
@@ -197,6 +199,8 @@ class Prepared:
     slices: dict[str, tuple[int, int]]
     gaussians: Gaussians
     views: list[View]
+    frame_index: list[int] = field(default_factory=list)
+    sources: dict[str, ComponentSources] = field(default_factory=dict)
 
     @property
     def train(self) -> list[View]:
@@ -217,10 +221,11 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
     lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
-    frames, tally = [], PlausibilityTally()
-    for frame in rec:
+    frames, frame_index, tally = [], [], PlausibilityTally()
+    for i, frame in enumerate(rec):
         if not any(problem.unusable for problem in tally.add(frame)):
             frames.append(frame)
+            frame_index.append(i)
     if tally.frames and not frames:
         raise InputError(recording, f"has no usable frames: {'; '.join(tally.lines())} (see m3 inspect)")
     if not frames:
@@ -239,12 +244,14 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
                                       disable=None if show_progress else True))
     lap("features")
 
-    banks, entries, slices = {}, [], {}
+    banks, entries, slices, sources = {}, [], {}, {}
     for k, fm in enumerate(models):
         say("psc", k / len(models), f"{fm.name} principal scene components")
         flat = torch.cat([features[fm.name][i].reshape(-1, fm.feature_dim) for i in train_idx])
         theta = default_threshold(fm)
-        psc, _ = principal_scene_components(flat, theta, cfg.psc_rule)
+        psc, kept = principal_scene_components(flat, theta, cfg.psc_rule)
+        sources[fm.name] = sources_of_rows(kept, [tuple(features[fm.name][i].shape[:2]) for i in train_idx], train_idx,
+                                           [frame_index[i] for i in train_idx])
         slices[fm.name] = (k * cfg.query_dim, (k + 1) * cfg.query_dim)
         banks[fm.name] = MemoryBank.create(fm.name, psc, cfg.query_dim, seed=cfg.seed + k, temperature=cfg.temperature,
                                            learn_projection=cfg.learn_projection)
@@ -264,7 +271,7 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
         rgb, depth, K = _scaled(f, cfg.max_side)
         views.append(View(f.name or f"frame {i}", rgb, depth, K, f.T_world_cam,
                           {fm.name: features[fm.name][i] for fm in models}))
-    return Prepared(rec, frames, test_idx, models, banks, entries, slices, gaussians, views)
+    return Prepared(rec, frames, test_idx, models, banks, entries, slices, gaussians, views, frame_index, sources)
 
 
 def build_memory(recording: str | Path, out: str | Path, model: str = "clip", weights: str | None = None,
@@ -369,7 +376,7 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, prep.recording.tf_frame, str(Path(recording).resolve()),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
                      "background": trainer.background.detach().tolist(),  # RGB in [0, 1] (clamped on use), then queries
-                     "final": report.final}, cameras, report.robot_pose)
+                     "final": report.final}, cameras, report.robot_pose, prep.sources)
 
     def pictures(folder: Path) -> None:
         from m3_memory.training.report import heldout_sheet, training_curve
