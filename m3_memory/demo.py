@@ -84,13 +84,14 @@ def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
 def _query_and_grasp(memory_path: Path, out: Path, steps: int) -> int:
     from m3_grasp.run import run_grasp
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import find_in_memory
+    from m3_memory.query.api import find_in_memory, prepare
     from m3_memory.query.camera import Camera
     from m3_memory.query.picture import heatmap_overlay
 
     text = "yellow bath duck"
     print(f"[6/{steps}] asking the memory for the {text}")
     memory = load_memory(memory_path)
+    prepare(memory)
     result = find_in_memory(memory, text)
     print(f"  {result.message}")
     if not result.found:

@@ -326,8 +326,10 @@ def find_in_memory(memory: Memory, text: str, config: QueryConfig = QueryConfig(
 def prepare(memory: Memory, config: QueryConfig = QueryConfig(), gaussians: bool = True) -> None:
     """Do after loading what the first query would otherwise pay for: the memory bank's spectrum
     (text scores without the full decode) and, with ``gaussians``, the k-d tree, neighbourhood
-    queries and feature norms of the Gaussian-level query (:func:`query_gaussians`) and of the
-    object centre. Optional: queries compute and cache the same on first use."""
+    queries and unit decoded features (or, for a memory too large to keep them, their norms) of
+    the Gaussian-level query (:func:`query_gaussians`) and of the object centre
+    (:func:`m3_memory.query.spatial.prepare_gaussians`). Optional: queries compute and keep the
+    same on first use. The query node, the grasp node and the demo call it after loading."""
     model_entry(memory, config.model)
     bank_spectrum(memory.banks[config.model])
     if gaussians:

@@ -64,7 +64,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     import numpy as np
 
     from m3_memory.memory.artifact import load_memory, write_ply
-    from m3_memory.query.api import QueryConfig, find_in_memory, gaussians_in_box, query_gaussians, query_text, text_model_for
+    from m3_memory.query.api import (QueryConfig, find_in_memory, gaussians_in_box, prepare, query_gaussians, query_text,
+                                     text_model_for)
     from m3_memory.query.camera import Camera, read_pose_file
     from m3_memory.query.picture import heatmap_overlay
 
@@ -76,6 +77,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     memory = load_memory(args.memory)
     config = QueryConfig(model=args.model, method=args.method)
     text_model = text_model_for(memory, args.model, args.weights)
+    prepare(memory, config, gaussians=args.gaussians)  # a text query scores only the Gaussians near its target
     camera = None
     if args.gaussians:
         result = query_gaussians(memory, args.text, config, text_model)

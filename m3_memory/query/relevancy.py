@@ -58,12 +58,22 @@ def score_map(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tenso
     raise InputError(method, f"unknown scoring method; use {' or '.join(METHODS)}")
 
 
+def unit_texts(text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:
+    """The unit text embedding and, for relevancy, the unit negatives: [1 + k, d] float64."""
+    x = text[None] if method == "cosine" or negatives.shape[0] == 0 else torch.cat([text[None], negatives])
+    return F.normalize(x.detach().double(), dim=-1)
+
+
 def text_columns(bank: MemoryBank, text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:
     """``PSC x`` [t, 1 + k] for the unit text (and, for relevancy, negative) embeddings ``x``: the
     dot product of a decoded feature ``a PSC`` with ``x`` is ``a (PSC x)``."""
-    x = text[None] if method == "cosine" or negatives.shape[0] == 0 else torch.cat([text[None], negatives])
-    x = F.normalize(x.detach().double(), dim=-1)  # [1 + k, d]
-    return (bank.psc.detach().double() @ x.T).float()
+    return (bank.psc.detach().double() @ unit_texts(text, negatives, method).T).float()
+
+
+def unit_scores(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:
+    """Scores [M] of unit features [M, d]: ``score_map`` without normalising them again."""
+    dots = features @ unit_texts(text, negatives, method).to(features.dtype).T  # [M, 1 + k]
+    return score_of_norm(score_numerator(dots), torch.ones(dots.shape[0], dtype=dots.dtype), method)
 
 
 def score_numerator(dots: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from the rendered queries (:func:`m3_memory.query.relevancy.query_scores`), neve
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from m3_memory.memory.artifact import Memory
 from m3_memory.memory.attention import memory_attention
 from m3_memory.query.camera import Camera
+from m3_memory.query.memo import memo
 from m3_memory.query.relevancy import SCORE_TOL, query_scores
 from m3_memory.render.rasterization import rasterization
 from m3_memory.render.reference import gsplat_K
@@ -58,10 +60,24 @@ def in_view(memory: Memory, camera: Camera, sigmas: float = 4.0) -> torch.Tensor
     return ok.nonzero().squeeze(1)
 
 
+VIEWS_KEPT = 4  # rendered views kept per memory (render_queries): a robot asks several texts at one camera
+
+
 def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend: str = "auto"
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``."""
+    """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``.
+
+    They do not depend on the text: the last :data:`VIEWS_KEPT` cameras' are kept per memory, so a
+    second text at the same camera renders nothing. The returned tensors are shared: do not edit
+    them in place."""
     g = memory.gaussians
+    tensors = (g.means, g.quats, g.log_scales, g.opacity_logits, g.queries)
+    key = ("view", model, backend, camera.width, camera.height, camera.K.tobytes(), camera.T_world_cam.tobytes(),
+           *((id(x), x._version) for x in tensors))
+    views = memo(memory).setdefault("views", OrderedDict())
+    if key in views:
+        views.move_to_end(key)
+        return views[key]
     keep = in_view(memory, camera)  # [n] of N
     queries = memory.queries_of(model)[keep]  # [n, l]
     viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None]  # [1, 4, 4] world -> camera
@@ -70,7 +86,10 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
         out, alpha, _ = rasterization(g.means[keep], g.quats[keep], g.log_scales[keep].exp(),
                                       torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
                                       camera.height, render_mode="RGB+ED", backend=backend)
-    return out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]
+    views[key] = (out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0])
+    while len(views) > VIEWS_KEPT:
+        views.popitem(last=False)
+    return views[key]
 
 
 def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alpha: float = MIN_ALPHA,

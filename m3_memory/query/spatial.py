@@ -16,37 +16,26 @@ pixel's footprint; ``neighbours=1`` is the literal per-Gaussian decoding.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import Memory
 from m3_memory.memory.attention import attention_products, bank_spectrum, memory_attention
-from m3_memory.query.relevancy import query_scores, score_numerator, score_of_norm, text_columns
+from m3_memory.query.memo import memo
+from m3_memory.query.relevancy import query_scores, score_numerator, score_of_norm, text_columns, unit_scores
 
 MIN_OPACITY = 0.05  # Gaussians fainter than this are not part of any object
 NEIGHBOURS = 64  # queries summed per decoded Gaussian (bench/query.py measures 1..64)
 
 
-_CACHE: dict[int, tuple[weakref.ref, dict]] = {}  # id(means) -> (the tensor, what was computed from its memory)
-
-
-def _memo(memory: Memory) -> dict:
-    """Per-memory store of derived data, kept while the memory's ``means`` tensor lives (memories
-    are not edited in place)."""
-    means = memory.gaussians.means
-    ref, store = _CACHE.get(id(means), (None, None))
-    if ref is None or ref() is not means:
-        store = {}
-        _CACHE[id(means)] = (weakref.ref(means, lambda _, key=id(means): _CACHE.pop(key, None)), store)
-    return store
+def _k(memory: Memory, neighbours: int) -> int:
+    return min(max(1, neighbours), len(memory.gaussians))
 
 
 def centre_tree(memory: Memory) -> cKDTree:
     """k-d tree of the Gaussians' centres, built once per loaded memory."""
-    store = _memo(memory)
+    store = memo(memory)
     if "tree" not in store:
         store["tree"] = cKDTree(memory.gaussians.means.numpy().astype(np.float64))
     return store["tree"]
@@ -57,10 +46,10 @@ def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np
     (itself included) for the Gaussians ``index``; for all of them (None) computed once per memory."""
     g = memory.gaussians
     queries = memory.queries_of(model)  # [N, l]
-    k = min(max(1, neighbours), len(g))
+    k = _k(memory, neighbours)
     if k == 1:
         return queries if index is None else queries[torch.from_numpy(np.asarray(index))]
-    store, key = _memo(memory), ("queries", model, k)
+    store, key = memo(memory), ("queries", model, k)
     if key in store:  # all of them were computed (prepare_gaussians)
         return store[key] if index is None else store[key][torch.from_numpy(np.asarray(index))]
     at = g.means.numpy().astype(np.float64) if index is None else g.means.numpy()[np.asarray(index)].astype(np.float64)
@@ -80,11 +69,29 @@ def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEI
         return memory_attention(neighbourhood_queries(memory, model, neighbours, index), memory.banks[model])
 
 
+FEATURE_CACHE_BYTES = 2**31  # the largest table of every Gaussian's unit feature [N, d] float32 kept per memory
+
+
+def gaussian_unit_features(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> torch.Tensor | None:
+    """Every Gaussian's decoded feature (:func:`gaussian_features`) as a unit vector, [N, d] float32,
+    computed once per memory (``N t d`` multiply-adds) and kept, so that scoring a text is one
+    ``[N, d] x [d, 1 + k]`` product; None when the table would exceed :data:`FEATURE_CACHE_BYTES`
+    (then the scores use :func:`gaussian_norms`)."""
+    bank = memory.banks[model]
+    if len(memory.gaussians) * bank.feature_dim * 4 > FEATURE_CACHE_BYTES:
+        return None
+    store, key = memo(memory), ("features", model, _k(memory, neighbours))
+    if key not in store:
+        f = attention_products(neighbourhood_queries(memory, model, neighbours), bank, bank.psc.detach().float())  # [N, d]
+        store[key] = f.div_(torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp_min(1e-30))
+    return store[key]
+
+
 def gaussian_norms(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> torch.Tensor:
     """Squared norms [N] of every Gaussian's decoded feature (:func:`gaussian_features`), in the scale
     of :func:`m3_memory.memory.attention.attention_products`' unnormalised weights; they do not
     depend on the text, so they are computed once per memory (exactly: ``|e U S|^2``)."""
-    store, key = _memo(memory), ("norms", model, min(max(1, neighbours), len(memory.gaussians)))
+    store, key = memo(memory), ("norms", model, _k(memory, neighbours))
     if key not in store:
         bank = memory.banks[model]
         spec = bank_spectrum(bank)
@@ -95,28 +102,37 @@ def gaussian_norms(memory: Memory, model: str = "clip", neighbours: int = NEIGHB
 def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor, method: str, model: str = "clip",
                     neighbours: int = NEIGHBOURS, index: np.ndarray | None = None) -> np.ndarray:
     """Scores [n] of the Gaussians ``index`` (default: all N) for ``text`` [d] against ``negatives``
-    [k, d]: ``score_map(gaussian_features(...), ...)`` without the ``[n, d]`` decode. Exact with the
-    feature norms (:func:`gaussian_norms`: computed for all when ``index`` is None, else used when
-    cached); a subset without them within :data:`m3_memory.query.relevancy.SCORE_TOL`
-    (:func:`m3_memory.query.relevancy.query_scores`)."""
+    [k, d]: ``score_map(gaussian_features(...), ...)`` without decoding per text. Exact (float32
+    rounding) from the unit features (:func:`gaussian_unit_features`: computed for all when
+    ``index`` is None, else used when kept) or, for a memory too large to keep them, the feature
+    norms (:func:`gaussian_norms`); a subset with neither within
+    :data:`m3_memory.query.relevancy.SCORE_TOL` (:func:`m3_memory.query.relevancy.query_scores`)."""
+    store, k = memo(memory), _k(memory, neighbours)
+    rows = None if index is None else torch.from_numpy(np.asarray(index))
+    features = store.get(("features", model, k))
+    if features is None and index is None:
+        features = gaussian_unit_features(memory, model, neighbours)
+    if features is not None:
+        return unit_scores(features if rows is None else features[rows], text, negatives, method).numpy()
     bank = memory.banks[model]
     queries = neighbourhood_queries(memory, model, neighbours, index)  # [n, l]
-    key = ("norms", model, min(max(1, neighbours), len(memory.gaussians)))
-    if index is not None and key not in _memo(memory):
+    if index is not None and ("norms", model, k) not in store:
         return query_scores(queries, bank, text, negatives, method)[0].numpy()
     norms = gaussian_norms(memory, model, neighbours)  # [N]
-    if index is not None:
-        norms = norms[torch.from_numpy(np.asarray(index))]
+    if rows is not None:
+        norms = norms[rows]
     dots = attention_products(queries, bank, text_columns(bank, text, negatives, method))  # [n, 1 + k]
     return score_of_norm(score_numerator(dots), norms, method).numpy()
 
 
 def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> None:
     """Compute once what every Gaussian-level query needs (the k-d tree, each Gaussian's
-    neighbourhood query, the bank's spectrum, the decoded features' norms), so the first query
-    is as fast as the next: call it after loading a memory that will be asked in 3D."""
+    neighbourhood query, the bank's spectrum, the unit features or, past their size limit, the
+    features' norms), so the first query is as fast as the next: call it after loading a memory
+    that will be asked in 3D (the object centre of text queries is one)."""
     centre_tree(memory)
-    gaussian_norms(memory, model, neighbours)
+    if gaussian_unit_features(memory, model, neighbours) is None:
+        gaussian_norms(memory, model, neighbours)
 
 
 def dbscan(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:

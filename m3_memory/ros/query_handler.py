@@ -255,7 +255,7 @@ def _config(p: QueryParams, model: str = ""):
 def _load(p: QueryParams) -> Loaded:
     """The memory of ``p.memory`` with the text encoder of ``p.model``; InputError saying why not."""
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import text_model_for
+    from m3_memory.query.api import prepare, text_model_for
 
     if not p.memory:
         raise InputError("memory", "no memory: set the node's memory parameter to a *.m3 path")
@@ -264,6 +264,7 @@ def _load(p: QueryParams) -> Loaded:
         memory = load_memory(p.memory)
         model = memory_model(memory, p.model)
         text_model = text_model_for(memory, model, p.weights or None)
+        prepare(memory, _config(p, model))  # the first query as fast as the next
     except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
         raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None
     return Loaded(memory, model, text_model)

@@ -10,7 +10,8 @@ from m3_memory.memory.attention import MemoryBank, bank_spectrum, memory_attenti
 from m3_memory.query.api import QueryConfig, find_in_memory, query_text, text_model_for
 from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import SCORE_TOL, display_heatmap, query_scores, score_map
-from m3_memory.query.render import render_features, render_scores
+from m3_memory.query import spatial
+from m3_memory.query.render import VIEWS_KEPT, render_features, render_queries, render_scores
 from m3_memory.query.spatial import gaussian_features, gaussian_scores
 
 ROUNDING = 1e-5  # float32 rounding on top of the stated tolerance
@@ -107,10 +108,39 @@ def test_rendered_scores_match_the_dense_decode_on_every_pixel(memory, method):
 def test_gaussian_scores_match_the_dense_decode(memory):
     emb = text_model_for(memory).encode_text(["blue mug", "wooden table", "grey floor", "sky"])
     ref = score_map(gaussian_features(memory), emb[0], emb[1:], "relevancy").numpy()  # [N]
-    every = gaussian_scores(memory, emb[0], emb[1:], "relevancy")
-    assert np.abs(every - ref).max() <= ROUNDING  # all Gaussians: exact norms
+    every = gaussian_scores(memory, emb[0], emb[1:], "relevancy")  # keeps every Gaussian's unit feature
+    assert np.abs(every - ref).max() <= ROUNDING
+    some = np.arange(0, len(ref), 7)
+    assert np.abs(gaussian_scores(memory, emb[0], emb[1:], "relevancy", index=some) - ref[some]).max() <= ROUNDING
+    cos = score_map(gaussian_features(memory, index=some), emb[0], emb[1:], "cosine").numpy()
+    assert np.abs(gaussian_scores(memory, emb[0], emb[1:], "cosine", index=some) - cos).max() <= ROUNDING
+
+
+def test_gaussian_scores_of_a_memory_too_large_to_keep_its_features(built_memory, monkeypatch):
+    """Past the table's size limit: a subset within the tolerance (no norms yet), then exact norms."""
+    monkeypatch.setattr(spatial, "FEATURE_CACHE_BYTES", 0)
+    memory = load_memory(built_memory[0])  # a fresh memory: nothing derived from it is kept yet
+    emb = text_model_for(memory).encode_text(["blue mug", "wooden table", "grey floor", "sky"])
+    ref = score_map(gaussian_features(memory), emb[0], emb[1:], "relevancy").numpy()
     some = np.arange(0, len(ref), 7)
     assert np.abs(gaussian_scores(memory, emb[0], emb[1:], "relevancy", index=some) - ref[some]).max() <= SCORE_TOL + ROUNDING
+    assert spatial.gaussian_unit_features(memory) is None
+    spatial.prepare_gaussians(memory)  # the norms instead of the features
+    assert np.abs(gaussian_scores(memory, emb[0], emb[1:], "relevancy") - ref).max() <= ROUNDING
+    assert np.abs(gaussian_scores(memory, emb[0], emb[1:], "relevancy", index=some) - ref[some]).max() <= ROUNDING
+
+
+def test_rendered_views_are_kept_per_camera(built_memory):
+    memory = load_memory(built_memory[0])
+    cams = [Camera.from_view(v) for v in memory.cameras[:VIEWS_KEPT + 1]]
+    first = render_queries(memory, cams[0])
+    assert all(a is b for a, b in zip(render_queries(memory, cams[0]), first))  # a second text renders nothing
+    for cam in cams[1:]:
+        render_queries(memory, cam)
+    again = render_queries(memory, cams[0])  # dropped after VIEWS_KEPT other cameras: rendered anew, the same
+    assert again[0] is not first[0] and all(torch.equal(a, b) for a, b in zip(again, first))
+    memory.gaussians.queries.mul_(2)  # edited in place: not served from the store
+    assert torch.allclose(render_queries(memory, cams[0])[0], 2 * first[0], atol=1e-5)
 
 
 def test_display_heatmap_scales_from_the_floor():
