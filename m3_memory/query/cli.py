@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="clip", help="which of the memory's models answers (default: clip)")
     p.add_argument("--weights", help="the text model's weights file, when the memory was built from one")
     p.add_argument("--out", default="query", help="folder for heatmap.png and target.ply (default: ./query)")
+    p.add_argument("--explain", action="store_true", help="also write explain.png: the query view, the heatmap and the "
+                   "source patches memory attention drew on for the target, with their weights")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_query)
 
@@ -104,17 +106,32 @@ def cmd_query(args: argparse.Namespace) -> int:
         if len(idx):
             write_ply(out / "target.ply", memory.gaussians.subset(np.asarray(idx)))
             files.append(out / "target.ply")
+    trace = _explain(memory, result, camera, args.model, out) if args.explain else None
+    if trace is not None:
+        files.append(out / "explain.png")
     for warning in result.warnings:
         print(f"m3: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**result.to_json(), "files": [str(f) for f in files]}, indent=1))
+        print(json.dumps({**result.to_json(), "files": [str(f) for f in files],
+                          **({"trace": trace.to_json()} if trace is not None else {})}, indent=1))
     else:
         print(result.message)
+        if trace is not None:
+            print(f"trace: {trace.message}")
         if result.found:
             print(f"target (memory frame, m): [{', '.join(f'{v:.3f}' for v in result.point_world)}]")
         for f in files:
             print(f"wrote {f}")
     return 0 if result.found else 1  # like grep: 1 = nothing relevant found
+
+
+def _explain(memory, result, camera, model: str, out: Path):
+    """``--explain``: trace the target and write ``explain.png``; returns the trace."""
+    from m3_memory.query.explain import explain_result, explain_sheet
+
+    trace = explain_result(memory, result, camera, model)
+    explain_sheet(memory, camera, result, trace, out / "explain.png")
+    return trace
 
 
 def _baseline(memory, recording: str, model, feature_dim: int):

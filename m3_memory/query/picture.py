@@ -23,6 +23,13 @@ from m3_memory.query.render import render_rgb  # noqa: E402
 def heatmap_overlay(memory: Memory, camera: Camera, result: QueryResult, path: str | Path) -> None:
     """Write a PNG: rendered view | view with the heatmap (turbo) blended in, the region's
     outline in white and the target point as a ring; the text and score in the title line."""
+    sheet = overlay_sheet(memory, camera, result)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def overlay_sheet(memory: Memory, camera: Camera, result: QueryResult) -> Image.Image:
+    """The picture :func:`heatmap_overlay` writes, as an RGB image."""
     rgb = render_rgb(memory, camera).astype(np.float32) / 255  # [H, W, 3]
     heat = result.heatmap if result.heatmap.shape == rgb.shape[:2] else np.zeros(rgb.shape[:2], np.float32)
     colored = plt.get_cmap("turbo")(heat)[..., :3]
@@ -47,5 +54,4 @@ def heatmap_overlay(memory: Memory, camera: Camera, result: QueryResult, path: s
             u, v = camera.K[0, 0] * p[0] / p[2] + camera.K[0, 2], camera.K[1, 1] * p[1] / p[2] + camera.K[1, 2]
             x, y, r = w + 4 + u, head + v, max(4, w // 60)
             draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 0, 255), width=2)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    return sheet
