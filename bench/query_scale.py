@@ -38,21 +38,36 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 L = 16
+BLOB_M = 0.05  # the blobs' standard deviation (m)
 NEGATIVES = ("object", "things", "stuff", "texture")
 
 
-class RandomTextModel:
-    """Stand-in text encoder: a fixed random unit vector per text (seeded by the text)."""
+TEXTS = ("yellow bath duck", "blue mug", "green block", "red apple", "a pair of scissors")
+
+
+class BenchTextModel:
+    """Stand-in text encoder whose embeddings live where the memory's features do (as a real text
+    encoder's do: CLIP text and image features share their common directions). Each of
+    :data:`TEXTS` names one of the memory's blobs (the one nearest the table's centre first): its
+    embedding is the feature memory attention decodes from the blob's query direction, so it scores
+    high on that blob as an object's name does on the object. Any other text (the negatives) is the
+    feature decoded from a random query direction seeded by the text."""
 
     has_text = True
 
-    def __init__(self, d: int):
-        self.feature_dim, self.checkpoint = d, "random:bench"
+    def __init__(self, memory, blob_centres: torch.Tensor, blob_directions: torch.Tensor):
+        self.bank = memory.banks["clip"]
+        self.feature_dim, self.checkpoint = self.bank.feature_dim, "random:bench"
+        order = blob_centres.norm(dim=-1).argsort()[:len(TEXTS)]  # blobs every bench camera sees
+        self.objects = dict(zip(TEXTS, blob_directions[order]))  # text -> query direction [l]
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        out = [torch.randn(self.feature_dim, generator=torch.Generator().manual_seed(sum(map(ord, s)) * 7919 + len(s)))
-               for s in texts]
-        return torch.nn.functional.normalize(torch.stack(out), dim=-1)  # [n, d]
+        from m3_memory.memory.attention import memory_attention
+
+        q = [self.objects[s] if s in self.objects else
+             torch.randn(L, generator=torch.Generator().manual_seed(sum(map(ord, s)) * 7919 + len(s))) for s in texts]
+        with torch.no_grad():
+            return torch.nn.functional.normalize(memory_attention(torch.stack(q), self.bank), dim=-1)  # [n, d]
 
 
 def random_bank(t: int, d: int, kind: str, g: torch.Generator) -> torch.Tensor:
@@ -68,7 +83,8 @@ def random_bank(t: int, d: int, kind: str, g: torch.Generator) -> torch.Tensor:
 def random_memory(n: int, t: int, d: int, kind: str = "iid", seed: int = 0):
     """N Gaussians over a 1 m x 1 m table top (1.5-5 mm at 60k, larger when fewer), whose queries
     are N(0, 1) plus 24 smooth 5 cm blobs of shared random directions (so scores have regions, as
-    objects give), and a random bank (:func:`random_bank`)."""
+    objects give), and a random bank (:func:`random_bank`). Returns the memory and its text model
+    (:class:`BenchTextModel`)."""
     from m3_memory.memory.artifact import Gaussians, Memory, ModelEntry
     from m3_memory.memory.attention import MemoryBank
 
@@ -77,13 +93,14 @@ def random_memory(n: int, t: int, d: int, kind: str = "iid", seed: int = 0):
     quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
     log_scales = torch.empty(n, 3).uniform_(np.log(0.0015), np.log(0.005), generator=g) + 0.5 * np.log(60000 / n)
     centres, directions = torch.rand(24, 2, generator=g) - 0.5, torch.randn(24, L, generator=g)
-    blobs = torch.exp(-torch.cdist(means[:, :2], centres).square() / (2 * 0.05**2))  # [N, 24]
+    blobs = torch.exp(-torch.cdist(means[:, :2], centres).square() / (2 * BLOB_M**2))  # [N, 24]
     queries = torch.randn(n, L, generator=g) + 3 * blobs @ directions  # [N, l]
     gaussians = Gaussians(means, quats, log_scales, torch.randn(n, generator=g) + 1.0, torch.rand(n, 3, generator=g),
                           torch.zeros(n, 0, 3), queries)
     bank = MemoryBank.create("clip", random_bank(t, d, kind, g), L, seed=seed)
     entry = ModelEntry("clip", d, (0, L), 0.8, bank.temperature, False, "random:bench")
-    return Memory(gaussians, {"clip": bank}, [entry])
+    memory = Memory(gaussians, {"clip": bank}, [entry])
+    return memory, BenchTextModel(memory, centres, directions)
 
 
 def cameras(width: int, height: int) -> list:
@@ -95,8 +112,19 @@ def cameras(width: int, height: int) -> list:
     return [Camera(K, width, height, make_T(down, np.array([x, y, 0.8]))) for x, y in ((0, 0), (0.05, -0.03), (-0.04, 0.04))]
 
 
-def stats(ms: list[float]) -> dict:
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(ms)}
+def uptime() -> str:
+    """``uptime``'s line: the wall clock and the load average (other work on the machine)."""
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def stats(ms: list[float], cpu: list[float] | None = None) -> dict:
+    """p50/p95 of wall milliseconds and, given, of this process's CPU milliseconds (all its threads)."""
+    out = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(ms)}
+    if cpu:
+        out.update(cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95)))
+    return out
 
 
 def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) -> dict:
@@ -109,14 +137,16 @@ def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) 
 
     config, bank = QueryConfig(render_scale=scale), memory.banks["clip"]
     emb = text_model.encode_text([text, *NEGATIVES])
-    out, clock = {}, time.perf_counter()
+    out, clock, cpu = {}, time.perf_counter(), time.process_time()
 
     def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        out[name], clock = 1000 * (now - clock), now
+        nonlocal clock, cpu
+        now, now_cpu = time.perf_counter(), time.process_time()
+        out[name], out[name + "_cpu"], clock, cpu = 1000 * (now - clock), 1000 * (now_cpu - cpu), now, now_cpu
 
     cam = camera.scaled(scale) if scale < 1 else camera
+    forget_views(memory)
+    clock, cpu = time.perf_counter(), time.process_time()
     q, depth, alpha = render_queries(memory, cam)
     valid = alpha >= MIN_ALPHA
     lap("render")
@@ -152,40 +182,58 @@ def dense_render_scores(memory, camera, text, negatives, method, model="clip", m
     return ScoredView(score, view.depth, view.alpha, view.valid)
 
 
-def timed_query(memory, camera, scale: float, text_model, text: str, dense: bool) -> float:
-    """Milliseconds of one ``query_text`` call; ``dense``: with render_scores swapped for the reference."""
+def forget_views(memory) -> None:
+    """Drop the rendered views kept per memory: the next query at any camera renders (a cold camera)."""
+    from m3_memory.query.memo import memo
+
+    memo(memory).pop("views", None)
+
+
+def timed_query(memory, camera, scale: float, text_model, text: str, dense: bool, warm: bool = False
+                ) -> tuple[float, float]:
+    """Wall and CPU milliseconds of one ``query_text`` call at a cold camera (nothing rendered there yet) or, with
+    ``warm``, at the camera of the previous call; ``dense``: with render_scores swapped for the reference."""
     import m3_memory.query.api as api
 
     fast = api.render_scores
     api.render_scores = dense_render_scores if dense else fast
+    if not warm:
+        forget_views(memory)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         api.query_text(memory, text, camera, config=api.QueryConfig(render_scale=scale), text_model=text_model)
-        return 1000 * (time.perf_counter() - t0)
+        return 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0)
     finally:
         api.render_scores = fast
 
 
 def run_config(memory, camera_list, scale: float, text_model, repeats: int, dense_repeats: int) -> dict:
-    texts = ("yellow bath duck", "blue mug", "green block", "red apple", "a pair of scissors")
+    texts = TEXTS
     rows = []
     for i in range(max(repeats, dense_repeats)):
         rows.append(one_query(memory, camera_list[i % len(camera_list)], scale, text_model, texts[i % len(texts)],
                               dense=i < dense_repeats))
-    end_to_end = {"fast": [], "dense": []}
+    end_to_end = {"fast": [], "fast_warm": [], "dense": []}
     for i in range(repeats):  # fast and dense calls interleaved, same cameras and texts
-        for kind in ("fast", "dense") if i < dense_repeats else ("fast",):
-            end_to_end[kind].append(timed_query(memory, camera_list[i % len(camera_list)], scale, text_model,
-                                                texts[i % len(texts)], kind == "dense"))
-    res = {name: stats([r[name] for r in rows[:repeats] if name in r]) for name in ("render", "score_fast", "region",
-                                                                                     "target")}
-    res["text_to_target_fast"] = stats(end_to_end["fast"])
+        for kind in ("fast", "fast_warm", "dense") if i < dense_repeats else ("fast", "fast_warm"):
+            text = texts[(i + (kind == "fast_warm")) % len(texts)]  # warm: another text at the camera just asked
+            end_to_end[kind].append(timed_query(memory, camera_list[i % len(camera_list)], scale, text_model, text,
+                                                kind == "dense", warm=kind == "fast_warm"))
+    def of(name: str, which: list[dict]) -> dict:
+        return stats([r[name] for r in which], [r[name + "_cpu"] for r in which])
+
+    def calls(kind: str, n: int | None = None) -> dict:
+        return stats([w for w, _ in end_to_end[kind][:n]], [c for _, c in end_to_end[kind][:n]])
+
+    res = {name: of(name, rows[:repeats]) for name in ("render", "score_fast", "region", "target")}
+    res["text_to_target_fast"] = calls("fast")
+    res["text_to_target_fast_warm_camera"] = calls("fast_warm")
     dense_rows = [r for r in rows if "score_dense" in r]
     if dense_rows:
-        res["score_dense"] = stats([r["score_dense"] for r in dense_rows])
-        res["score_fast_same_queries"] = stats([r["score_fast"] for r in dense_rows])
-        res["text_to_target_dense"] = stats(end_to_end["dense"])
-        res["text_to_target_fast_same_queries"] = stats(end_to_end["fast"][:len(end_to_end["dense"])])
+        res["score_dense"] = of("score_dense", dense_rows)
+        res["score_fast_same_queries"] = of("score_fast", dense_rows)
+        res["text_to_target_dense"] = calls("dense")
+        res["text_to_target_fast_same_queries"] = calls("fast", len(end_to_end["dense"]))
         res["ratio_score_fast_vs_dense_p50"] = res["score_fast_same_queries"]["p50_ms"] / res["score_dense"]["p50_ms"]
         res["ratio_text_to_target_fast_vs_dense_p50"] = (res["text_to_target_fast_same_queries"]["p50_ms"]
                                                          / res["text_to_target_dense"]["p50_ms"])
@@ -194,17 +242,19 @@ def run_config(memory, camera_list, scale: float, text_model, repeats: int, dens
 
 
 def gaussian_query(memory, text_model, repeats: int) -> dict:
+    """``api.prepare`` once (what loading does), then ``query_gaussians`` per text: wall and CPU ms."""
     from m3_memory.query.api import prepare, query_gaussians
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prepare(memory)
-    out = {"prepare_ms": 1000 * (time.perf_counter() - t0)}
-    ms = []
-    for i, text in enumerate(("yellow bath duck", "blue mug", "green block")[:repeats]):
-        t0 = time.perf_counter()
-        query_gaussians(memory, text, text_model=text_model)
+    out = {"prepare_ms": 1000 * (time.perf_counter() - t0), "prepare_cpu_ms": 1000 * (time.process_time() - c0)}
+    ms, cpu = [], []
+    for i in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        query_gaussians(memory, TEXTS[i % len(TEXTS)], text_model=text_model)
         ms.append(1000 * (time.perf_counter() - t0))
-    out["query"] = stats(ms)
+        cpu.append(1000 * (time.process_time() - c0))
+    out["query"] = stats(ms, cpu)
     return out
 
 
@@ -221,6 +271,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fast-budget", type=float, default=15.0, help="skip an i.i.d. row estimated over this (s)")
     ap.add_argument("--budget-min", type=float, default=60.0, help="start no configuration after this many minutes")
+    ap.add_argument("--grid-banks", nargs="+", default=["decaying", "iid"], choices=["iid", "decaying"],
+                    help="banks of the rest of the grid (every t, d, N and resolution)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 1.0], help="render_scale values per row")
     ap.add_argument("--out", default=str(RESULTS / "query_scale.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,7 +284,7 @@ def main() -> None:
     if not args.quick:
         grid = [(n, res, t, d) for n in args.gaussians for res in ((320, 240), (640, 480)) for d in (768, 1152)
                 for t in (500, 2000, 8000)]
-        configs += [("iid", *c) for c in grid if c not in targets]
+        configs += [x for x in ((kind, *c) for kind in args.grid_banks for c in grid) if x not in configs]
     result = {"bench": "query_scale", "device": "cpu", "threads": args.threads, "platform": platform.platform(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__, "l": L, "repeats": args.repeats,
               "dense_repeats": args.dense_repeats, "dense_budget_s": args.dense_budget,
@@ -239,7 +292,7 @@ def main() -> None:
                         "p50/p95 over the repeats (3 camera poses, 5 texts in turn; 3 and 1 dense when the warm-up "
                         "took over 5 s); random memory and banks (see the module doc); load average "
                         "(os.getloadavg: 1, 5, 15 min) recorded before and after each row",
-              "rows": [], "not_run": []}
+              "uptime_start": uptime(), "rows": [], "not_run": []}
     rate = 7e9  # dense multiply-adds per second: a first guess (1 thread, loaded machine), then measured
     memories: dict = {}
     start = time.perf_counter()
@@ -252,15 +305,15 @@ def main() -> None:
         if key not in memories:
             memories.clear()
             memories[key] = random_memory(n, t, d, kind)
-        memory, text_model = memories[key], RandomTextModel(d)
+        memory, text_model = memories[key]
         cams = cameras(w, h)
         gaussian = None
         if (w, h) == (320, 240):  # the Gaussian-level query and what loading would prepare for it
             est = n * t * (d + L) / rate
-            gaussian = (gaussian_query(memory, text_model, 3) if est <= args.gaussian_budget
+            gaussian = (gaussian_query(memory, text_model, args.repeats) if est <= args.gaussian_budget
                         else {"skipped": f"prepare estimated {est:.0f} s > budget {args.gaussian_budget:.0f} s"})
             print("  gaussian query", gaussian, flush=True)
-        for scale in (0.25, 1.0):
+        for scale in args.scales:
             load_before = os.getloadavg()
             pixels = int(w * scale) * int(h * scale)
             macs = pixels * t * (d + L)
@@ -294,6 +347,8 @@ def main() -> None:
             result["rows"][-1]["gaussian_query"] = gaussian
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
+    result["uptime_end"] = uptime()
+    Path(args.out).write_text(json.dumps(result, indent=1))
     plot(result, Path(args.out).with_suffix(".png"))
 
 

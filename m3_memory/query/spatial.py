@@ -70,6 +70,7 @@ def gaussian_features(memory: Memory, model: str = "clip", neighbours: int = NEI
 
 
 FEATURE_CACHE_BYTES = 2**31  # the largest table of every Gaussian's unit feature [N, d] float32 kept per memory
+ROWS_GATHERED = 1024  # gaussian_scores scores a subset of the kept features this many rows at a time (in cache)
 
 
 def gaussian_unit_features(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> torch.Tensor | None:
@@ -113,7 +114,10 @@ def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor,
     if features is None and index is None:
         features = gaussian_unit_features(memory, model, neighbours)
     if features is not None:
-        return unit_scores(features if rows is None else features[rows], text, negatives, method).numpy()
+        if rows is None:
+            return unit_scores(features, text, negatives, method).numpy()
+        return torch.cat([unit_scores(features[part], text, negatives, method)  # gathered a few rows at a time
+                          for part in rows.split(ROWS_GATHERED)]).numpy() if len(rows) else np.zeros(0, np.float32)
     bank = memory.banks[model]
     queries = neighbourhood_queries(memory, model, neighbours, index)  # [n, l]
     if index is not None and ("norms", model, k) not in store:
