@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from m3_memory.errors import InputError
-from m3_memory.memory.attention import MemoryBank, attention_chunks, bank_spectrum
+from m3_memory.memory.attention import MemoryBank, attention_chunks, attention_products, bank_spectrum
 
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 METHODS = ("relevancy", "cosine")
@@ -89,8 +89,26 @@ def score_of_norm(num: torch.Tensor, norm_sq: torch.Tensor, method: str) -> torc
     return torch.sigmoid(RELEVANCY_SCALE * cos) if method == "relevancy" else cos
 
 
+def leading_components(bank: MemoryBank, split: float = SPLIT) -> int:
+    """How many principal components :func:`query_scores`' first pass takes: those with
+    ``s^2 >= split * s_1^2``, or all ``r = min(t, d)`` of them when that is over half (a flat
+    spectrum, where one exact pass is cheaper than two)."""
+    s2 = bank_spectrum(bank).sv.double().square()
+    r = s2.shape[0]
+    k = int((s2 >= split * s2[0]).sum()) if r and s2[0] > 0 else r
+    return r if k > r // 2 else k
+
+
+def query_norms(queries: torch.Tensor, bank: MemoryBank, chunk: int | None = None) -> torch.Tensor:
+    """Squared norms [...] of the features decoded from queries [..., l], exactly (``|e U S|^2``), in
+    the scale of the unnormalised attention weights ``e`` (:func:`attention_chunks`). They do not
+    depend on the text: known, they leave :func:`query_scores` only the text's columns."""
+    return attention_products(queries, bank, bank_spectrum(bank).factor, chunk).square().sum(-1).reshape(queries.shape[:-1])
+
+
 def query_scores(queries: torch.Tensor, bank: MemoryBank, text: torch.Tensor, negatives: torch.Tensor, method: str,
-                 tol: float = SCORE_TOL, split: float = SPLIT, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 tol: float = SCORE_TOL, split: float = SPLIT, chunk: int | None = None,
+                 norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of rendered queries [..., l] read through ``bank``, without the ``[..., d]`` decode.
 
     Equal to ``score_map(memory_attention(queries, bank), text, negatives, method)`` within ``tol``
@@ -99,16 +117,20 @@ def query_scores(queries: torch.Tensor, bank: MemoryBank, text: torch.Tensor, ne
     row: ``l + 1 + (negatives) + (leading components)`` multiply-adds and one exp, plus the
     remaining components for the queries of the second pass; independent of d when the bank's
     spectrum decays (real features), as slow as the dense decode on an unstructured bank.
+    ``norms`` [...]: the features' squared norms (:func:`query_norms`) when known: then every score
+    is exact and costs ``l + 1 + (negatives)`` multiply-adds and one exp per bank row.
     """
     if method not in METHODS:
         raise InputError(method, f"unknown scoring method; use {' or '.join(METHODS)}")
     lead = queries.shape[:-1]
-    spec = bank_spectrum(bank)
     dots_of = text_columns(bank, text, negatives, method)  # [t, 1 + k]
+    if norms is not None:
+        num = score_numerator(attention_products(queries, bank, dots_of, chunk))  # [M]
+        return score_of_norm(num, norms.reshape(-1), method).reshape(lead), torch.ones(lead, dtype=torch.bool)
+    spec = bank_spectrum(bank)
     n_dots, r = dots_of.shape[1], spec.sv.shape[0]
     s2 = spec.sv.double().square()
-    k = int((s2 >= split * s2[0]).sum()) if r and s2[0] > 0 else r
-    k = r if k > r // 2 else k  # a flat spectrum: one exact pass is cheaper than two
+    k = leading_components(bank, split)
     s_next2 = float(s2[k]) if k < r else 0.0
     inv_sv2 = (1.0 / s2[:k].clamp_min(1e-300)).float()  # [k]
     columns = torch.cat([dots_of, spec.factor[:, :k]], dim=1)  # [t, n_dots + k]

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from m3_memory.memory.artifact import Memory
-from m3_memory.memory.attention import memory_attention
+from m3_memory.memory.attention import bank_spectrum, memory_attention
 from m3_memory.query.camera import Camera
 from m3_memory.query.memo import memo
-from m3_memory.query.relevancy import SCORE_TOL, query_scores
+from m3_memory.query.relevancy import SCORE_TOL, leading_components, query_norms, query_scores
 from m3_memory.render.rasterization import rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
@@ -71,9 +71,7 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
     second text at the same camera renders nothing. The returned tensors are shared: do not edit
     them in place."""
     g = memory.gaussians
-    tensors = (g.means, g.quats, g.log_scales, g.opacity_logits, g.queries)
-    key = ("view", model, backend, camera.width, camera.height, camera.K.tobytes(), camera.T_world_cam.tobytes(),
-           *((id(x), x._version) for x in tensors))
+    key = _view_key(memory, camera, model, backend)
     views = memo(memory).setdefault("views", OrderedDict())
     if key in views:
         views.move_to_end(key)
@@ -86,10 +84,22 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
         out, alpha, _ = rasterization(g.means[keep], g.quats[keep], g.log_scales[keep].exp(),
                                       torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
                                       camera.height, render_mode="RGB+ED", backend=backend)
-    views[key] = (out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0])
-    while len(views) > VIEWS_KEPT:
-        views.popitem(last=False)
-    return views[key]
+    return _keep(views, key, (out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]))
+
+
+def _view_key(memory: Memory, camera: Camera, model: str, backend: str) -> tuple:
+    g = memory.gaussians
+    tensors = (g.means, g.quats, g.log_scales, g.opacity_logits, g.queries, memory.banks[model].psc, memory.banks[model].W)
+    return (model, backend, camera.width, camera.height, camera.K.tobytes(), camera.T_world_cam.tobytes(),
+            *((id(x), x._version) for x in tensors))
+
+
+def _keep(store: OrderedDict, key: tuple, value):
+    """Store ``value`` as the newest of at most :data:`VIEWS_KEPT` entries; returns it."""
+    store[key] = value
+    while len(store) > VIEWS_KEPT:
+        store.popitem(last=False)
+    return value
 
 
 def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alpha: float = MIN_ALPHA,
@@ -130,12 +140,21 @@ def render_scores(memory: Memory, camera: Camera, text: torch.Tensor, negatives:
                   tol: float = SCORE_TOL) -> ScoredView:
     """Scores of ``text`` [d] (against ``negatives`` [k, d]) at ``camera``'s pixels: the same as
     ``score_map(render_features(...).features, ...)`` on valid pixels within ``tol``, without the
-    ``[H, W, d]`` decode."""
+    ``[H, W, d]`` decode. For a bank whose spectrum is flat (every component needed,
+    :func:`~m3_memory.query.relevancy.leading_components`) the features' exact norms do not depend on
+    the text and are kept with the view (:func:`render_queries`): a second text at the camera
+    costs only the text's columns."""
     q, depth, alpha = render_queries(memory, camera, model, backend)
     valid = alpha >= min_alpha  # [H, W]
     score = torch.zeros(valid.shape)  # [H, W]
     if valid.any():
-        score[valid] = query_scores(q[valid], memory.banks[model], text, negatives, method, tol)[0]
+        bank = memory.banks[model]
+        norms = None
+        if leading_components(bank) == bank_spectrum(bank).sv.shape[0]:  # flat spectrum: exact norms, once per view
+            store, key = memo(memory).setdefault("view_norms", OrderedDict()), (_view_key(memory, camera, model, backend),
+                                                                                min_alpha)
+            norms = store[key] if key in store else _keep(store, key, query_norms(q[valid], bank))
+        score[valid] = query_scores(q[valid], bank, text, negatives, method, tol, norms=norms)[0]
     return ScoredView(score, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
 
 

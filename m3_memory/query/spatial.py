@@ -21,9 +21,9 @@ import torch
 from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import Memory
-from m3_memory.memory.attention import attention_products, bank_spectrum, memory_attention
+from m3_memory.memory.attention import attention_products, memory_attention
 from m3_memory.query.memo import memo
-from m3_memory.query.relevancy import query_scores, score_numerator, score_of_norm, text_columns, unit_scores
+from m3_memory.query.relevancy import query_norms, query_scores, unit_scores
 
 MIN_OPACITY = 0.05  # Gaussians fainter than this are not part of any object
 NEIGHBOURS = 64  # queries summed per decoded Gaussian (bench/query.py measures 1..64)
@@ -94,9 +94,7 @@ def gaussian_norms(memory: Memory, model: str = "clip", neighbours: int = NEIGHB
     depend on the text, so they are computed once per memory (exactly: ``|e U S|^2``)."""
     store, key = memo(memory), ("norms", model, _k(memory, neighbours))
     if key not in store:
-        bank = memory.banks[model]
-        spec = bank_spectrum(bank)
-        store[key] = attention_products(neighbourhood_queries(memory, model, neighbours), bank, spec.factor).square().sum(-1)
+        store[key] = query_norms(neighbourhood_queries(memory, model, neighbours), memory.banks[model])
     return store[key]
 
 
@@ -123,10 +121,7 @@ def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor,
     if index is not None and ("norms", model, k) not in store:
         return query_scores(queries, bank, text, negatives, method)[0].numpy()
     norms = gaussian_norms(memory, model, neighbours)  # [N]
-    if rows is not None:
-        norms = norms[rows]
-    dots = attention_products(queries, bank, text_columns(bank, text, negatives, method))  # [n, 1 + k]
-    return score_of_norm(score_numerator(dots), norms, method).numpy()
+    return query_scores(queries, bank, text, negatives, method, norms=norms if rows is None else norms[rows])[0].numpy()
 
 
 def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> None:

@@ -9,7 +9,8 @@ from m3_memory.memory.artifact import load_memory
 from m3_memory.memory.attention import MemoryBank, bank_spectrum, memory_attention
 from m3_memory.query.api import QueryConfig, find_in_memory, query_text, text_model_for
 from m3_memory.query.camera import Camera
-from m3_memory.query.relevancy import SCORE_TOL, display_heatmap, query_scores, score_map
+from m3_memory.query.memo import memo
+from m3_memory.query.relevancy import SCORE_TOL, display_heatmap, leading_components, query_scores, score_map
 from m3_memory.query import spatial
 from m3_memory.query.render import VIEWS_KEPT, render_features, render_queries, render_scores
 from m3_memory.query.spatial import gaussian_features, gaussian_scores
@@ -141,6 +142,22 @@ def test_rendered_views_are_kept_per_camera(built_memory):
     assert again[0] is not first[0] and all(torch.equal(a, b) for a, b in zip(again, first))
     memory.gaussians.queries.mul_(2)  # edited in place: not served from the store
     assert torch.allclose(render_queries(memory, cams[0])[0], 2 * first[0], atol=1e-5)
+
+
+def test_a_flat_bank_keeps_each_views_norms_and_stays_exact(built_memory):
+    """An i.i.d. bank needs every component: the exact norms are kept with the view, and a second
+    text at the same camera (its scores from the kept norms) still matches the dense decode."""
+    memory = load_memory(built_memory[0])
+    old = memory.banks["clip"]
+    memory.banks["clip"] = bank = random_bank(300, old.feature_dim, old.query_dim)
+    assert leading_components(bank) == bank_spectrum(bank).sv.shape[0]
+    text, neg = texts(old.feature_dim)
+    camera = Camera.from_view(memory.cameras[0])
+    dense = render_features(memory, camera)
+    for x in (text, neg[0] + text):  # the second reads the norms the first kept
+        fast = render_scores(memory, camera, x, neg, "relevancy")
+        assert (fast.score[fast.valid] - score_map(dense.features[dense.valid], x, neg, "relevancy")).abs().max() <= ROUNDING
+    assert len(memo(memory)["view_norms"]) == 1
 
 
 def test_display_heatmap_scales_from_the_floor():
