@@ -131,8 +131,8 @@ def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) 
     """Seconds of each stage of one text query (as query_text runs it), and fast vs dense scores."""
     from m3_memory.memory.attention import memory_attention
     from m3_memory.query.api import QueryConfig, _upsample, object_gaussians
-    from m3_memory.query.relevancy import largest_component, query_scores, score_map, threshold_value
-    from m3_memory.query.render import MIN_ALPHA, render_queries
+    from m3_memory.query.relevancy import largest_component, score_map, threshold_value
+    from m3_memory.query.render import MIN_ALPHA, render_queries, render_scores
     from m3_memory.query.target import lift_region
 
     config, bank = QueryConfig(render_scale=scale), memory.banks["clip"]
@@ -150,8 +150,7 @@ def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) 
     q, depth, alpha = render_queries(memory, cam)
     valid = alpha >= MIN_ALPHA
     lap("render")
-    fast = torch.zeros(valid.shape)
-    fast[valid] = query_scores(q[valid], bank, emb[0], emb[1:], "relevancy")[0]
+    fast = render_scores(memory, cam, emb[0], emb[1:], "relevancy").score  # the view is kept: the scoring alone
     lap("score_fast")
     if dense:
         with torch.no_grad():
@@ -165,9 +164,9 @@ def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) 
     mask = largest_component(ok & (score > bound))
     lap("region")
     points = lift_region(mask, _upsample((depth * valid).numpy(), H, W) * ok, camera)
-    if len(points):
-        object_gaussians(memory, points, emb[0], emb[1:], bound, config)
+    members = object_gaussians(memory, points, emb[0], emb[1:], bound, config) if len(points) else []
     lap("target")
+    out["region_pixels"], out["object_gaussians"] = int(mask.sum()), len(members)
     return out
 
 
@@ -187,12 +186,14 @@ def forget_views(memory) -> None:
     from m3_memory.query.memo import memo
 
     memo(memory).pop("views", None)
+    memo(memory).pop("view_norms", None)
 
 
-def timed_query(memory, camera, scale: float, text_model, text: str, dense: bool, warm: bool = False
-                ) -> tuple[float, float]:
+def timed_query(memory, camera, scale: float, text_model, text: str, dense: bool, warm: bool = False,
+                centre: bool = True) -> tuple[float, float]:
     """Wall and CPU milliseconds of one ``query_text`` call at a cold camera (nothing rendered there yet) or, with
-    ``warm``, at the camera of the previous call; ``dense``: with render_scores swapped for the reference."""
+    ``warm``, at the camera of the previous call; ``dense``: with render_scores swapped for the reference;
+    ``centre``: QueryConfig.object_centre (False: the visible surface's centre, no Gaussians scored)."""
     import m3_memory.query.api as api
 
     fast = api.render_scores
@@ -201,7 +202,8 @@ def timed_query(memory, camera, scale: float, text_model, text: str, dense: bool
         forget_views(memory)
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        api.query_text(memory, text, camera, config=api.QueryConfig(render_scale=scale), text_model=text_model)
+        api.query_text(memory, text, camera, config=api.QueryConfig(render_scale=scale, object_centre=centre),
+                       text_model=text_model)
         return 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0)
     finally:
         api.render_scores = fast
@@ -213,12 +215,13 @@ def run_config(memory, camera_list, scale: float, text_model, repeats: int, dens
     for i in range(max(repeats, dense_repeats)):
         rows.append(one_query(memory, camera_list[i % len(camera_list)], scale, text_model, texts[i % len(texts)],
                               dense=i < dense_repeats))
-    end_to_end = {"fast": [], "fast_warm": [], "dense": []}
+    end_to_end = {"fast": [], "fast_warm": [], "fast_surface": [], "dense": []}
     for i in range(repeats):  # fast and dense calls interleaved, same cameras and texts
-        for kind in ("fast", "fast_warm", "dense") if i < dense_repeats else ("fast", "fast_warm"):
+        for kind in ("fast", "fast_warm", "fast_surface", "dense")[:4 if i < dense_repeats else 3]:
             text = texts[(i + (kind == "fast_warm")) % len(texts)]  # warm: another text at the camera just asked
             end_to_end[kind].append(timed_query(memory, camera_list[i % len(camera_list)], scale, text_model, text,
-                                                kind == "dense", warm=kind == "fast_warm"))
+                                                kind == "dense", warm=kind == "fast_warm",
+                                                centre=kind != "fast_surface"))
     def of(name: str, which: list[dict]) -> dict:
         return stats([r[name] for r in which], [r[name + "_cpu"] for r in which])
 
@@ -226,8 +229,11 @@ def run_config(memory, camera_list, scale: float, text_model, repeats: int, dens
         return stats([w for w, _ in end_to_end[kind][:n]], [c for _, c in end_to_end[kind][:n]])
 
     res = {name: of(name, rows[:repeats]) for name in ("render", "score_fast", "region", "target")}
+    res["region_pixels"] = [r["region_pixels"] for r in rows[:repeats]]
+    res["object_gaussians"] = [r["object_gaussians"] for r in rows[:repeats]]
     res["text_to_target_fast"] = calls("fast")
     res["text_to_target_fast_warm_camera"] = calls("fast_warm")
+    res["text_to_surface_fast"] = calls("fast_surface")
     dense_rows = [r for r in rows if "score_dense" in r]
     if dense_rows:
         res["score_dense"] = of("score_dense", dense_rows)
