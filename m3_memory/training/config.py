@@ -32,6 +32,8 @@ class TrainConfig:
     ssim_weight: float = 0.2
     feature_weight: float = 0.5  # times (cosine distance + MSE), per model
     feature_pixels: int = 2000
+    depth_weight: float = 1.0  # times the expected-depth loss on the sensor's valid depth pixels; 0: off
+    depth_loss: str = "relative"  # "relative" (L1 / depth) or "inverse" (L1 on inverse depth); see losses.depth_loss
     # learning rates (3DGS); position is scaled by the scene extent and decays exponentially
     lr_position: float = 1.6e-4
     lr_position_final: float = 1.6e-6
@@ -62,7 +64,8 @@ class TrainConfig:
                   ("test_every", self.test_every >= 2), ("max_side", self.max_side is None or self.max_side >= 16),
                   ("max_gaussians", self.max_gaussians >= 1), ("sh_degree", 0 <= self.sh_degree <= 3),
                   ("psc_rule", self.psc_rule in ("strict", "cover")), ("feature_pixels", self.feature_pixels >= 1),
-                  ("temperature", self.temperature > 0)]
+                  ("temperature", self.temperature > 0),
+                  ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse"))]
         for name, ok in checks:
             if not ok:
                 raise InputError(f"training option {name}", f"invalid value {getattr(self, name)!r}")

@@ -1,4 +1,5 @@
-"""Training losses: L1 + SSIM on colour, cosine + MSE on memory-attention features."""
+"""Training losses: L1 + SSIM on colour, cosine + MSE on memory-attention features, and an
+expected-depth loss against the sensor's depth."""
 
 from __future__ import annotations
 
@@ -33,6 +34,43 @@ def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11) -> torch.Tensor:
 def rgb_loss(render: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.2) -> torch.Tensor:
     """``(1 - w) L1 + w (1 - SSIM)`` on [H, W, 3] images in [0, 1]."""
     return (1 - ssim_weight) * (render - target).abs().mean() + ssim_weight * (1 - ssim(render, target))
+
+
+DEPTH_LOSSES = ("relative", "inverse")
+
+
+def depth_loss(render: torch.Tensor, target: torch.Tensor, kind: str = "relative") -> torch.Tensor:
+    """Expected-depth loss on the sensor's valid pixels: render [H, W] expected depth (m),
+    target [H, W] sensor depth (m, 0 = invalid). Pixels without valid depth take no part
+    (sparse depth is fine); a view without any gives 0.
+
+    ``relative``: L1 weighted by 1 / depth, ``mean(|d - d*| / d*)``; a depth sensor's noise
+    grows with depth, so far pixels count less. ``inverse``: L1 on inverse depth scaled by
+    the view's median depth, ``median(d*) mean(|1/d - 1/d*|)`` (weight 1 / d^2 in effect).
+    Both are unitless and L1, so a few wrong depths pull little.
+    """
+    valid = target > 0
+    if not valid.any():
+        return render.sum() * 0
+    d, t = render[valid], target[valid]
+    if kind == "relative":
+        return ((d - t).abs() / t).mean()
+    if kind == "inverse":
+        return t.median() * (1 / d.clamp_min(1e-3) - 1 / t).abs().mean()
+    raise ValueError(f"unknown depth loss {kind!r}; use one of {', '.join(DEPTH_LOSSES)}")
+
+
+def depth_errors(renders: list[torch.Tensor], targets: list[torch.Tensor]) -> dict[str, float]:
+    """Held-out depth error over all valid pixels of all views (renders and targets [H, W] m,
+    target 0 = invalid): ``depth_median_m`` and ``depth_p90_m`` of ``|d - d*|`` in metres and
+    ``depth_valid`` (share of pixels with sensor depth); {} when no view has depth."""
+    errors = [(r[t > 0] - t[t > 0]).abs() for r, t in zip(renders, targets)]
+    err = torch.cat(errors) if errors else torch.zeros(0)
+    if err.numel() == 0:
+        return {}
+    total = sum(t.numel() for t in targets)
+    return {"depth_median_m": float(err.median()), "depth_p90_m": float(torch.quantile(err.float(), 0.9)),
+            "depth_valid": err.numel() / total}
 
 
 def psnr(render: torch.Tensor, target: torch.Tensor) -> float:

@@ -22,7 +22,8 @@ from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.densify import GradStats, densify_and_prune, reset_opacity
-from m3_memory.training.losses import Decoder, feature_loss, lookup, map_pixel_centres, psnr, rgb_loss, sample_pixels
+from m3_memory.training.losses import (Decoder, depth_errors, depth_loss, feature_loss, lookup, map_pixel_centres, psnr,
+                                      rgb_loss, sample_pixels)
 
 
 @dataclass
@@ -130,9 +131,14 @@ class Trainer:
             if group["name"] == "means":
                 group["lr"] = _lr_schedule(cfg.lr_position * self.extent, cfg.lr_position_final * self.extent,
                                            self.iteration, cfg.iterations)
-        rgb, queries, _, meta = self.render(view)
+        use_depth = cfg.depth_weight > 0 and bool((view.depth > 0).any())
+        rgb, queries, depth, meta = self.render(view, depth=use_depth)
         loss = rgb_loss(rgb, view.rgb, cfg.ssim_weight)
         terms = {"rgb": loss.item()}
+        if use_depth:
+            d_loss = depth_loss(depth, view.depth, cfg.depth_loss)
+            loss = loss + cfg.depth_weight * d_loss
+            terms["depth"] = d_loss.item()
         width, height = view.size
         uv = sample_pixels(height, width, cfg.feature_pixels, self.generator)
         for name, decode in self.decoders.items():
@@ -169,19 +175,23 @@ class Trainer:
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, views: list[View]) -> dict[str, float]:
-        """Mean held-out PSNR (dB) and, per model, cosine similarity and L2 distance between
-        decoded and ground-truth features (at the ground-truth maps' resolution)."""
+        """Mean held-out PSNR (dB), per model cosine similarity and L2 distance between decoded
+        and ground-truth features (at the ground-truth maps' resolution), and the expected
+        depth's error against the sensor's valid depth (:func:`depth_errors`, metres)."""
         if not views:
             return {}
         totals: dict[str, list[float]] = {"psnr": []}
+        depths = []
         for view in views:
-            rgb, queries, _, _ = self.render(view)
+            rgb, queries, depth, _ = self.render(view, depth=True)
+            depths.append(depth)
             totals["psnr"].append(psnr(rgb, view.rgb))
             for name, decode in self.decoders.items():
                 cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name], decode)
                 totals.setdefault(f"cos.{name}", []).append(cos)
                 totals.setdefault(f"l2.{name}", []).append(l2)
-        return {k: float(np.mean(v)) for k, v in totals.items()}
+        return {**{k: float(np.mean(v)) for k, v in totals.items()},
+                **depth_errors(depths, [v.depth for v in views])}
 
     def gaussians(self) -> Gaussians:
         """The current Gaussians (detached copies)."""

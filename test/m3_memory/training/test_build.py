@@ -29,8 +29,12 @@ def test_built_memory_is_complete_and_better_than_untrained(built_memory, synth)
     # even 40 iterations must beat the untrained memory on held-out views
     assert report.final["psnr"] > report.initial["psnr"] + 2
     assert report.final["cos.clip"] > report.initial["cos.clip"] + 0.1
+    # the depth loss is on by default; the synthetic depth is exact, so geometry gets closer to it
+    assert 0 < report.final["depth_median_m"] < report.initial["depth_median_m"]
+    assert report.final["depth_median_m"] <= report.final["depth_p90_m"]
     assert not checkpoint_path(path).exists()  # removed once the memory is written
-    assert json.loads((path / "report" / "report.json").read_text())["iterations"] == 40
+    summary = json.loads((path / "report" / "report.json").read_text())
+    assert summary["iterations"] == 40 and summary["final"]["depth_p90_m"] == report.final["depth_p90_m"]
     # the synthetic folder records the B1's stance at the table; the memory carries it
     np.testing.assert_allclose(memory.robot_pose.T_world_base, T_from_xyz_yaw(*ROBOT_STANCE), atol=1e-12)
     assert "synthetic scene stance" in memory.robot_pose.source and report.robot_pose is not None

@@ -1,7 +1,7 @@
 import torch
 
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.training.losses import feature_loss, lookup, psnr, rgb_loss, sample_pixels, ssim
+from m3_memory.training.losses import depth_errors, depth_loss, feature_loss, lookup, psnr, rgb_loss, sample_pixels, ssim
 
 
 def test_ssim_and_psnr():
@@ -35,3 +35,25 @@ def test_feature_loss_is_zero_for_a_perfect_decoder_and_ignores_unlabeled():
     assert loss.item() < 1e-3 and cos.item() > 0.999
     loss_wrong, _ = feature_loss(queries.roll(1, dims=-1), target, bank, uv)
     assert loss_wrong.item() > 0.1
+
+
+def test_depth_loss_uses_valid_pixels_only_and_weights_by_depth():
+    target = torch.tensor([[1.0, 2.0], [0.0, 4.0]])  # one invalid pixel
+    render = target.clone()
+    render[1, 0] = 99.0  # wrong where the sensor has no depth: ignored
+    for kind in ("relative", "inverse"):
+        assert depth_loss(render, target, kind).item() == 0
+    near, far = target.clone(), target.clone()
+    near[0, 0] += 0.1  # 10 cm off at 1 m
+    far[1, 1] += 0.1  # 10 cm off at 4 m
+    for kind in ("relative", "inverse"):
+        assert depth_loss(near, target, kind).item() > 3 * depth_loss(far, target, kind).item() > 0
+    assert depth_loss(render, torch.zeros(2, 2)).item() == 0  # a view without depth
+
+
+def test_depth_errors_pool_valid_pixels_in_metres():
+    target = torch.tensor([[1.0, 2.0], [0.0, 4.0]])
+    render = target + torch.tensor([[0.01, -0.02], [5.0, 0.03]])
+    e = depth_errors([render], [target])
+    assert abs(e["depth_median_m"] - 0.02) < 1e-6 and 0.02 < e["depth_p90_m"] <= 0.03 and e["depth_valid"] == 0.75
+    assert depth_errors([render], [torch.zeros(2, 2)]) == {}
