@@ -1,25 +1,35 @@
 """Text queries at real sizes: random memory banks, dense decode vs the fast scores, side by side.
 
 A random memory: N Gaussians (60k, 300k) scattered over a 1 m x 1 m table top under a camera
-looking down from 0.8 m (every pixel covered), N(0, 1) principal queries (l = 16), and a random
-bank per (t, d): i.i.d. N(0, 1) rows ``PSC [t, d]`` and projection ``W [l, d]`` (a flat spectrum:
-the worst case of :func:`m3_memory.query.relevancy.query_scores`, whose first pass helps only a
-decaying one). Text embeddings are random too (a stand-in text model), negatives LERF's four.
+looking down from 0.8 m (every pixel covered), principal queries (l = 16) N(0, 1) plus 24 smooth
+blobs of shared random directions (the "objects"), and a random bank per (t, d): ``iid`` N(0, 1)
+rows ``PSC [t, d]`` (a flat spectrum: the worst case of
+:func:`m3_memory.query.relevancy.query_scores`, whose first pass helps only a decaying one) or
+``decaying`` (see :func:`random_bank`), and a random projection ``W [l, d]``. The stand-in text
+model (:class:`BenchTextModel`) names the blobs: a text's embedding is the feature decoded from
+its blob's direction; the negatives (LERF's four) are features of random directions.
 
-Per configuration (N, resolution, t, d, render_scale), for three camera poses in turn:
-- stages of a text query: ``render`` (queries and depth), ``score_fast`` (render_scores' scoring),
-  ``score_dense`` (memory_attention then score_map, the reference), ``region`` (Otsu + largest
-  component at the camera's resolution), ``target`` (lift to 3D + the object centre from the
-  memory's Gaussians); ``text_to_target_fast`` is one call of ``query_text`` (what ``m3 query``,
-  the demo and the query node run), ``text_to_target_dense`` the same call with its scoring swapped
-  for the dense reference (interleaved with fast calls on the same cameras and texts:
+Per configuration (bank, N, resolution, t, d, render_scale), three camera poses and five texts
+in turn; wall and CPU (``process_time``, all threads) milliseconds, p50/p95:
+- stages of a text query: ``render`` (queries and depth at a cold camera), ``score_fast``
+  (render_scores on that view), ``score_dense`` (memory_attention then score_map, the reference),
+  ``region`` (Otsu + largest component at the camera's resolution), ``target`` (lift to 3D + the
+  object centre from the memory's Gaussians); ``region_pixels`` and ``object_gaussians`` per query;
+- ``text_to_target_fast``: one call of ``query_text`` (what ``m3 query``, the demo and the query
+  node run) at a cold camera (nothing kept from an earlier call there);
+  ``text_to_target_fast_warm_camera``: another text right after at the same camera (the view, and
+  for a flat bank its feature norms, are kept); ``text_to_surface_fast``: cold, with
+  ``object_centre`` off (the visible surface's centre; no Gaussians scored);
+  ``text_to_target_dense``: the cold call with its scoring swapped for the dense reference
+  (interleaved with the fast calls on the same cameras and texts:
   ``text_to_target_fast_same_queries``); ``max_abs_diff`` fast vs dense over the valid pixels;
-- the Gaussian-level query (``query_gaussians``): ``prepare`` (the once-per-memory cost: k-d tree,
-  neighbourhood queries, exact feature norms; what a node would do after loading) and per query
-  after it. It runs first, so the text rows after it use what it cached (``prepared``); where
-  it is over ``--gaussian-budget`` the object-centre step scores its Gaussians on each query.
+- the Gaussian-level query (``query_gaussians``): ``prepare`` (``api.prepare``, what the nodes do
+  after loading: k-d tree, neighbourhood queries, every Gaussian's unit feature) and per query
+  after it. It runs first, so the text rows after it use what it kept (``prepared``); where it
+  is over ``--gaussian-budget`` the object-centre step scores its Gaussians on each query.
 Dense runs are skipped where one would take more than ``--dense-budget`` seconds (estimated from
-the multiply-adds at the rate measured on the first configuration); the JSON says so.
+the multiply-adds at the rate measured on the first configuration); the JSON says so, and records
+``uptime`` at the start and end and the load average around each row.
 
     python bench/query_scale.py [--quick]   # writes bench/results/query_scale.json and query_scale.png
 """
@@ -294,10 +304,11 @@ def main() -> None:
     result = {"bench": "query_scale", "device": "cpu", "threads": args.threads, "platform": platform.platform(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__, "l": L, "repeats": args.repeats,
               "dense_repeats": args.dense_repeats, "dense_budget_s": args.dense_budget,
-              "method": "wall time per stage (perf_counter) after one warm-up query per configuration; "
-                        "p50/p95 over the repeats (3 camera poses, 5 texts in turn; 3 and 1 dense when the warm-up "
-                        "took over 5 s); random memory and banks (see the module doc); load average "
-                        "(os.getloadavg: 1, 5, 15 min) recorded before and after each row",
+              "method": "wall time (perf_counter) and this process's CPU time (process_time, all threads) per "
+                        "stage and call, after one warm-up query per configuration; p50/p95 over the repeats "
+                        "(3 camera poses, 5 texts in turn; 3 and 1 dense when the warm-up took over 5 s); random "
+                        "memory, banks and texts (see the module doc); load average (os.getloadavg: 1, 5, 15 min) "
+                        "recorded before and after each row, uptime at the start and end",
               "uptime_start": uptime(), "rows": [], "not_run": []}
     rate = 7e9  # dense multiply-adds per second: a first guess (1 thread, loaded machine), then measured
     memories: dict = {}

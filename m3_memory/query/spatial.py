@@ -112,8 +112,9 @@ def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor,
     if features is None and index is None:
         features = gaussian_unit_features(memory, model, neighbours)
     if features is not None:
-        if rows is None:
-            return unit_scores(features, text, negatives, method).numpy()
+        if rows is None or 4 * len(rows) > len(features):  # a large subset: one pass over the table, no gather
+            every = unit_scores(features, text, negatives, method)
+            return (every if rows is None else every[rows]).numpy()
         return torch.cat([unit_scores(features[part], text, negatives, method)  # gathered a few rows at a time
                           for part in rows.split(ROWS_GATHERED)]).numpy() if len(rows) else np.zeros(0, np.float32)
     bank = memory.banks[model]
