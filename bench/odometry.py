@@ -1,7 +1,9 @@
 """Benchmark: RGB-D odometry against the given camera poses of real posed sequences.
 
-Runs :func:`m3_memory.recording.odometry.estimate_poses` on each sequence without using
-its poses, compares the estimate with the given poses (:func:`trajectory_errors`), writes
+Runs frame-to-frame odometry (:class:`~m3_memory.recording.odometry.Odometry`, every pair
+accepted) and keyframe odometry with loop closure and pose graph
+(:func:`~m3_memory.recording.odometry.estimate_trajectory`, flagged frames left out) on each
+sequence without using its poses, compares both with the given poses (:func:`trajectory_errors`), writes
 ``bench/results/odometry.json`` and ``bench/results/odometry.png`` (top view of estimated
 vs given camera centres) and prints a table. A sequence whose data folder is absent is
 recorded as skipped, with the reason.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +30,13 @@ import open3d as o3d  # noqa: E402
 
 from m3_memory.conventions import invert_T  # noqa: E402
 from m3_memory.recording import open_recording  # noqa: E402
-from m3_memory.recording.odometry import Odometry, OdometryConfig, trajectory_errors  # noqa: E402
+from m3_memory.recording.odometry import (  # noqa: E402
+    GraphEdge,
+    Odometry,
+    OdometryConfig,
+    estimate_trajectory,
+    trajectory_errors,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -47,37 +56,51 @@ def _motion(T: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(T[:3, 3])), float(angle)
 
 
-def run_sequence(path: Path, fmt: str, config: OdometryConfig) -> dict:
-    """Odometry over one recording: errors against its given poses, per-pair details and
-    the camera centres for the plot (estimate aligned by its first pose, metres)."""
-    odometry = Odometry(config)
-    names, T_gt, T_est = [], [], []
-    start = time.perf_counter()
-    for frame in open_recording(path, fmt=fmt):
-        if frame.T_world_cam is None:
-            raise RuntimeError(f"{path}: {frame.name} has no given pose to compare with")
-        names.append(frame.name)
-        T_gt.append(frame.T_world_cam)
-        T_est.append(odometry(frame).T_world_cam)
-    wall = time.perf_counter() - start
-    pairs = []
-    for r in odometry.results:
-        rel_gt = invert_T(T_gt[r.index - 1]) @ T_gt[r.index]
+def _pairs(names: list[str], T_gt: list[np.ndarray], edges) -> list[dict]:
+    """Per registration: the given motion, the error of the estimate, fitness and outcome."""
+    out = []
+    for e in edges:
+        rel_gt = invert_T(T_gt[e.target]) @ T_gt[e.source]
         gt_t, gt_r = _motion(rel_gt)
-        err_t, err_r = _motion(invert_T(rel_gt) @ r.T_prev_cur)
-        pairs.append({"from": names[r.index - 1], "to": names[r.index], "given_motion_m": gt_t,
-                      "given_motion_deg": gt_r, "error_m": err_t, "error_deg": err_r, "fitness": r.fitness,
-                      "failed": r.failed, "reason": r.reason, "seconds": r.seconds})
-    T_align = T_gt[0] @ invert_T(T_est[0])
+        err_t, err_r = _motion(invert_T(rel_gt) @ e.T_target_source)
+        out.append({"from": names[e.target], "to": names[e.source], "loop": e.loop, "given_motion_m": gt_t,
+                    "given_motion_deg": gt_r, "error_m": err_t, "error_deg": err_r, "fitness": e.fitness,
+                    "failed": e.failed, "pruned": e.pruned, "reason": e.reason})
+    return out
+
+
+def run_sequence(path: Path, fmt: str, config: OdometryConfig) -> dict:
+    """Both estimators over one recording: frame-to-frame odometry (every pair accepted, as
+    before the fitness floor) and keyframe odometry with loop closure and pose graph (flagged
+    frames left out of its errors). Errors against the given poses, per-registration details and
+    camera centres for the plot (first-pose aligned, metres)."""
+    frames = list(open_recording(path, fmt=fmt))
+    if any(f.T_world_cam is None for f in frames):
+        raise RuntimeError(f"{path}: a frame has no given pose to compare with")
+    names, T_gt = [f.name for f in frames], [f.T_world_cam for f in frames]
+    odometry = Odometry(dataclasses.replace(config, min_fitness=0.0, loop_closure=False))
+    start = time.perf_counter()
+    T_f2f = [odometry(f).T_world_cam for f in frames]
+    f2f_wall = time.perf_counter() - start
+    trajectory = estimate_trajectory(frames, config)
+    kept = [i for i, T in enumerate(trajectory.poses) if T is not None]
+    T_lc = [trajectory.poses[i] for i in kept]
+    align = lambda Ts, ref: [T_gt[ref] @ invert_T(Ts[0]) @ T for T in Ts]  # noqa: E731
+    f2f_edges = [GraphEdge(r.index, r.index - 1, r.T_prev_cur, r.fitness, False, r.failed, r.reason)
+                 for r in odometry.results]
     return {
         "status": "ok",
-        **trajectory_errors(T_est, T_gt),
-        "failures": odometry.failures,
-        "seconds_per_pair": float(np.mean([r.seconds for r in odometry.results])) if odometry.results else None,
-        "wall_seconds": wall,
-        "pairs": pairs,
+        "frames": len(frames),
+        "frame_to_frame": {**trajectory_errors(T_f2f, T_gt), "failures": odometry.failures, "wall_seconds": f2f_wall,
+                           "pairs": _pairs(names, T_gt, f2f_edges)},
+        "loop_closure": {**trajectory_errors(T_lc, [T_gt[i] for i in kept]), "flagged": len(trajectory.flagged),
+                         "flagged_frames": [names[i] for i in trajectory.flagged], "failures": trajectory.failures,
+                         "loop_edges": sum(e.loop and not e.failed for e in trajectory.edges),
+                         "pruned_edges": sum(e.pruned for e in trajectory.edges),
+                         "wall_seconds": trajectory.seconds, "pairs": _pairs(names, T_gt, trajectory.edges)},
         "_plot": {"given": np.stack([T[:3, 3] for T in T_gt]),
-                  "estimated": np.stack([(T_align @ T)[:3, 3] for T in T_est]),
+                  "frame_to_frame": np.stack([T[:3, 3] for T in align(T_f2f, 0)]),
+                  "loop_closure": np.stack([T[:3, 3] for T in align(T_lc, kept[0])]) if kept else np.zeros((0, 3)),
                   "down": np.mean([T[:3, 1] for T in T_gt], axis=0)},
     }
 
@@ -91,7 +114,10 @@ def plot(results: dict, out: Path) -> None:
         up = int(np.argmax(np.abs(p["down"])))
         a, b = [i for i in range(3) if i != up]
         ax.plot(p["given"][:, a], p["given"][:, b], "o-", color="tab:green", label="given")
-        ax.plot(p["estimated"][:, a], p["estimated"][:, b], "x--", color="tab:red", label="odometry (first-pose aligned)")
+        ax.plot(p["frame_to_frame"][:, a], p["frame_to_frame"][:, b], "x--", color="tab:red",
+                label="frame-to-frame (first-pose aligned)")
+        ax.plot(p["loop_closure"][:, a], p["loop_closure"][:, b], "+-", color="tab:blue",
+                label="loop closure, registered frames")
         ax.plot(*p["given"][0, [a, b]], "ks", label="first frame")
         ax.set_title(name)
         ax.set_xlabel(f"world {'xyz'[a]} (m)")
@@ -134,24 +160,23 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "odometry",
         "open3d": o3d.__version__,
         "method": config.method,
+        "load": os.getloadavg(),
         "config": dataclasses.asdict(config),
         "sequences": {name: {k: v for k, v in r.items() if k != "_plot"} for name, r in results.items()},
     }
     (args.out / "odometry.json").write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"odometry bench: open3d {o3d.__version__}, method {config.method}, depth_max {config.depth_max} m")
-    print(f"{'sequence':16} {'frames':>6} {'ATE rmse/max (cm)':>18} {'ATE rigid (cm)':>15} "
-          f"{'RPE t mean/max (cm)':>20} {'RPE r mean/max (deg)':>21} {'fails':>5} {'s/pair':>7}")
+    print(f"{'sequence':16} {'estimator':15} {'frames':>6} {'flagged':>7} {'ATE first rmse (cm)':>19} "
+          f"{'ATE rigid rmse (cm)':>19} {'RPE t mean (cm)':>15}")
     for name, r in results.items():
         if r["status"] != "ok":
             print(f"{name:16} skipped: {r['reason']}")
             continue
-        print(f"{name:16} {r['frames']:>6} "
-              f"{_fmt(r['ate_first_rmse_m'], 100, 1) + '/' + _fmt(r['ate_first_max_m'], 100, 1):>18} "
-              f"{_fmt(r['ate_rigid_rmse_m'], 100, 1):>15} "
-              f"{_fmt(r['rpe_trans_mean_m'], 100, 1) + '/' + _fmt(r['rpe_trans_max_m'], 100, 1):>20} "
-              f"{_fmt(r['rpe_rot_mean_deg'], 1, 2) + '/' + _fmt(r['rpe_rot_max_deg'], 1, 2):>21} "
-              f"{r['failures']:>5} {_fmt(r['seconds_per_pair'], 1, 3):>7}")
+        for est in ("frame_to_frame", "loop_closure"):
+            e = r[est]
+            print(f"{name:16} {est:15} {e['frames']:>6} {e.get('flagged', 0):>7} {_fmt(e['ate_first_rmse_m'], 100, 2):>19} "
+                  f"{_fmt(e['ate_rigid_rmse_m'], 100, 2):>19} {_fmt(e['rpe_trans_mean_m'], 100, 2):>15}")
     print(f"wrote {args.out / 'odometry.json'} and {args.out / 'odometry.png'}")
     return 0
 

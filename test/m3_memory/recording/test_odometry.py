@@ -13,6 +13,7 @@ from m3_memory.recording.odometry import (
     Odometry,
     OdometryConfig,
     estimate_poses,
+    estimate_trajectory,
     fill_depth_gaps,
     register_pair,
     trajectory_errors,
@@ -94,6 +95,24 @@ def test_failed_registration_keeps_previous_pose(views):
     for f in out:
         np.testing.assert_array_equal(f.T_world_cam, np.eye(4))
     assert "intrinsics" in odometry.results[1].reason
+
+
+def test_trajectory_flags_an_unregistrable_frame_and_tracks_past_it(views):
+    frames, T_prev_cur = views
+    blank = Frame(rgb=np.zeros_like(frames[0].rgb), depth=np.zeros_like(frames[0].depth), K=frames[0].K,
+                  T_world_cam=None, stamp=0.5, name="blank")
+    sequence = [frames[0], blank, frames[1], frames[2]]
+    trajectory = estimate_trajectory(sequence)
+    assert trajectory.flagged == [1]  # no registration reaches the blank frame: no guessed pose
+    tracking = [(e.target, e.source, e.failed) for e in trajectory.edges if not e.loop]
+    assert tracking == [(0, 1, True), (0, 2, False), (2, 3, False)]  # tracking skips the blank frame
+    assert any(e.loop and not e.failed and (e.target, e.source) == (0, 3) for e in trajectory.edges)
+    np.testing.assert_array_equal(trajectory.poses[0], np.eye(4))
+    for i, k in ((2, 1), (3, 2)):
+        dt, dr = _pose_error(np.linalg.matrix_power(T_prev_cur, k), trajectory.poses[i])
+        assert dt < 0.01 and dr < 1.0, (i, dt, dr)
+    out = list(estimate_poses(sequence))  # loop closure by default: the flagged frame has no pose
+    assert out[1].T_world_cam is None and out[3].T_world_cam is not None
 
 
 def test_fill_depth_gaps_closes_cracks_not_edges_or_holes():
