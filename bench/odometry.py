@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import open3d as o3d  # noqa: E402
 
-from m3_memory.conventions import invert_T  # noqa: E402
+from m3_memory.conventions import invert_T, motion_size  # noqa: E402
 from m3_memory.recording import open_recording  # noqa: E402
 from m3_memory.recording.odometry import (  # noqa: E402
     GraphEdge,
@@ -50,19 +50,13 @@ SEQUENCES = (
 )
 
 
-def _motion(T: np.ndarray) -> tuple[float, float]:
-    """(translation metres, rotation degrees) of a relative pose T [4, 4]."""
-    angle = np.degrees(np.arccos(np.clip((np.trace(T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
-    return float(np.linalg.norm(T[:3, 3])), float(angle)
-
-
 def _pairs(names: list[str], T_gt: list[np.ndarray], edges) -> list[dict]:
     """Per registration: the given motion, the error of the estimate, fitness and outcome."""
     out = []
     for e in edges:
         rel_gt = invert_T(T_gt[e.target]) @ T_gt[e.source]
-        gt_t, gt_r = _motion(rel_gt)
-        err_t, err_r = _motion(invert_T(rel_gt) @ e.T_target_source)
+        gt_t, gt_r = motion_size(rel_gt)
+        err_t, err_r = motion_size(invert_T(rel_gt) @ e.T_target_source)
         out.append({"from": names[e.target], "to": names[e.source], "loop": e.loop, "given_motion_m": gt_t,
                     "given_motion_deg": gt_r, "error_m": err_t, "error_deg": err_r, "fitness": e.fitness,
                     "failed": e.failed, "pruned": e.pruned, "reason": e.reason})

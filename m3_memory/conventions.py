@@ -62,6 +62,17 @@ def quat_wxyz_to_xyzw(q_wxyz) -> np.ndarray:
     return np.array([x, y, z, w], dtype=np.float64)
 
 
+def rotation_deg(R: np.ndarray) -> float:
+    """Rotation angle of R [3, 3] in degrees (atan2 form: accurate near 0 and 180)."""
+    sin = 0.5 * np.linalg.norm([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    return float(np.degrees(np.arctan2(sin, (np.trace(R) - 1.0) / 2.0)))
+
+
+def motion_size(T: np.ndarray) -> tuple[float, float]:
+    """(translation metres, rotation degrees) of a rigid motion T [4, 4]."""
+    return float(np.linalg.norm(T[:3, 3])), rotation_deg(T[:3, :3])
+
+
 def rigid_error(T: np.ndarray) -> str | None:
     """Why ``T`` [4, 4] is not a finite rigid transform, or None when it is."""
     T = np.asarray(T)

@@ -31,7 +31,7 @@ import open3d as o3d
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from m3_memory.conventions import invert_T, make_T
+from m3_memory.conventions import invert_T, make_T, motion_size, rotation_deg
 from m3_memory.errors import InputError
 from m3_memory.recording.frame import Frame
 
@@ -302,11 +302,6 @@ class Trajectory:
         return sum(e.failed for e in self.edges)
 
 
-def _motion_size(T: np.ndarray) -> tuple[float, float]:
-    """(metres, degrees) of the rigid motion T [4, 4]."""
-    return float(np.linalg.norm(T[:3, 3])), _rotation_deg(T[:3, :3])
-
-
 def _connected(n: int, edges: list[GraphEdge]) -> set[int]:
     """Frames joined to frame 0 by accepted edges."""
     reached, changed = {0} if n else set(), True
@@ -383,7 +378,7 @@ def estimate_trajectory(frames: list[Frame], config: OdometryConfig | None = Non
             if guess[i] is None or guess[j] is None:
                 continue  # dense odometry from identity converges to wrong poses across large motion
             init = invert_T(guess[i]) @ guess[j]
-            metres, degrees = _motion_size(init)
+            metres, degrees = motion_size(init)
             if metres <= config.max_loop_motion[0] and degrees <= config.max_loop_motion[1]:
                 register(i, j, True, init)
 
@@ -422,12 +417,6 @@ def estimate_trajectory(frames: list[Frame], config: OdometryConfig | None = Non
 def _positions(Ts: list[np.ndarray]) -> np.ndarray:
     """Camera centres [N, 3] (metres) of poses T_world_cam [N][4, 4]."""
     return np.stack([np.asarray(T, dtype=np.float64)[:3, 3] for T in Ts])
-
-
-def _rotation_deg(R: np.ndarray) -> float:
-    """Rotation angle of R [3, 3] in degrees (atan2 form: accurate near 0 and 180)."""
-    sin = 0.5 * np.linalg.norm([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    return float(np.degrees(np.arctan2(sin, (np.trace(R) - 1.0) / 2.0)))
 
 
 def _rmse_max(err: np.ndarray) -> tuple[float, float]:
@@ -476,7 +465,7 @@ def trajectory_errors(T_est: list[np.ndarray], T_gt: list[np.ndarray]) -> dict:
             rel_est = invert_T(np.asarray(T_est[i], dtype=np.float64)) @ np.asarray(T_est[i + 1], dtype=np.float64)
             E = invert_T(rel_gt) @ rel_est
             trans.append(float(np.linalg.norm(E[:3, 3])))
-            rot_deg.append(_rotation_deg(E[:3, :3]))
+            rot_deg.append(rotation_deg(E[:3, :3]))
         out["rpe_trans_mean_m"], out["rpe_trans_max_m"] = float(np.mean(trans)), float(np.max(trans))
         out["rpe_rot_mean_deg"], out["rpe_rot_max_deg"] = float(np.mean(rot_deg)), float(np.max(rot_deg))
     return out
