@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from m3_memory.device import add_device_option
 from m3_memory.errors import InputError, SafetyRefusal, first_line
 from m3_memory.outputs import MB, check_output
 
@@ -88,7 +89,10 @@ def cmd_grasp(args: argparse.Namespace) -> int:
             from m3_memory.query.api import find_in_memory
         except ImportError as err:
             raise InputError("m3 grasp", f"the text query is not available ({err}); give --target and --object-points")
-        result = find_in_memory(memory, args.text)
+        from m3_memory.device import use_device
+        from m3_memory.query.api import QueryConfig
+
+        result = find_in_memory(memory, args.text, QueryConfig(device=str(use_device(args.device, "grasp query"))))
         if not result.found:
             raise InputError(args.text, f"not found in {args.memory}: {result.message}")
         target, object_points = result.point_world, result.points_world
@@ -133,5 +137,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: ./grasp_<memory name>)")
     p.add_argument("--json", action="store_true", help="print the plan and execution report as JSON")
     p.add_argument("--no-gif", action="store_true", help="sim: write the PNG only")
+    add_device_option(p)
     p.add_argument("--real-hardware", action="store_true", help="unitree: really move the arm")
     p.set_defaults(func=cmd_grasp)

@@ -19,6 +19,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from m3_memory.device import add_device_option
 from m3_memory.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -91,6 +92,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from m3_memory.device import use_device
     from m3_memory.foundation import known_models, load_model
     from m3_memory.memory.extract import extract_components
 
@@ -101,7 +103,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
     if args.model == "precomputed":
         kwargs = {"name": args.name or "precomputed"}
-    model = load_model(args.model, weights=args.weights, **kwargs)
+    model = load_model(args.model, weights=args.weights, device=str(use_device(args.device, "features")), **kwargs)
     summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride)
     print("\n".join(summary.lines()))
     print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")
@@ -112,7 +114,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from m3_memory.demo import run_demo
 
     check_output(args.out, allow_existing=True, need_bytes=512 << 20)
-    return run_demo(Path(args.out), frames=args.frames, iterations=args.iterations)
+    from m3_memory.device import use_device
+
+    return run_demo(Path(args.out), frames=args.frames, iterations=args.iterations, device=str(use_device(args.device, "demo")))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,12 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default="strict", choices=["strict", "cover"])
     p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
     p.add_argument("--out", help="output folder (default: ./features_<recording name>)")
+    add_device_option(p)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="the whole job on the embedded synthetic tabletop scene")
     p.add_argument("--out", default="m3_demo", help="output folder (default: ./m3_demo)")
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--iterations", type=int, help="training iterations (default: the fast preset's 600)")
+    add_device_option(p)
     p.set_defaults(func=cmd_demo)
 
     # Subcommands of later stages register themselves (argparse only; heavy imports inside their handlers).

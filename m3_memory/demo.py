@@ -35,9 +35,10 @@ def choose_clip() -> tuple[str, object]:
         return "clip-fixture", load_model("clip-fixture")
 
 
-def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
+def run_demo(out: Path, frames: int = 48, iterations: int | None = None, device: str = "cpu") -> int:
     """Run the demo into ``out``; returns the exit code (0 when every reader agrees and every
-    stage succeeded). iterations: training iterations (default: the ``fast`` preset's)."""
+    stage succeeded). iterations: training iterations (default: the ``fast`` preset's).
+    device: where the build and the query compute (``auto``, ``cpu``, ``cuda[:N]``)."""
     from m3_memory.training.build import build_memory
     from m3_memory.training.config import TrainConfig
 
@@ -73,18 +74,19 @@ def run_demo(out: Path, frames: int = 48, iterations: int | None = None) -> int:
     summary = extract_components(open_recording(outputs.folder), model, out / "features")
     print("\n".join(summary.lines()))
     cfg = TrainConfig.fast() if iterations is None else TrainConfig.fast(iterations=iterations)
-    print(f"[5/{steps}] building the memory ({cfg.iterations} iterations, fast CPU preset)")
+    print(f"[5/{steps}] building the memory ({cfg.iterations} iterations, fast preset)")
     memory_path = out / "tabletop.m3"
-    report = build_memory(outputs.folder, memory_path, model=name, config=cfg, overwrite=True)
+    report = build_memory(outputs.folder, memory_path, model=name, config=cfg, overwrite=True, device=device)
     print("\n".join(report.lines()))
     print(f"held-out renders and training curve in {memory_path / 'report'}")
-    return _query_and_grasp(memory_path, out, steps)
+    return _query_and_grasp(memory_path, out, steps, device)
 
 
-def _query_and_grasp(memory_path: Path, out: Path, steps: int) -> int:
+def _query_and_grasp(memory_path: Path, out: Path, steps: int, device: str) -> int:
     from m3_grasp.run import run_grasp
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import find_in_memory, prepare
+    from m3_memory.device import resolve_device
+    from m3_memory.query.api import QueryConfig, find_in_memory, prepare
     from m3_memory.query.camera import Camera
     from m3_memory.query.picture import heatmap_overlay
 
@@ -92,7 +94,7 @@ def _query_and_grasp(memory_path: Path, out: Path, steps: int) -> int:
     print(f"[6/{steps}] asking the memory for the {text}")
     memory = load_memory(memory_path)
     prepare(memory)
-    result = find_in_memory(memory, text)
+    result = find_in_memory(memory, text, QueryConfig(device=str(resolve_device(device))))
     print(f"  {result.message}")
     if not result.found:
         print(f"m3 demo: the memory did not find the {text}")

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +142,20 @@ class Memory:
     cameras: list[CameraView] = field(default_factory=list)
     robot_pose: RobotPose | None = None
     sources: dict[str, ComponentSources] = field(default_factory=dict)
+    _copies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def on(self, device: torch.device | str) -> "Memory":
+        """This memory with its Gaussians and banks on ``device``: itself when they are there
+        already (the CPU, as loaded), else a copy made on first use and kept (queries render and attend there; the 3D geometry of a
+        query result stays on the CPU)."""
+        device = torch.device(device)
+        if self.gaussians.means.device == device:
+            return self
+        if str(device) not in self._copies:
+            g = Gaussians(*(getattr(self.gaussians, f.name).to(device) for f in fields(self.gaussians)))
+            banks = {k: replace(b, psc=b.psc.to(device), W=b.W.to(device)) for k, b in self.banks.items()}
+            self._copies[str(device)] = replace(self, gaussians=g, banks=banks)
+        return self._copies[str(device)]
 
     def queries_of(self, model: str) -> torch.Tensor:
         """The principal queries ``[N, l]`` of one model."""

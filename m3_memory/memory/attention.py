@@ -148,7 +148,7 @@ def attention_chunks(queries: torch.Tensor, bank: MemoryBank, chunk: int | None 
     spec = bank_spectrum(bank)
     q = queries.reshape(-1, bank.query_dim).float()  # [M, l]
     t = spec.logits_of.shape[1]
-    bias = torch.full((1, t), -1.0 / bank.temperature)  # [1, t]
+    bias = torch.full((1, t), -1.0 / bank.temperature, device=q.device)  # [1, t]
     chunk = chunk or max(256, CHUNK_ENTRIES // t)
     with torch.no_grad():
         for start in range(0, q.shape[0], chunk):

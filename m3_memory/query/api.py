@@ -60,7 +60,8 @@ class QueryConfig:
     visible surface with the memory's Gaussians of the object (see :func:`object_gaussians`) and
     take the target point from them; the surface points stay the evidence (and the fallback).
     neighbours: a Gaussian is decoded from the opacity-weighted sum of this many nearest
-    Gaussians' queries (see :mod:`m3_memory.query.spatial`).
+    Gaussians' queries (see :mod:`m3_memory.query.spatial`). device: where the view is rendered and
+    decoded (auto, cpu, cuda[:N]; :func:`m3_memory.device.resolve_device`); results come back on the CPU.
     """
 
     model: str = "clip"
@@ -76,6 +77,7 @@ class QueryConfig:
     object_centre: bool = True
     neighbours: int = NEIGHBOURS
     backend: str = "auto"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -126,26 +128,28 @@ def model_entry(memory: Memory, name: str) -> ModelEntry:
 
 
 @lru_cache(maxsize=4)
-def _load(name: str, weights: str | None, arch: str | None) -> FoundationModel:
-    return load_model(name, weights=weights, **({"arch": arch} if arch else {}))
+def _load(name: str, weights: str | None, arch: str | None, device: str = "cpu") -> FoundationModel:
+    return load_model(name, weights=weights, device=device, **({"arch": arch} if arch else {}))
 
 
-def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None = None) -> FoundationModel:
+def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None = None, device: str = "cpu"
+                   ) -> FoundationModel:
     """The foundation model (with its text encoder) that built ``memory``'s ``model_name`` features.
 
     The memory records the checkpoint identity (``arch:tag`` or ``arch:file@hash``): a hub tag is
     loaded as recorded, a weights file must be passed as ``weights`` and must be the same file;
-    the fixture CLIP is recognised by its architecture. Loaded models are cached per process.
+    the fixture CLIP is recognised by its architecture. Loaded models are cached per process
+    and ``device``.
     """
     entry = model_entry(memory, model_name)
     arch, _, ident = entry.checkpoint.partition(":")
     if arch == FIXTURE_ARCH:
-        model = _load("clip-fixture", weights, None)
+        model = _load("clip-fixture", weights, None, device)
     elif "@" in ident and weights is None:
         raise InputError(model_name, f"the memory was built with the weights file {ident.split('@')[0]}; "
                          "pass it with --weights FILE")
     else:
-        model = _load(model_name, weights if weights is not None else (ident or None), arch or None)
+        model = _load(model_name, weights if weights is not None else (ident or None), arch or None, device)
     if entry.checkpoint and model.checkpoint != entry.checkpoint:
         raise InputError(weights or model_name, f"these weights ({model.checkpoint}) are not the ones the memory was "
                          f"built with ({entry.checkpoint}); their text embeddings would not match its features")
@@ -220,7 +224,7 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
     if depth is not None:
         depth = check_depth(depth, camera)
     view = render_scores(memory, camera.scaled(config.render_scale) if config.render_scale < 1 else camera, t, neg,
-                         config.method, config.model, config.min_alpha, config.backend)
+                         config.method, config.model, config.min_alpha, config.backend, device=config.device)
     H, W = camera.height, camera.width
     score = _upsample(view.score.numpy(), H, W)  # [H, W]
     valid = _upsample(view.valid.numpy().astype(np.float32), H, W) >= 0.5  # [H, W]

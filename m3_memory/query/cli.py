@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from m3_memory.device import add_device_option
 from m3_memory.errors import InputError
 from m3_memory.outputs import MB, check_output
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain", action="store_true", help="also write explain.png: the query view, the heatmap and the "
                    "source patches memory attention drew on for the target, with their weights")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_device_option(p)
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("eval", help="held-out feature fidelity and text grounding: the model's 2D maps vs the memory")
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the baseline's per-Gaussian feature dimension (default: 64)")
     p.add_argument("--out", default="eval", help="folder for eval.json and eval.png (default: ./eval)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_device_option(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -65,6 +68,7 @@ def _read_depth(path: str, metres_per_unit: float | None):
 def cmd_query(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory, write_ply
     from m3_memory.query.api import (QueryConfig, find_in_memory, gaussians_in_box, prepare, query_gaussians, query_text,
                                      text_model_for)
@@ -76,9 +80,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise InputError("--depth-scale", f"must be a positive number of metres, got {args.depth_scale}")
     if args.depth and args.view is None and args.pose is None:
         raise InputError("--depth", "needs the camera it was taken from (--view or --pose)")
+    device = use_device(args.device, "query")
     memory = load_memory(args.memory)
-    config = QueryConfig(model=args.model, method=args.method)
-    text_model = text_model_for(memory, args.model, args.weights)
+    config = QueryConfig(model=args.model, method=args.method, device=str(device))
+    text_model = text_model_for(memory, args.model, args.weights, str(device))
     prepare(memory, config, gaussians=args.gaussians)  # a text query scores only the Gaussians near its target
     camera = None
     if args.gaussians:
@@ -134,18 +139,19 @@ def _explain(memory, result, camera, model: str, out: Path):
     return trace
 
 
-def _baseline(memory, recording: str, model, feature_dim: int):
+def _baseline(memory, recording: str, model, feature_dim: int, device):
     from m3_memory.query.eval import Distilled
     from m3_memory.training.distill import memory_budget, train_baseline
 
     cfg = memory_budget(memory)
     print(f"training the distillation baseline (l={feature_dim}, {cfg.iterations} iterations) on {recording}",
           file=sys.stderr)
-    trainer, _ = train_baseline(recording, cfg, [model], feature_dim)
+    trainer, _ = train_baseline(recording, cfg, [model], feature_dim, device=device)
     return Distilled(trainer, model.name)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory
     from m3_memory.query.api import canonical_negatives, text_model_for
     from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
@@ -154,8 +160,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
     if args.baseline_dim < 1:
         raise InputError("--baseline-dim", f"must be >= 1, got {args.baseline_dim}")
+    device = use_device(args.device, "eval")
     memory = load_memory(args.memory)
-    text_model = text_model_for(memory, args.model, args.weights)
+    text_model = text_model_for(memory, args.model, args.weights, str(device))
     source = args.masks or memory.source
     if not source:
         raise InputError(args.memory, "names no source recording; pass --masks RECORDING")
@@ -170,9 +177,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for frame, masks in zip(frames, apc_segm_masks(source, frames)):
             frame.masks = masks
     views = heldout_views(memory, frames, args.views)
-    predictors = [RawMaps(text_model), MemoryMaps(memory, args.model)]
+    predictors = [RawMaps(text_model), MemoryMaps(memory, args.model, device=str(device))]
     if args.baseline:
-        predictors.append(_baseline(memory, source, text_model, args.baseline_dim))
+        predictors.append(_baseline(memory, source, text_model, args.baseline_dim, device))
     rows = evaluate(predictors, views, text_model, canonical_negatives(text_model))
     about = {"memory": str(args.memory), "recording": str(source), "model": text_model.checkpoint, "views": len(views),
              "split": args.views, "masks": "segm" if use_segm else "recording"}

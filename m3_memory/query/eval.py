@@ -83,13 +83,14 @@ class MemoryMaps:
     memory: Memory
     model: str = "clip"
     name: str = "M3 memory"
+    device: str = "cpu"  # where the view is rendered and decoded
 
     @property
     def parameters(self) -> int:
         return self.memory.gaussians.parameter_count() + sum(b.psc.numel() + b.W.numel() for b in self.memory.banks.values())
 
     def features(self, view: EvalView) -> torch.Tensor:
-        return render_features(self.memory, view.camera, self.model, background=True).features
+        return render_features(self.memory, view.camera, self.model, background=True, device=self.device).features
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Distilled:
 
     def features(self, view: EvalView) -> torch.Tensor:
         c = view.camera
-        return self.trainer.features_at(c.T_world_cam, c.K, c.width, c.height, self.model)
+        return self.trainer.features_at(c.T_world_cam, c.K, c.width, c.height, self.model).cpu()
 
 
 @dataclass

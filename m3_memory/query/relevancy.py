@@ -136,7 +136,7 @@ def query_scores(queries: torch.Tensor, bank: MemoryBank, text: torch.Tensor, ne
     columns = torch.cat([dots_of, spec.factor[:, :k]], dim=1)  # [t, n_dots + k]
     rest = spec.factor[:, k:]  # [t, r - k]
     M = queries.reshape(-1, bank.query_dim).shape[0]
-    score, exact = torch.empty(M), torch.zeros(M, dtype=torch.bool)
+    score, exact = torch.empty(M, device=queries.device), torch.zeros(M, dtype=torch.bool, device=queries.device)
     for rows, e in attention_chunks(queries, bank, chunk):
         prod = e @ columns  # [c, n_dots + k]
         num, proj = score_numerator(prod[:, :n_dots]), prod[:, n_dots:]  # [c], [c, k]

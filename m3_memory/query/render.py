@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from m3_memory.device import resolve_device
 from m3_memory.memory.artifact import Memory
 from m3_memory.memory.attention import bank_spectrum, memory_attention
 from m3_memory.query.camera import Camera
@@ -50,7 +51,7 @@ def in_view(memory: Memory, camera: Camera, sigmas: float = 4.0) -> torch.Tensor
     dropping them first saves their projection, sorting and binning (most of a tabletop memory's
     floor is out of any one view)."""
     g = memory.gaussians
-    T = torch.from_numpy(camera.T_world_cam).inverse().float()  # [4, 4] world -> camera
+    T = torch.from_numpy(camera.T_world_cam).inverse().float().to(g.means.device)  # [4, 4] world -> camera
     p = g.means @ T[:3, :3].T + T[:3, 3]  # [N, 3] camera frame
     z = p[:, 2].clamp_min(1e-6)
     K = camera.K
@@ -63,13 +64,15 @@ def in_view(memory: Memory, camera: Camera, sigmas: float = 4.0) -> torch.Tensor
 VIEWS_KEPT = 4  # rendered views kept per memory (render_queries): a robot asks several texts at one camera
 
 
-def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend: str = "auto"
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``.
+def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend: str = "auto",
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(queries [H, W, l], expected depth [H, W] in m, alpha [H, W]) of ``model``'s slice at ``camera``,
+    rendered on ``device`` (and left there).
 
-    They do not depend on the text: the last :data:`VIEWS_KEPT` cameras' are kept per memory, so a
-    second text at the same camera renders nothing. The returned tensors are shared: do not edit
-    them in place."""
+    They do not depend on the text: the last :data:`VIEWS_KEPT` cameras' are kept per memory (and
+    device), so a second text at the same camera renders nothing. The returned tensors are shared:
+    do not edit them in place."""
+    memory = memory.on(resolve_device(device))
     g = memory.gaussians
     key = _view_key(memory, camera, model, backend)
     views = memo(memory).setdefault("views", OrderedDict())
@@ -78,8 +81,8 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
         return views[key]
     keep = in_view(memory, camera)  # [n] of N
     queries = memory.queries_of(model)[keep]  # [n, l]
-    viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None]  # [1, 4, 4] world -> camera
-    K = gsplat_K(torch.from_numpy(camera.K).float())[None]  # [1, 3, 3]
+    viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None].to(g.means.device)  # [1, 4, 4] world -> camera
+    K = gsplat_K(torch.from_numpy(camera.K).float())[None].to(g.means.device)  # [1, 3, 3]
     with torch.no_grad():
         out, alpha, _ = rasterization(g.means[keep], g.quats[keep], g.log_scales[keep].exp(),
                                       torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
@@ -103,25 +106,28 @@ def _keep(store: OrderedDict, key: tuple, value):
 
 
 def render_features(memory: Memory, camera: Camera, model: str = "clip", min_alpha: float = MIN_ALPHA,
-                    backend: str = "auto", background: bool = False) -> RenderedView:
-    """Features the memory holds at ``camera`` for ``model`` (see :class:`RenderedView`).
+                    backend: str = "auto", background: bool = False, device: torch.device | str = "cpu") -> RenderedView:
+    """Features the memory holds at ``camera`` for ``model`` (see :class:`RenderedView`), rendered
+    and decoded on ``device``, returned on the CPU.
 
     background: composite the build's learned background query where the Gaussians do not
     cover a pixel (as training renders it) and decode every pixel (all valid); for comparing
     whole feature maps, not for finding targets (the background has no depth)."""
-    q, depth, alpha = render_queries(memory, camera, model, backend)
+    memory = memory.on(resolve_device(device))
+    q, depth, alpha = render_queries(memory, camera, model, backend, device)
     valid = alpha >= min_alpha  # [H, W]
     stored = memory.training.get("background")
     if background:
         a, b = next(m.query_slice for m in memory.models if m.name == model)
         if stored is not None and len(stored) >= 3 + b:
-            q = q + (1 - alpha[..., None]) * torch.tensor(stored[3 + a:3 + b], dtype=q.dtype)
+            q = q + (1 - alpha[..., None]) * torch.tensor(stored[3 + a:3 + b], dtype=q.dtype, device=q.device)
         valid = torch.ones_like(valid)
     bank = memory.banks[model]
-    features = torch.zeros(*valid.shape, bank.feature_dim)  # [H, W, d]
+    features = torch.zeros(*valid.shape, bank.feature_dim, device=q.device)  # [H, W, d]
     with torch.no_grad():
         features[valid] = memory_attention(q[valid], bank)
-    return RenderedView(features, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
+    depth = torch.where(valid, depth, torch.zeros_like(depth))
+    return RenderedView(features.cpu(), depth.cpu(), alpha.cpu(), valid.cpu())
 
 
 @dataclass
@@ -137,16 +143,17 @@ class ScoredView:
 
 def render_scores(memory: Memory, camera: Camera, text: torch.Tensor, negatives: torch.Tensor, method: str,
                   model: str = "clip", min_alpha: float = MIN_ALPHA, backend: str = "auto",
-                  tol: float = SCORE_TOL) -> ScoredView:
+                  tol: float = SCORE_TOL, device: torch.device | str = "cpu") -> ScoredView:
     """Scores of ``text`` [d] (against ``negatives`` [k, d]) at ``camera``'s pixels: the same as
     ``score_map(render_features(...).features, ...)`` on valid pixels within ``tol``, without the
     ``[H, W, d]`` decode. For a bank whose spectrum is flat (every component needed,
     :func:`~m3_memory.query.relevancy.leading_components`) the features' exact norms do not depend on
     the text and are kept with the view (:func:`render_queries`): a second text at the camera
-    costs only the text's columns."""
-    q, depth, alpha = render_queries(memory, camera, model, backend)
+    costs only the text's columns. Rendered and scored on ``device``, returned on the CPU."""
+    memory = memory.on(resolve_device(device))
+    q, depth, alpha = render_queries(memory, camera, model, backend, device)
     valid = alpha >= min_alpha  # [H, W]
-    score = torch.zeros(valid.shape)  # [H, W]
+    score = torch.zeros(valid.shape, device=q.device)  # [H, W]
     if valid.any():
         bank = memory.banks[model]
         norms = None
@@ -154,20 +161,21 @@ def render_scores(memory: Memory, camera: Camera, text: torch.Tensor, negatives:
             store, key = memo(memory).setdefault("view_norms", OrderedDict()), (_view_key(memory, camera, model, backend),
                                                                                 min_alpha)
             norms = store[key] if key in store else _keep(store, key, query_norms(q[valid], bank))
-        score[valid] = query_scores(q[valid], bank, text, negatives, method, tol, norms=norms)[0]
-    return ScoredView(score, torch.where(valid, depth, torch.zeros_like(depth)), alpha, valid)
+        score[valid] = query_scores(q[valid], bank, text.to(q.device), negatives.to(q.device), method, tol, norms=norms)[0]
+    depth = torch.where(valid, depth, torch.zeros_like(depth))
+    return ScoredView(score.cpu(), depth.cpu(), alpha.cpu(), valid.cpu())
 
 
-def render_rgb(memory: Memory, camera: Camera, backend: str = "auto") -> np.ndarray:
+def render_rgb(memory: Memory, camera: Camera, backend: str = "auto", device: torch.device | str = "cpu") -> np.ndarray:
     """The memory's colour image at ``camera``: uint8 [H, W, 3], view-dependent colour from the
     Gaussians' spherical harmonics, the build's learned background colour where nothing is."""
-    g = memory.gaussians
-    T = torch.from_numpy(camera.T_world_cam).float()
+    g = memory.on(resolve_device(device)).gaussians
+    T = torch.from_numpy(camera.T_world_cam).float().to(g.means.device)
     colors = sh_to_rgb(g.sh_dc, g.sh_rest, g.means, T[:3, 3])  # [N, 3]
-    K = gsplat_K(torch.from_numpy(camera.K).float())[None]
+    K = gsplat_K(torch.from_numpy(camera.K).float())[None].to(g.means.device)
     with torch.no_grad():
         out, alpha, _ = rasterization(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), colors,
                                       T.inverse()[None], K, camera.width, camera.height, backend=backend)
     background = torch.tensor(memory.training.get("background", [0.0, 0.0, 0.0])[:3]).clamp(0, 1)
-    rgb = out[0] + (1 - alpha[0]) * background
+    rgb = out[0].cpu() + (1 - alpha[0].cpu()) * background
     return (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from m3_memory.conventions import scale_intrinsics
+from m3_memory.device import describe_device, out_of_memory_hint, use_device
 from m3_memory.errors import BuildFailed, InputError, os_problem
 from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.base import known_models
@@ -83,6 +84,7 @@ class BuildReport:
     iterations: int = 0
     models: list[str] = field(default_factory=list)
     robot_pose: RobotPose | None = None
+    device: str = "cpu"
 
     def lines(self) -> list[str]:
         fmt = lambda m: ", ".join(f"{k} {v:.3f}" for k, v in m.items()) or "no held-out views"  # noqa: E731
@@ -92,7 +94,7 @@ class BuildReport:
                 f"models {', '.join(self.models)})",
                 f"held-out before training: {fmt(self.initial)}", f"held-out after training:  {fmt(self.final)}",
                 f"robot pose: {robot}",
-                f"time: {stages}"]
+                f"time: {stages} (on {self.device})"]
 
 
 def checkpoint_path(out: str | Path) -> Path:
@@ -278,7 +280,7 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
                  fast: bool = False, overwrite: bool = False, resume: bool = False, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None, config: TrainConfig | None = None,
                  cache_root: str | Path | None = None, show_progress: bool = True, robot_pose: RobotPose | None = None,
-                 **recording_options) -> BuildReport:
+                 device: str | torch.device = "auto", **recording_options) -> BuildReport:
     """Build a memory from ``recording`` into ``out`` (a ``*.m3`` directory).
 
     model: one foundation-model name or several separated by commas ("clip,dinov2").
@@ -286,9 +288,11 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     recording's own (:meth:`Recording.robot_pose` at the last frame's stamp), if any.
     weights: a weights file or hub tag (one model only). fast: the CPU preset
     (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
-    is called as work advances; should_stop() is polled between iterations.
+    is called as work advances; should_stop() is polled between iterations. device: where the
+    foundation models, Gaussians and optimiser run (:func:`m3_memory.device.resolve_device`).
     """
     out = Path(out)
+    dev = use_device(device, "build")
     cfg = config or (TrainConfig.fast() if fast else TrainConfig())
     names = model_names(model, weights)
     check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
@@ -297,8 +301,10 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     with parent_folders(out), OutputLock(out):  # the lock file lives beside the output
         check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
         _remove_stale_temporaries(out)
-        return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop, cache_root,
-                             show_progress, robot_pose, **recording_options)
+        with out_of_memory_hint(dev, "--train.max-side (image resolution), --train.max-gaussians or "
+                                "--train.feature-pixels"):
+            return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop,
+                                 cache_root, show_progress, robot_pose, dev, **recording_options)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -330,10 +336,10 @@ def estimated_bytes(cfg: TrainConfig, n_models: int) -> int:
 def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: list[str], weights: str | None,
                   overwrite: bool, resume: bool, progress: Progress | None, should_stop: Callable[[], bool] | None,
                   cache_root: str | Path | None, show_progress: bool, robot_pose: RobotPose | None,
-                  **recording_options) -> BuildReport:
+                  device: torch.device, **recording_options) -> BuildReport:
     """:func:`build_memory` once the output is checked and locked."""
     ckpt_path = checkpoint_path(out)
-    report = BuildReport(out)
+    report = BuildReport(out, device=describe_device(device))
     say = progress or (lambda stage, fraction, message: None)
     clock = time.perf_counter()
 
@@ -344,13 +350,13 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
         clock = now
 
     say("read", 0.0, f"loading {', '.join(names)}")
-    models = [load_model(n, weights=weights) for n in names]
+    models = [load_model(n, weights=weights, device=str(device)) for n in names]
     prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, **recording_options)
     banks, slices, test_idx = prep.banks, prep.slices, prep.test_idx
     report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
     report.robot_pose = robot_pose if robot_pose is not None else prep.recording.robot_pose(prep.frames[-1].stamp)
     train, test = prep.train, prep.test
-    trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train))
+    trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train), device)
     identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
                 "models": [fm.checkpoint for fm in models]}
     history: list[dict] = []
@@ -358,7 +364,7 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
         ckpt = _load_checkpoint(ckpt_path, identity)
         trainer.load_state_dict(ckpt["trainer"])
         history = ckpt["history"]
-    report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent).evaluate(test) if test else {}
+    report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent, device).evaluate(test) if test else {}
     lap("init")
 
     run_training(trainer, train, test, cfg, ckpt_path, identity, history, say, should_stop, show_progress)
@@ -421,6 +427,18 @@ def model_names(model: str, weights: str | None = None) -> list[str]:
     return names
 
 
+PACE_ITERATIONS = 10  # the expected duration is measured over this many first iterations
+LONG_TRAINING_S = 600.0  # and told (a warning) when the rest takes longer
+
+
+def _say_pace(seconds: float, done: int, left: int) -> None:
+    """Warn how long the ``left`` iterations take at the pace of the first ``done``."""
+    rest = seconds / done * left
+    if rest > LONG_TRAINING_S:
+        log.warning("training: %.2f s per iteration, the %d iterations left take about %.1f h (fewer: --preset fast or "
+                    "--train.iterations)", seconds / done, left, rest / 3600)
+
+
 def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
            history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
     """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
@@ -431,6 +449,7 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc="training", unit="it",
                disable=None if show_progress else True)
     postfix: dict[str, str] = {}
+    start, started = trainer.iteration, time.perf_counter()
     with _StopFlag(should_stop) as stop:
         while trainer.iteration < cfg.iterations:
             if stop():
@@ -447,6 +466,8 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
                 raise BuildFailed("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
                                  "check the recording's poses and depth or lower the learning rates")
             history.append({"iteration": it, **terms})
+            if it == start + PACE_ITERATIONS:
+                _say_pace(time.perf_counter() - started, PACE_ITERATIONS, cfg.iterations - it)
             if test and (it % cfg.eval_every == 0 or it == cfg.iterations):
                 metrics = trainer.evaluate(test[:cfg.eval_views])
                 history.append({"iteration": it, **metrics})

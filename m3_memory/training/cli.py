@@ -9,7 +9,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from m3_memory.device import add_device_option
 from m3_memory.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, InputError
+from m3_memory.training.options import add_train_options
 
 if TYPE_CHECKING:
     from m3_memory.robot_pose import RobotPose
@@ -30,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "precomputed, clip-fixture (default: clip)")
     p.add_argument("--weights", help="weights file or hub tag for the (single) model")
     p.add_argument("--out", required=True, help="output memory directory, e.g. scene.m3")
-    p.add_argument("--fast", action="store_true", help="CPU preset: 600 iterations at 320 px, <= 60k Gaussians")
-    p.add_argument("--iterations", type=int, help="override the number of training iterations")
+    p.add_argument("--fast", action="store_true", help="the fast preset (same as --preset fast)")
+    p.add_argument("--iterations", type=int, help="training iterations (same as --train.iterations)")
     p.add_argument("--learn-projection", action="store_true", help="optimise W_m (the paper's text) instead of "
                    "keeping it fixed (the authors' code)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output memory")
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot-pose", metavar="X,Y,Z,YAW", help="where the robot's base_link stands in the recording's "
                    "world frame (metres, yaw radians about z; --robot-pose=-1,... when x is negative); default: the "
                    "recording's own (tf world->base_link), if any")
+    add_device_option(p)
+    add_train_options(p)
     p.set_defaults(func=cmd_build)
 
 
@@ -57,15 +61,22 @@ def parse_robot_pose(text: str) -> RobotPose:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from m3_memory.device import resolve_device
     from m3_memory.training.build import BuildStopped, build_memory
-    from m3_memory.training.config import TrainConfig
+    from m3_memory.training.options import is_long_cpu_schedule, train_config
 
     robot_pose = parse_robot_pose(args.robot_pose) if args.robot_pose is not None else None
-    cfg = TrainConfig.fast() if args.fast else TrainConfig()
+    device = resolve_device(args.device)
+    if args.fast:
+        args.preset = "fast"
+    cfg = train_config(args, device)
     if args.iterations is not None:
         cfg = cfg.with_(iterations=args.iterations)
     if args.learn_projection:
         cfg = cfg.with_(learn_projection=True)
+    if is_long_cpu_schedule(cfg, device):
+        print(f"m3: {cfg.iterations} iterations at {cfg.max_side or 'full'} px on the CPU take hours; the expected "
+              "duration follows the first iterations (the fast preset: --preset fast)", file=sys.stderr)
     options = {k: v for k, v in (("max_dt", args.max_dt), ("poses", args.poses)) if v is not None}
     stages: list[str] = []
 
@@ -77,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         report = build_memory(args.recording, args.out, model=args.model, weights=args.weights, overwrite=args.overwrite,
                               resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, progress=progress,
-                              **options)
+                              device=device, **options)
     except BuildStopped as stop:
         print(f"m3: {stop}", file=sys.stderr)
         return EXIT_TERMINATED if stop.signum == signal.SIGTERM else EXIT_INTERRUPTED

@@ -35,7 +35,7 @@ class DistillTrainer(Trainer):
     per model); feature_dims: model name -> d."""
 
     def __init__(self, gaussians: Gaussians, feature_dims: dict[str, int], cfg: TrainConfig, extent: float,
-                 feature_dim: int) -> None:
+                 feature_dim: int, device: torch.device | str = "cpu") -> None:
         if feature_dim < 1:
             raise InputError("baseline feature dimension", f"must be >= 1, got {feature_dim}")
         g = torch.Generator().manual_seed(cfg.seed)
@@ -44,9 +44,9 @@ class DistillTrainer(Trainer):
         start = Gaussians(gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits,
                           gaussians.sh_dc, gaussians.sh_rest, features)
         slices = {n: (k * feature_dim, (k + 1) * feature_dim) for k, n in enumerate(names)}
-        super().__init__(start, {}, slices, cfg, extent)
+        super().__init__(start, {}, slices, cfg, extent, device)
         torch.manual_seed(cfg.seed)  # nn.Linear's own initialisation
-        self.linear = {n: torch.nn.Linear(feature_dim, d) for n, d in feature_dims.items()}
+        self.linear = {n: torch.nn.Linear(feature_dim, d).to(self.device) for n, d in feature_dims.items()}
         self.decoders = dict(self.linear)
         for name, layer in self.linear.items():
             self.optimizer.add_param_group({"params": list(layer.parameters()), "lr": DECODER_LR, "name": f"decoder.{name}"})
@@ -83,14 +83,15 @@ def memory_budget(memory: Memory) -> TrainConfig:
 
 
 def train_baseline(recording: str | Path, cfg: TrainConfig, models: list[FoundationModel], feature_dim: int = 64,
-                   cache_root: str | Path | None = None, show_progress: bool = True, **recording_options
+                   cache_root: str | Path | None = None, show_progress: bool = True, device: torch.device | str = "cpu",
+                   **recording_options
                    ) -> tuple[DistillTrainer, dict[str, float]]:
     """Train the baseline for ``models`` on ``recording`` under ``cfg`` (a memory's own config gives
     the same budget). Returns the trainer and its held-out metrics (PSNR, cosine, L2 per model)."""
     prep = prepare(recording, cfg, models, cache_root, show_progress, **recording_options)
     train, test = prep.train, prep.test
     dims = {fm.name: fm.feature_dim for fm in prep.models}
-    trainer = DistillTrainer(prep.gaussians, dims, cfg, scene_extent(train), feature_dim)
+    trainer = DistillTrainer(prep.gaussians, dims, cfg, scene_extent(train), feature_dim, device)
     with tempfile.TemporaryDirectory(prefix="m3-baseline-") as tmp:
         try:
             run_training(trainer, train, test, cfg, Path(tmp) / "baseline.ckpt", {}, [], lambda *a: None, None,

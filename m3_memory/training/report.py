@@ -26,7 +26,7 @@ def _depth_image(depth: np.ndarray, vmax: float) -> np.ndarray:
 
 
 def _u8(rgb: torch.Tensor) -> np.ndarray:
-    return (rgb.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    return (rgb.detach().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 
 @torch.no_grad()
@@ -37,16 +37,16 @@ def heldout_sheet(trainer: Trainer, views: list[View], path: Path, model: str | 
     for view in chosen:
         rgb, queries, depth, _ = trainer.render(view, depth=True)
         vmax = float(np.percentile(view.depth[view.depth > 0].numpy(), 99)) if (view.depth > 0).any() else 3.0
-        row = [_u8(view.rgb), _u8(rgb), _depth_image(view.depth.numpy(), vmax), _depth_image(depth.numpy(), vmax)]
+        row = [_u8(view.rgb), _u8(rgb), _depth_image(view.depth.numpy(), vmax), _depth_image(depth.cpu().numpy(), vmax)]
         if model is not None:
             target = view.features[model]
             h, w = target.shape[:2]
             height, width = queries.shape[:2]
             uv = map_pixel_centres(h, w, width, height)
             a, b = trainer.slices[model]
-            q = lookup(queries[..., a:b], uv, width, height)
+            q = lookup(queries[..., a:b].cpu(), uv, width, height)
             gts.append(target.float())
-            preds.append(trainer.decoders[model](q).reshape(h, w, -1))
+            preds.append(trainer.decoders[model](q.to(trainer.device)).cpu().reshape(h, w, -1))
         rows.append(row)
         titles.append(view.name)
     legend = [("colour GT | render, depth GT | render", (0, 0, 0))]

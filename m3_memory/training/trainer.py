@@ -65,10 +65,12 @@ class Trainer:
     memory banks (memory attention) here, a learned decoder in a distillation baseline."""
 
     def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
-                 cfg: TrainConfig, extent: float) -> None:
+                 cfg: TrainConfig, extent: float, device: torch.device | str = "cpu") -> None:
         self.cfg, self.extent, self.slices = cfg, extent, slices
+        self.device = torch.device(device)  # parameters, optimiser state, banks and rendering live here
         # own copies: a learned projection must not leak into banks shared with other trainers
-        self.banks = {k: replace(b, W=b.W.detach().clone()) for k, b in banks.items()}
+        self.banks = {k: replace(b, W=b.W.detach().clone().to(self.device), psc=b.psc.to(self.device))
+                      for k, b in banks.items()}
         self.decoders: dict[str, Decoder] = dict(self.banks)
         n = len(gaussians)
         rest = (cfg.sh_degree + 1) ** 2 - 1
@@ -78,9 +80,10 @@ class Trainer:
         tensors = {"means": gaussians.means, "quats": gaussians.quats, "log_scales": gaussians.log_scales,
                    "opacity_logits": gaussians.opacity_logits, "sh_dc": gaussians.sh_dc, "sh_rest": sh_rest,
                    "queries": gaussians.queries}
-        self.params = {k: v.detach().float().clone().requires_grad_(True) for k, v in tensors.items()}
+        self.params = {k: v.detach().float().to(self.device).clone().requires_grad_(True) for k, v in tensors.items()}
         # what no Gaussian covers (sky, far walls without depth) shows this learned colour and query
-        self.background = torch.cat([torch.full((3,), 0.5), torch.zeros(gaussians.queries.shape[1])]).requires_grad_(True)
+        self.background = torch.cat([torch.full((3,), 0.5), torch.zeros(gaussians.queries.shape[1])]).to(
+            self.device).requires_grad_(True)
         lrs = {"means": cfg.lr_position * extent, "quats": cfg.lr_rotation, "log_scales": cfg.lr_scale,
                "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_color, "sh_rest": cfg.lr_color / 20,
                "queries": cfg.lr_query}
@@ -107,9 +110,9 @@ class Trainer:
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
         """:meth:`render` at any camera: T_world_cam [4, 4] (m), OpenCV K [3, 3] for ``width x height``."""
         p = self.params
-        viewmat = torch.from_numpy(invert_T(T_world_cam)).float()[None]  # [1, 4, 4]
-        K = gsplat_K(torch.from_numpy(np.asarray(K)).float())[None]  # [1, 3, 3]
-        centre = torch.from_numpy(np.asarray(T_world_cam)[:3, 3]).float()
+        viewmat = torch.from_numpy(invert_T(T_world_cam)).float()[None].to(self.device)  # [1, 4, 4]
+        K = gsplat_K(torch.from_numpy(np.asarray(K)).float())[None].to(self.device)  # [1, 3, 3]
+        centre = torch.from_numpy(np.asarray(T_world_cam)[:3, 3]).float().to(self.device)
         rgb = sh_to_rgb(p["sh_dc"], p["sh_rest"], p["means"], centre, self.sh_degree_now())
         colors = torch.cat([rgb, p["queries"]], dim=1)  # [N, 3 + L]
         out, alpha, meta = rasterization(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1),
@@ -133,17 +136,17 @@ class Trainer:
                                            self.iteration, cfg.iterations)
         use_depth = cfg.depth_weight > 0 and bool((view.depth > 0).any())
         rgb, queries, depth, meta = self.render(view, depth=use_depth)
-        loss = rgb_loss(rgb, view.rgb, cfg.ssim_weight)
+        loss = rgb_loss(rgb, view.rgb.to(self.device), cfg.ssim_weight)
         terms = {"rgb": loss.item()}
         if use_depth:
-            d_loss = depth_loss(depth, view.depth, cfg.depth_loss)
+            d_loss = depth_loss(depth, view.depth.to(self.device), cfg.depth_loss)
             loss = loss + cfg.depth_weight * d_loss
             terms["depth"] = d_loss.item()
         width, height = view.size
-        uv = sample_pixels(height, width, cfg.feature_pixels, self.generator)
+        uv = sample_pixels(height, width, cfg.feature_pixels, self.generator).to(self.device)
         for name, decode in self.decoders.items():
             a, b = self.slices[name]
-            f_loss, cos = feature_loss(queries[..., a:b], view.features[name], decode, uv)
+            f_loss, cos = feature_loss(queries[..., a:b], view.features[name].to(self.device), decode, uv)
             loss = loss + cfg.feature_weight * f_loss
             terms[f"cos.{name}"] = cos.item()
         terms["loss"] = loss.item()
@@ -184,18 +187,19 @@ class Trainer:
         depths = []
         for view in views:
             rgb, queries, depth, _ = self.render(view, depth=True)
-            depths.append(depth)
-            totals["psnr"].append(psnr(rgb, view.rgb))
+            depths.append(depth.cpu())
+            totals["psnr"].append(psnr(rgb, view.rgb.to(self.device)))
             for name, decode in self.decoders.items():
-                cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name], decode)
+                cos, l2 = feature_fidelity(queries[..., slice(*self.slices[name])], view.features[name].to(self.device),
+                                           decode)
                 totals.setdefault(f"cos.{name}", []).append(cos)
                 totals.setdefault(f"l2.{name}", []).append(l2)
         return {**{k: float(np.mean(v)) for k, v in totals.items()},
                 **depth_errors(depths, [v.depth for v in views])}
 
     def gaussians(self) -> Gaussians:
-        """The current Gaussians (detached copies)."""
-        p = {k: v.detach().clone() for k, v in self.params.items()}
+        """The current Gaussians (detached copies on the CPU)."""
+        p = {k: v.detach().cpu().clone() for k, v in self.params.items()}
         return Gaussians(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1), p["log_scales"],
                          p["opacity_logits"], p["sh_dc"], p["sh_rest"], p["queries"])
 
@@ -218,7 +222,7 @@ class Trainer:
                 src = state["background"]
             else:
                 src = state["W"][name[2:]] if name.startswith("W.") else state["params"][name]
-            new = src.detach().clone().float().requires_grad_(True)
+            new = src.detach().clone().float().to(self.device).requires_grad_(True)
             group["params"][0] = new
             if name == "background":
                 self.background = new
@@ -228,7 +232,7 @@ class Trainer:
                 self.params[name] = new
         for name, W in state["W"].items():
             if not self.banks[name].learn_projection:
-                self.banks[name].W = W.clone()
+                self.banks[name].W = W.clone().to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.stats = GradStats(*state["stats"])
         self.generator.set_state(state["generator"])
