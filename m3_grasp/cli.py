@@ -56,11 +56,13 @@ def cmd_grasp(args: argparse.Namespace) -> int:
     from m3_grasp.robot import RobotConfig
     from m3_grasp.run import base_pose_of, memory_scene_points, run_grasp
     from m3_grasp.state import ArmState
+    from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory
 
     def log(line: str) -> None:  # status lines; with --json stdout holds only the JSON
         print(line, file=sys.stderr if args.json else sys.stdout)
 
+    device = use_device(args.device, "grasp")
     if args.backend not in BACKENDS:
         raise InputError("--backend", f"unknown backend '{args.backend}' (choose {', '.join(BACKENDS)})")
     out = check_output(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}", allow_existing=True,
@@ -89,10 +91,9 @@ def cmd_grasp(args: argparse.Namespace) -> int:
             from m3_memory.query.api import find_in_memory
         except ImportError as err:
             raise InputError("m3 grasp", f"the text query is not available ({err}); give --target and --object-points")
-        from m3_memory.device import use_device
         from m3_memory.query.api import QueryConfig
 
-        result = find_in_memory(memory, args.text, QueryConfig(device=str(use_device(args.device, "grasp query"))))
+        result = find_in_memory(memory, args.text, QueryConfig(device=str(device)))
         if not result.found:
             raise InputError(args.text, f"not found in {args.memory}: {result.message}")
         target, object_points = result.point_world, result.points_world

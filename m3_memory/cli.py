@@ -98,12 +98,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     if args.model not in known_models():
         raise InputError(args.model, f"unknown foundation model; known: {', '.join(known_models())}")
+    device = use_device(args.device, "features")
     out = check_output(args.out or f"features_{Path(args.recording).name}", allow_existing=True, need_bytes=64 << 20)
     rec = _open(args)
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
     if args.model == "precomputed":
         kwargs = {"name": args.name or "precomputed"}
-    model = load_model(args.model, weights=args.weights, device=str(use_device(args.device, "features")), **kwargs)
+    model = load_model(args.model, weights=args.weights, device=str(device), **kwargs)
     summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride)
     print("\n".join(summary.lines()))
     print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")

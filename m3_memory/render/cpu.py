@@ -103,7 +103,7 @@ def rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor
         raise RuntimeError("no C++ compiler (g++) found for the fast CPU rasterizer; use rasterize_reference")
     means2d, conics, depths, valid = project(means.float(), quats.float(), scales.float(), viewmat.float(), K.float(),
                                              width, height, near, far, eps2d)
-    record_info(info, means2d, conics, valid, width, height)
+    means2d = record_info(info, means2d, conics, valid, width, height)
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
     order = order[valid[order]]  # front to back, culled ones dropped
     con = conics[order]

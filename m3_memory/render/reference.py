@@ -76,22 +76,38 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, view
     return means2d, conics, z, valid
 
 
-def record_info(info: dict | None, means2d: torch.Tensor, conics: torch.Tensor, valid: torch.Tensor,
-                width: int, height: int) -> None:
-    """Fill ``info`` (when given) with what densification needs: ``means2d`` [N, 2] px (its
-    ``.grad`` is kept after backward) and ``visible`` [N] bool (in front of the camera with its
-    3-sigma ellipse overlapping the image)."""
-    if info is None:
-        return
-    if means2d.requires_grad:
-        means2d.retain_grad()
+RADIUS_SIGMAS = 3.33  # gsplat's screen-space radius, per axis, in standard deviations
+
+
+def gsplat_radii(means2d: torch.Tensor, conics: torch.Tensor, valid: torch.Tensor, width: int, height: int
+                 ) -> torch.Tensor:
+    """gsplat's ``radii`` [N, 2] int32 (px, x and y): ``ceil(3.33 sqrt(cov2d_xx))`` and
+    ``ceil(3.33 sqrt(cov2d_yy))``, 0 for culled Gaussians and those whose box misses the image."""
     with torch.no_grad():
-        det = (conics[:, 0, 0] * conics[:, 1, 1] - conics[:, 0, 1] ** 2).clamp_min(1e-20)
-        radius = 3 * torch.sqrt(torch.maximum(conics[:, 0, 0], conics[:, 1, 1]) / det)  # px, >= the major axis
-        inside = ((means2d[:, 0] + radius > 0) & (means2d[:, 0] - radius < width)
-                  & (means2d[:, 1] + radius > 0) & (means2d[:, 1] - radius < height))
-    info["means2d"] = means2d
-    info["visible"] = valid & inside
+        det = (conics[:, 0, 0] * conics[:, 1, 1] - conics[:, 0, 1] * conics[:, 1, 0]).clamp_min(1e-20)
+        cov = torch.stack([conics[:, 1, 1], conics[:, 0, 0]], dim=-1) / det[:, None]  # [N, 2] cov2d diagonal
+        radius = torch.ceil(RADIUS_SIGMAS * cov.clamp_min(0).sqrt())
+        inside = ((means2d[:, 0] + radius[:, 0] > 0) & (means2d[:, 0] - radius[:, 0] < width)
+                  & (means2d[:, 1] + radius[:, 1] > 0) & (means2d[:, 1] - radius[:, 1] < height))
+        return torch.where((valid & inside)[:, None], radius, torch.zeros_like(radius)).int()
+
+
+def record_info(info: dict | None, means2d: torch.Tensor, conics: torch.Tensor, valid: torch.Tensor,
+                width: int, height: int) -> torch.Tensor:
+    """Fill ``info`` (when given) with what density control needs, gsplat's way, and return the
+    projected centres [N, 2] px to composite with.
+
+    ``info["offset"]`` (when there): a zero [N, 2] tensor added to the centres, so that its
+    ``.grad`` after backward is the loss gradient w.r.t. the projected centres (3DGS's
+    screen-space points). Sets ``radii`` [N, 2] int32 (:func:`gsplat_radii`) and ``visible`` [N]."""
+    if info is None:
+        return means2d
+    if "offset" in info:
+        means2d = means2d + info["offset"]
+    radii = gsplat_radii(means2d, conics, valid, width, height)
+    info["radii"] = radii
+    info["visible"] = (radii > 0).all(-1)
+    return means2d
 
 
 def rasterize_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
@@ -105,7 +121,7 @@ def rasterize_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.
     ``info``: see :func:`record_info`.
     """
     means2d, conics, depths, valid = project(means, quats, scales, viewmat, K, width, height, near, far, eps2d)
-    record_info(info, means2d, conics, valid, width, height)
+    means2d = record_info(info, means2d, conics, valid, width, height)
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
     order = order[valid[order]]  # front to back, culled ones dropped
     m2, con, dep, op = means2d[order], conics[order], depths[order], opacities[order]

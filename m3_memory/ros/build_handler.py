@@ -313,7 +313,7 @@ class BuildJob:
         try:
             report = build_memory(self.bag, self.out, model=self.model, weights=self.params.weights or None, fast=self.fast,
                                   overwrite=self.goal.overwrite, progress=progress, should_stop=should_stop,
-                                  show_progress=False, **options)
+                                  show_progress=False, device=self.params.device, **options)
         except BuildStopped as err:
             return BuildResult(False, f"canceled: {err}; no memory written", recorded_bag=recorded_bag)
         return BuildResult(True, f"memory written to {report.out}", str(Path(report.out).resolve()), recorded_bag,

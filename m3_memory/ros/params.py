@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from m3_memory.device import resolve_device
 from m3_memory.errors import InputError
 from m3_memory.recording.rosbag2 import OPTICAL_FRAME, RealSenseTopics
 
@@ -72,7 +73,9 @@ class MappingParams:
     output_dir: str = param("m3_memories", "folder for memories (and live recordings) whose goal gives no absolute out path")
     model: str = param("clip", "foundation model: clip, siglip, dinov2, clip-fixture (tests)")
     weights: str = param("", "model weights file or hub tag; '' = the model's default")
-    fast: bool = param(False, "quick preview builds (fewer training iterations) unless a goal says otherwise")
+    fast: bool = param(False, "the fast preset even on CUDA (false: the preset follows the device, the authors' "
+                       "schedule on CUDA, the fast one on the CPU) unless a goal says otherwise")
+    device: str = param("auto", "where to compute: auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
     color_topic: str = param(_TOPICS.color, "colour image topic (bag or live)")
     depth_topic: str = param(_TOPICS.depth, "depth image topic, registered to colour (bag or live)")
     camera_info_topic: str = param(_TOPICS.color_info, "colour camera_info topic (bag or live)")
@@ -85,6 +88,7 @@ class MappingParams:
 
     def check(self) -> None:
         """InputError for a value no goal could use."""
+        resolve_device(self.device)
         if self.record_seconds <= 0:
             raise InputError("record_seconds", f"must be > 0, got {self.record_seconds}")
         if self.max_dt <= 0:
@@ -114,9 +118,11 @@ class QueryParams:
     default_height: int = param(480, "image height in that case, pixels")
     default_hfov: float = param(1.2043, "horizontal field of view in that case, radians (RealSense D435 colour: 69 deg)")
     tf_timeout: float = param(0.5, "seconds to wait for a tf lookup")
+    device: str = param("auto", "where to compute: auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
 
     def check(self) -> None:
         """InputError for a value no query could use."""
+        resolve_device(self.device)
         threshold_of(self.threshold)
         if self.method not in METHODS:
             raise InputError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")

@@ -38,6 +38,7 @@ from m3_memory.ros.convert import (
     target_marker_msg,
     vector3_msg,
 )
+from m3_memory.device import resolve_device
 from m3_memory.ros.params import QueryParams, threshold_of
 
 RELOAD = ("memory", "model", "weights")  # parameters whose change loads the memory again
@@ -249,7 +250,8 @@ def _config(p: QueryParams, model: str = ""):
 
     p.check()
     return QueryConfig(model=model or p.model, method=p.method, min_score=p.min_score if p.min_score >= 0 else None,
-                       threshold=threshold_of(p.threshold), render_scale=p.render_scale)
+                       threshold=threshold_of(p.threshold), render_scale=p.render_scale,
+                       device=str(resolve_device(p.device)))
 
 
 def _load(p: QueryParams) -> Loaded:
@@ -263,7 +265,7 @@ def _load(p: QueryParams) -> Loaded:
         _config(p)
         memory = load_memory(p.memory)
         model = memory_model(memory, p.model)
-        text_model = text_model_for(memory, model, p.weights or None)
+        text_model = text_model_for(memory, model, p.weights or None, str(resolve_device(p.device)))
         prepare(memory, _config(p, model))  # the first query as fast as the next
     except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
         raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None

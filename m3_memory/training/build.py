@@ -52,6 +52,7 @@ from m3_memory.recording.plausibility import PlausibilityTally
 from m3_memory.robot_pose import RobotPose
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.init import init_from_rgbd
+from m3_memory.training.options import preset_config
 from m3_memory.training.trainer import Trainer, View, scene_extent
 
 Progress = Callable[[str, float, str], None]
@@ -286,14 +287,15 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     model: one foundation-model name or several separated by commas ("clip,dinov2").
     robot_pose: where the robot's base stands in the recording's world frame; None: the
     recording's own (:meth:`Recording.robot_pose` at the last frame's stamp), if any.
-    weights: a weights file or hub tag (one model only). fast: the CPU preset
-    (:meth:`TrainConfig.fast`) unless ``config`` is given. progress(stage, fraction, message)
+    weights: a weights file or hub tag (one model only). config: the training options; None: the
+    fast preset (:meth:`TrainConfig.fast`) when ``fast``, else the device's (the authors' schedule
+    on CUDA, the fast one on the CPU). progress(stage, fraction, message)
     is called as work advances; should_stop() is polled between iterations. device: where the
     foundation models, Gaussians and optimiser run (:func:`m3_memory.device.resolve_device`).
     """
     out = Path(out)
     dev = use_device(device, "build")
-    cfg = config or (TrainConfig.fast() if fast else TrainConfig())
+    cfg = config or preset_config("fast" if fast else "auto", dev)
     names = model_names(model, weights)
     check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
     if not Path(recording).exists():

@@ -52,6 +52,7 @@ class TrainConfig:
     densify_scale: float = 0.01  # of the scene extent: clone below, split above
     prune_opacity: float = 0.005
     opacity_reset_every: int = 3000
+    strategy: str = "default"  # density control: gsplat's DefaultStrategy (with the budget) or MCMCStrategy (CUDA)
     # bookkeeping
     eval_every: int = 500
     checkpoint_every: int = 1000
@@ -64,7 +65,7 @@ class TrainConfig:
                   ("test_every", self.test_every >= 2), ("max_side", self.max_side is None or self.max_side >= 16),
                   ("max_gaussians", self.max_gaussians >= 1), ("sh_degree", 0 <= self.sh_degree <= 3),
                   ("psc_rule", self.psc_rule in ("strict", "cover")), ("feature_pixels", self.feature_pixels >= 1),
-                  ("temperature", self.temperature > 0),
+                  ("temperature", self.temperature > 0), ("strategy", self.strategy in ("default", "mcmc")),
                   ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse"))]
         for name, ok in checks:
             if not ok:

@@ -49,7 +49,8 @@ class DistillTrainer(Trainer):
         self.linear = {n: torch.nn.Linear(feature_dim, d).to(self.device) for n, d in feature_dims.items()}
         self.decoders = dict(self.linear)
         for name, layer in self.linear.items():
-            self.optimizer.add_param_group({"params": list(layer.parameters()), "lr": DECODER_LR, "name": f"decoder.{name}"})
+            self.optimizers[f"decoder.{name}"] = torch.optim.Adam(
+                [{"params": list(layer.parameters()), "lr": DECODER_LR, "name": f"decoder.{name}"}])
         self.feature_dim = feature_dim
 
     def parameter_count(self) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import open3d as o3d
 import torch
 from scipy.spatial import cKDTree
 
@@ -30,7 +29,10 @@ def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb - 0.5) / SH_C0
 
 
-def _cloud(points: np.ndarray, colors: np.ndarray) -> o3d.geometry.PointCloud:
+def _cloud(points: np.ndarray, colors: np.ndarray):
+    """An open3d point cloud [M] of points [M, 3] (m) and colours [M, 3] in [0, 1]."""
+    import open3d as o3d
+
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     pcd.colors = o3d.utility.Vector3dVector(colors)
     return pcd
@@ -46,7 +48,7 @@ def init_from_rgbd(frames: Iterable[Frame], query_dim: int, voxel: float = 0.01,
     sparse: structure-from-motion points (xyz [M, 3] m, rgb [M, 3] uint8) merged in, as 3DGS
     initialises from them; they also cover what lies beyond the depth camera's range.
     """
-    merged = o3d.geometry.PointCloud()
+    merged = _cloud(np.zeros((0, 3)), np.zeros((0, 3)))
     seen = 0
     if sparse is not None:
         merged += _cloud(np.asarray(sparse[0], np.float64), np.asarray(sparse[1], np.float64) / 255.0)

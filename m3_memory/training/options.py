@@ -69,7 +69,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     for name, (scalar, optional) in _field_types().items():
         group.add_argument(f"--{PREFIX}{name.replace('_', '-')}", dest=f"{PREFIX}{name}", metavar=scalar.__name__.upper(),
-                           type=_converter(scalar, optional), default=None,
+                           type=_converter(scalar, optional), default=argparse.SUPPRESS,
                            help=f"authors' default {getattr(defaults, name)!r}")
 
 
@@ -107,8 +107,7 @@ def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
     """The config that :func:`add_train_options`' options name, for ``device``."""
     cfg = preset_config(args.preset, device)
     changes = _read_yaml(args.config) if args.config else {}
-    changes.update({name: getattr(args, f"{PREFIX}{name}") for name in _field_types()
-                    if getattr(args, f"{PREFIX}{name}", None) is not None})
+    changes.update({name: getattr(args, f"{PREFIX}{name}") for name in _field_types() if hasattr(args, f"{PREFIX}{name}")})
     try:
         return cfg.with_(**changes)
     except TypeError as err:  # a YAML value of the wrong kind

@@ -17,13 +17,13 @@ from m3_memory.conventions import invert_T
 from m3_memory.errors import BuildFailed
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.render.rasterization import means2d_grad, rasterization
+from m3_memory.render.rasterization import rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
-from m3_memory.training.densify import GradStats, densify_and_prune, reset_opacity
 from m3_memory.training.losses import (Decoder, depth_errors, depth_loss, feature_loss, lookup, map_pixel_centres, psnr,
                                       rgb_loss, sample_pixels)
+from m3_memory.training.strategy import DensityControl
 
 
 @dataclass
@@ -53,13 +53,18 @@ def scene_extent(views: list[View]) -> float:
     return max(0.1, 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max()))
 
 
+def _adam(param: torch.Tensor, lr: float, name: str) -> torch.optim.Adam:
+    return torch.optim.Adam([{"params": [param], "lr": lr, "name": name}], eps=1e-15)
+
+
 def _lr_schedule(start: float, end: float, step: int, total: int) -> float:
     t = min(max(step / max(total, 1), 0.0), 1.0)
     return math.exp((1 - t) * math.log(start) + t * math.log(end))
 
 
 class Trainer:
-    """Owns the parameters, the optimiser and the densification statistics.
+    """Owns the parameters, one Adam optimiser per parameter (gsplat's convention) and the density
+    control (:class:`~m3_memory.training.strategy.DensityControl`).
 
     ``decoders`` turn each model's slice of the rendered queries into its features: the
     memory banks (memory attention) here, a learned decoder in a distillation baseline."""
@@ -87,15 +92,15 @@ class Trainer:
         lrs = {"means": cfg.lr_position * extent, "quats": cfg.lr_rotation, "log_scales": cfg.lr_scale,
                "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_color, "sh_rest": cfg.lr_color / 20,
                "queries": cfg.lr_query}
-        groups = [{"params": [self.params[k]], "lr": lr, "name": k} for k, lr in lrs.items()]
-        groups.append({"params": [self.background], "lr": cfg.lr_background, "name": "background"})
+        self.optimizers = {k: _adam(self.params[k], lr, k) for k, lr in lrs.items()}
+        self.optimizers["background"] = _adam(self.background, cfg.lr_background, "background")
         for name, bank in self.banks.items():
             if bank.learn_projection:
                 bank.W = bank.W.float().requires_grad_(True)
-                groups.append({"params": [bank.W], "lr": cfg.lr_projection, "name": f"W.{name}"})
-        self.optimizer = torch.optim.Adam(groups, eps=1e-15)
-        self.stats = GradStats.zeros(n)
+                self.optimizers[f"W.{name}"] = _adam(bank.W, cfg.lr_projection, f"W.{name}")
+        self.density = DensityControl(cfg, extent, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # gsplat's strategies draw split positions from the global generator
         self.iteration = 0
 
     # -- rendering -------------------------------------------------------------------------
@@ -130,10 +135,9 @@ class Trainer:
         """One optimisation step on ``view``; returns the loss terms."""
         cfg = self.cfg
         self.iteration += 1
-        for group in self.optimizer.param_groups:
-            if group["name"] == "means":
-                group["lr"] = _lr_schedule(cfg.lr_position * self.extent, cfg.lr_position_final * self.extent,
-                                           self.iteration, cfg.iterations)
+        means_lr = _lr_schedule(cfg.lr_position * self.extent, cfg.lr_position_final * self.extent, self.iteration,
+                                cfg.iterations)
+        self.optimizers["means"].param_groups[0]["lr"] = means_lr
         use_depth = cfg.depth_weight > 0 and bool((view.depth > 0).any())
         rgb, queries, depth, meta = self.render(view, depth=use_depth)
         loss = rgb_loss(rgb, view.rgb.to(self.device), cfg.ssim_weight)
@@ -152,28 +156,17 @@ class Trainer:
         terms["loss"] = loss.item()
         if not math.isfinite(terms["loss"]):
             return terms
-        self.optimizer.zero_grad(set_to_none=True)
+        self.density.pre_backward(self.params, self.optimizers, self.iteration, meta)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad = means2d_grad(meta, width, height)
-        if grad is not None and self.iteration < cfg.densify_stop:
-            self.stats.add(grad, meta["visible"])
-        self.optimizer.step()
-        self._density_control()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        self.density.post_backward(self.params, self.optimizers, self.iteration, meta, means_lr)
+        if self.params["means"].shape[0] == 0:
+            raise BuildFailed("training", f"every Gaussian was pruned at iteration {self.iteration} (opacity below "
+                             f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
         return terms
-
-    def _density_control(self) -> None:
-        cfg, it = self.cfg, self.iteration
-        if cfg.densify_start < it <= cfg.densify_stop and it % cfg.densify_every == 0:
-            after_reset = it > cfg.opacity_reset_every
-            counts = densify_and_prune(self.optimizer, self.params, self.stats, cfg.densify_grad,
-                                       cfg.densify_scale * self.extent, cfg.prune_opacity, cfg.max_gaussians,
-                                       self.generator, 0.1 * self.extent if after_reset else None)
-            if counts["total"] == 0:
-                raise BuildFailed("training", f"every Gaussian was pruned at iteration {it} (opacity below "
-                                 f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
-            self.stats = GradStats.zeros(self.params["means"].shape[0])
-        if it % cfg.opacity_reset_every == 0 and it <= cfg.densify_stop:
-            reset_opacity(self.optimizer, self.params)
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -207,15 +200,17 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "params": {k: v.detach() for k, v in self.params.items()},
                 "background": self.background.detach(),
-                "W": {k: b.W.detach() for k, b in self.banks.items()}, "optimizer": self.optimizer.state_dict(),
-                "stats": (self.stats.total, self.stats.count), "generator": self.generator.get_state()}
+                "W": {k: b.W.detach() for k, b in self.banks.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "density": self.density.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (parameters, Adam moments, statistics, random state).
-        Groups named ``decoder.*`` hold modules' own parameters, restored in place by their owner."""
+        Optimisers named ``decoder.*`` hold modules' own parameters, restored in place by their owner."""
         self.iteration = int(state["iteration"])
-        for group in self.optimizer.param_groups:
-            name = group["name"]
+        for name, optimizer in self.optimizers.items():
+            group = optimizer.param_groups[0]
             if name.startswith("decoder."):
                 continue
             if name == "background":
@@ -233,9 +228,11 @@ class Trainer:
         for name, W in state["W"].items():
             if not self.banks[name].learn_projection:
                 self.banks[name].W = W.clone().to(self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stats = GradStats(*state["stats"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.density.load_state_dict(state["density"], self.device)
         self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
 
 
 @torch.no_grad()

@@ -44,3 +44,13 @@ def test_rep105_defaults():
     """New memories live in map; the query and grasp nodes take the frame the memory records."""
     assert MappingParams().world_frame == "map"
     assert QueryParams().world_frame == "" and GraspParams().world_frame == ""
+
+
+def test_device_parameter_is_checked():
+    from m3_memory.ros.params import MappingParams, QueryParams
+
+    for cls in (MappingParams, QueryParams):
+        assert cls().device == "auto"
+        cls(device="cpu").check()
+        with pytest.raises(InputError, match="device tpu: unknown device"):
+            cls(device="tpu").check()
