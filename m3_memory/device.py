@@ -86,8 +86,10 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA devices that support it (inference of foundation models and memory
-    attention), nothing on the CPU (where bf16 is slower and fp32 is the reference)."""
+    """bf16 autocast for foundation-model inference on CUDA devices that support it; nothing on the
+    CPU (fp32, the reference). Measured as a proxy with CPU bf16 autocast: the fixture CLIP's
+    patch features keep cosine >= 0.99995 to fp32. Memory attention stays fp32 (it is cheap, and
+    its exp(cos / 0.05) amplifies bf16's rounding: 0.7 % relative feature error in the same test)."""
     import torch
 
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

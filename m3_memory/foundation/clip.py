@@ -25,6 +25,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from safetensors import SafetensorError
 from timm.layers import Format
 
+from m3_memory.device import autocast
 from m3_memory.errors import InputError, first_line
 from m3_memory.foundation.base import (
     FoundationModel,
@@ -112,7 +113,7 @@ class OpenClipModel(FoundationModel):
         """Dense joint-space features: uint8 [H, W, 3] -> float32 [gh, gw, d] on the CPU (not normalised)."""
         check_rgb(rgb, self.name)
         x = model_input(rgb, self.image_size, self._patch(), self.mean, self.std, self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):  # bf16 on CUDA, fp32 on the CPU
             return self._dense(x).float().cpu()
 
     @property
@@ -126,7 +127,7 @@ class OpenClipModel(FoundationModel):
         if self._tokenizer is None:
             self._tokenizer = _tokenizer(self.arch, self.name)
         tokens = self._tokenizer(texts).to(self.device)  # [k, context_length] int
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):  # bf16 on CUDA, fp32 on the CPU
             return self.model.encode_text(tokens, normalize=True).float().cpu()
 
 

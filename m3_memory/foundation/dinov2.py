@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 from timm.models import get_pretrained_cfg
 
+from m3_memory.device import autocast
 from m3_memory.errors import InputError, first_line
 from m3_memory.foundation.base import (
     FoundationModel,
@@ -80,6 +81,6 @@ class DINOv2Model(FoundationModel):
         check_rgb(rgb, self.name)
         x = model_input(rgb, self.image_size, self.patch, self.mean, self.std, self.device)  # [1, 3, gh*p, gw*p]
         gh, gw = x.shape[-2] // self.patch, x.shape[-1] // self.patch
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):  # bf16 on CUDA, fp32 on the CPU
             tokens = self.model.forward_features(x)  # [1, prefix + gh*gw, c], after the final norm
         return tokens[0, self.model.num_prefix_tokens:].reshape(gh, gw, -1).float().cpu()

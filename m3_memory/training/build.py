@@ -446,6 +446,8 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
     (:class:`BuildStopped` after a checkpoint to ``ckpt_path``)."""
     order = torch.Generator().manual_seed(cfg.seed + trainer.iteration)
+    if trainer.iteration == 0:  # gsplat's strategies draw split positions from the global generator (restored on resume)
+        torch.manual_seed(cfg.seed)
     queue: list[int] = []
     saved = None
     bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc="training", unit="it",

@@ -100,7 +100,6 @@ class Trainer:
                 self.optimizers[f"W.{name}"] = _adam(bank.W, cfg.lr_projection, f"W.{name}")
         self.density = DensityControl(cfg, extent, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)  # gsplat's strategies draw split positions from the global generator
         self.iteration = 0
 
     # -- rendering -------------------------------------------------------------------------
