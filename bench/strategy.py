@@ -3,15 +3,17 @@ project's own densification (the commit before it was replaced, m3_memory/traini
 and with gsplat's DefaultStrategy (this tree), side by side.
 
 Both builds run at once, one thread each, in their own process (PYTHONPATH pointing at each
-tree): the 48-frame 320x240 synthetic tabletop, fixture CLIP, the fast preset (600 iterations,
-<= 60k Gaussians), seed 0. Per build: held-out PSNR, feature cosine and L2 (initial and final),
+tree): the synthetic tabletop (--frames, default 24, 320x240), fixture CLIP, the fast preset
+(<= 60k Gaussians, densification every 100 iterations from 150) for --iterations (default 300,
+so two densification steps), seed 0. Per build: held-out PSNR, feature cosine and L2 (initial and final),
 Gaussian count, training seconds.
 
-    python bench/strategy.py [BEFORE_COMMIT]   # writes bench/results/strategy.json
+    python bench/strategy.py [--before COMMIT] [--frames 24] [--iterations 300]   # writes results/strategy.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -26,7 +28,8 @@ import json, sys, torch
 torch.set_num_threads(1)
 from m3_memory.training.build import build_memory
 from m3_memory.training.config import TrainConfig
-r = build_memory(sys.argv[1], sys.argv[2], model="clip-fixture", config=TrainConfig.fast(), cache_root=sys.argv[3],
+r = build_memory(sys.argv[1], sys.argv[2], model="clip-fixture", config=TrainConfig.fast(iterations=int(sys.argv[4])),
+                 cache_root=sys.argv[3],
                  show_progress=False, **({"device": "cpu"} if "device" in build_memory.__code__.co_varnames else {}))
 print(json.dumps({"initial": r.initial, "final": r.final, "gaussians": r.num_gaussians, "seconds": r.seconds}))
 """
@@ -42,10 +45,15 @@ def before_commit() -> str:
 def main() -> None:
     from m3_memory.synth import SynthConfig, write_synthetic
 
-    commit = sys.argv[1] if len(sys.argv) > 1 else before_commit()
+    p = argparse.ArgumentParser()
+    p.add_argument("--before", help="commit of the tree with the own densification (default: before densify.py went)")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--iterations", type=int, default=300)
+    args = p.parse_args()
+    commit = args.before or before_commit()
     with tempfile.TemporaryDirectory(prefix="m3-strategy-") as tmp:
         work = Path(tmp)
-        scene = write_synthetic(work / "scene", SynthConfig(n_frames=48), realsense=False, rosbag2=False,
+        scene = write_synthetic(work / "scene", SynthConfig(n_frames=args.frames), realsense=False, rosbag2=False,
                                 show_progress=False).folder
         old = work / "before"
         old.mkdir()
@@ -54,7 +62,7 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         runs = {"before_own_densify": old, "after_gsplat_default_strategy": ROOT}
         procs = {name: subprocess.Popen([sys.executable, "-c", BUILD, str(scene), str(work / f"{name}.m3"),
-                                         str(work / f"cache_{name}")], env={**os.environ, "PYTHONPATH": str(tree)},
+                                         str(work / f"cache_{name}"), str(args.iterations)], env={**os.environ, "PYTHONPATH": str(tree)},
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name, tree in runs.items()}
         results = {}
@@ -64,8 +72,9 @@ def main() -> None:
                 raise SystemExit(f"{name} failed:\n{err[-3000:]}")
             results[name] = json.loads(out.strip().splitlines()[-1])
     a, b = results["before_own_densify"]["final"], results["after_gsplat_default_strategy"]["final"]
-    result = {"what": "fast synthetic build (48 frames 320x240, fixture CLIP, 600 iterations), own densify.py vs "
-                      "gsplat DefaultStrategy, run at once with 1 thread each", "before_commit": commit, **results,
+    result = {"what": f"fast-preset synthetic build ({args.frames} frames 320x240, fixture CLIP, {args.iterations} "
+                      "iterations), own densify.py vs gsplat DefaultStrategy, run at once with 1 thread each",
+              "before_commit": commit, **results,
               "delta_final": {k: b[k] - a[k] for k in a}, "load_1min": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "strategy.json").write_text(json.dumps(result, indent=1))
