@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("eval", help="held-out feature fidelity and text grounding: the model's 2D maps vs the memory")
-    p.add_argument("memory", help="the *.m3 memory")
+    p.add_argument("memory", help="the *.m3 memory (with --labels: a memory, whose source and training config are used, "
+                   "or a recording, built with the fast preset)")
     p.add_argument("--masks", help="recording with object masks, the memory's source (default: meta.json source)")
     p.add_argument("--mask-source", default="auto", choices=["auto", "recording", "segm"],
                    help="APC scenes: segm/ label images (auto: when present) or the recording's conservative masks/")
@@ -50,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the build took) and report it as a third row")
     p.add_argument("--baseline-dim", type=int, default=64, metavar="L",
                    help="the baseline's per-Gaussian feature dimension (default: 64)")
+    p.add_argument("--labels", action="store_true",
+                   help="grounding without a downloaded model: build a memory from region-embedding maps of the "
+                   "recording's label images and score label IoU and 3D target error (labels.json, labels.png)")
+    p.add_argument("--iterations", type=int, help="--labels: training iterations (default: the memory's, or the fast "
+                   "preset's for a recording)")
+    p.add_argument("--label-stride", type=int, default=8, metavar="S",
+                   help="--labels: image pixels per feature-map pixel (default: 8)")
+    p.add_argument("--label-dim", type=int, default=64, metavar="D", help="--labels: embedding dimension (default: 64)")
     p.add_argument("--out", default="eval", help="folder for eval.json and eval.png (default: ./eval)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_device_option(p)
@@ -150,11 +159,60 @@ def _baseline(memory, recording: str, model, feature_dim: int, device):
     return Distilled(trainer, model.name)
 
 
+def cmd_eval_labels(args: argparse.Namespace) -> int:
+    """``m3 eval --labels``: the region-embedding protocol (:mod:`m3_memory.query.labels`)."""
+    from m3_memory.query.labels import LabelMapConfig, label_eval
+    from m3_memory.training.config import TrainConfig
+
+    check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    for name, value, low in (("--iterations", args.iterations, 1), ("--label-stride", args.label_stride, 1),
+                             ("--label-dim", args.label_dim, 2)):
+        if value is not None and value < low:
+            raise InputError(name, f"must be >= {low}, got {value}")
+    target = Path(args.memory)
+    if (target / "meta.json").is_file():
+        from m3_memory.memory.artifact import load_memory
+        from m3_memory.training.distill import memory_budget
+
+        memory = load_memory(target)
+        source, config = args.masks or memory.source, memory_budget(memory)
+        if not source:
+            raise InputError(args.memory, "names no source recording; pass --masks RECORDING")
+    else:
+        source, config = args.masks or args.memory, TrainConfig.fast()
+    if not Path(source).exists():
+        raise InputError(source, "recording with the labels does not exist")
+    if args.iterations:
+        config = config.with_(iterations=args.iterations)
+    raw, mem, about = label_eval(source, args.out, config, LabelMapConfig(args.label_stride, args.label_dim),
+                                 args.mask_source, args.views)
+    if args.json:
+        print(json.dumps({**about, "rows": [{k: v for k, v in r.to_json().items() if k != "targets"} for r in (raw, mem)],
+                          "mIoU_vs_raw": mem.mIoU / raw.mIoU if raw.mIoU else None}, indent=1))
+    else:
+        print(f"{about['views']} {args.views} views, labels {', '.join(about['labels'])}; memory of {about['iterations']} "
+              f"iterations, {about['gaussians']} Gaussians")
+        for r in (raw, mem):
+            ious = ", ".join(f"{k} {v:.3f}" for k, v in r.iou.items())
+            print(f"  {r.name:16s} mIoU {r.mIoU:.3f} (objects), accuracy {r.accuracy:.3f}; IoU {ious}")
+        if raw.mIoU:
+            print(f"  memory / raw maps mIoU: {mem.mIoU / raw.mIoU:.3f}")
+        for key, what in (("error", "memory depth"), ("error_real_depth", "real depth")):
+            t = mem.target_summary(key)
+            if t["pairs"]:
+                print(f"  3D target error ({what} over the memory's region): median {t['median'] * 100:.2f} cm, worst "
+                      f"{t['worst'] * 100:.2f} cm over {t['pairs']} (view, object) pairs, {t['missed']} missed")
+        print(f"wrote {Path(args.out) / 'labels.json'}, {Path(args.out) / 'labels.png'} (memory {about['memory']})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.labels:
+        return cmd_eval_labels(args)
     from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory
     from m3_memory.query.api import canonical_negatives, text_model_for
-    from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
+    from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, image_cells, write_report
     from m3_memory.recording import open_recording
 
     check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
@@ -189,11 +247,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{len(views)} {args.views} views, {rows[0].paper.pairs} (view, object) pairs; grounding: cosine + Otsu "
               "(paper), relevancy + Otsu + largest component (query)")
-        print(f"  {'row':14s} {'params':>10s} {'cos':>6s} {'L2':>6s} {'mIoU':>6s} {'cIoU':>6s} {'AP50':>5s} {'AP60':>5s} "
-              f"{'mIoU (query)':>12s}")
+        print(f"  {'row':14s} {'params':>10s} {'PSNR':>6s} {'SSIM':>6s} {'LPIPS':>6s} {'cos':>6s} {'L2':>6s} {'mIoU':>6s} "
+              f"{'cIoU':>6s} {'AP50':>5s} {'AP60':>5s} {'mIoU (query)':>12s} {'I2T@1/5/10':>15s} {'T2I@1/5/10':>15s}")
         for r in rows:
             params = "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M"
-            print(f"  {r.name:14s} {params:>10s} {r.cosine:6.3f} {r.l2:6.3f} {r.paper.mIoU:6.3f} {r.paper.cIoU:6.3f} "
-                  f"{r.paper.AP50:5.2f} {r.paper.AP60:5.2f} {r.query.mIoU:12.3f}")
+            psnr, ssim, lpips = image_cells(r.image)
+            i2t, t2i = ("/".join(f"{r.retrieval[f'{d}@{k}']:.2f}" for k in (1, 5, 10)) for d in ("I2T", "T2I"))
+            print(f"  {r.name:14s} {params:>10s} {psnr:>6s} {ssim:>6s} {lpips:>6s} {r.cosine:6.3f} {r.l2:6.3f} "
+                  f"{r.paper.mIoU:6.3f} {r.paper.cIoU:6.3f} {r.paper.AP50:5.2f} {r.paper.AP60:5.2f} {r.query.mIoU:12.3f} "
+                  f"{i2t:>15s} {t2i:>15s}")
+        unavailable = next((r.image["lpips_unavailable"] for r in rows if r.image and r.image.get("lpips_unavailable")), None)
+        if unavailable:
+            print(f"LPIPS not measured: {unavailable}")
         print(f"wrote {json_path}, {png_path}")
     return 0

@@ -15,7 +15,9 @@ On each held-out view (the memory's "test" cameras, every 8th):
   of every pixel's feature (bilinearly upsampled to the image) with the object's name, binarised
   with Otsu's threshold, IoU with the mask; and m3's query protocol (LERF relevancy, Otsu, largest
   connected component, :func:`~m3_memory.query.relevancy.target_region`). Aggregates: mIoU (mean
-  IoU), cIoU (summed intersections over summed unions), AP50/AP60 (share of pairs with IoU > 0.5 / 0.6).
+  IoU), cIoU (summed intersections over summed unions), AP50/AP60 (share of pairs with IoU > 0.5 / 0.6);
+- retrieval I2T/T2I at 1/5/10 between the views and the object names (distractors: the negatives),
+  and, for predictors that render colour, PSNR / SSIM / LPIPS (:mod:`m3_memory.query.metrics`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.memory.artifact import Memory
 from m3_memory.query.camera import Camera
+from m3_memory.query.metrics import image_quality, lpips_unavailable, retrieval
 from m3_memory.query.relevancy import cosine_map, relevancy_map, target_region, threshold_value
-from m3_memory.query.render import render_features
+from m3_memory.query.render import render_features, render_rgb
 from m3_memory.recording.frame import Frame
 from m3_memory.training.distill import DistillTrainer
 from m3_memory.training.losses import lookup, map_pixel_centres
@@ -62,6 +65,9 @@ class Predictor(Protocol):
     def features(self, view: EvalView) -> torch.Tensor:
         """Features [h, w, d] covering the view's image (any h, w) in the model's space."""
 
+    def rgb(self, view: EvalView) -> np.ndarray | None:
+        """The colour image uint8 [H, W, 3] it renders at the view's camera (None: it renders none)."""
+
 
 @dataclass
 class RawMaps:
@@ -73,6 +79,9 @@ class RawMaps:
 
     def features(self, view: EvalView) -> torch.Tensor:
         return self.model.encode_image(view.rgb)
+
+    def rgb(self, view: EvalView) -> None:
+        return None
 
 
 @dataclass
@@ -91,6 +100,9 @@ class MemoryMaps:
 
     def features(self, view: EvalView) -> torch.Tensor:
         return render_features(self.memory, view.camera, self.model, background=True, device=self.device).features
+
+    def rgb(self, view: EvalView) -> np.ndarray:
+        return render_rgb(self.memory, view.camera)
 
 
 @dataclass
@@ -112,6 +124,12 @@ class Distilled:
     def features(self, view: EvalView) -> torch.Tensor:
         c = view.camera
         return self.trainer.features_at(c.T_world_cam, c.K, c.width, c.height, self.model).cpu()
+
+    @torch.no_grad()
+    def rgb(self, view: EvalView) -> np.ndarray:
+        c = view.camera
+        rgb = self.trainer.render_camera(c.T_world_cam, c.K, c.width, c.height)[0]
+        return (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
 @dataclass
@@ -143,11 +161,14 @@ class Row:
     query: Scores
     seconds_per_view: float
     pairs: list[dict] = field(default_factory=list)
+    retrieval: dict[str, float] = field(default_factory=dict)  # I2T@k, T2I@k
+    image: dict[str, float | None] | None = None  # mean PSNR (dB), SSIM, LPIPS over the views; None: renders no colour
 
     def to_json(self) -> dict:
         return {"name": self.name, "parameters": self.parameters, "cosine": self.cosine, "cosine_distance": 1 - self.cosine,
                 "l2": self.l2, "grounding_paper": vars(self.paper), "grounding_query": vars(self.query),
-                "seconds_per_view": self.seconds_per_view, "pairs": self.pairs}
+                "retrieval": self.retrieval, "image": self.image, "seconds_per_view": self.seconds_per_view,
+                "pairs": self.pairs}
 
 
 def heldout_views(memory: Memory, frames: Sequence[Frame], split: str = "test") -> list[EvalView]:
@@ -207,16 +228,22 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
     emb = text_model.encode_text([text_of(o) for o in objects] + list(negatives))  # [k + n, d]
     text, neg = dict(zip(objects, emb[:len(objects)])), emb[len(objects):]
     targets = [text_model.encode_image(v.rgb) for v in views]  # [h, w, d] each
+    present = np.array([[o in v.masks and v.masks[o].mean() >= MIN_MASK_FRACTION for o in objects] for v in views])
+    no_lpips = lpips_unavailable()
     rows = []
     for p in predictors:
         cos_sum, l2_sum, count, seconds = 0.0, 0.0, 0, 0.0
         inter = {"paper": [], "query": []}
         union = {"paper": [], "query": []}
-        pairs = []
+        pairs, maps, quality = [], [], []
         for v, target in zip(views, targets):
             start = time.perf_counter()
             f = p.features(v)
             seconds += time.perf_counter() - start
+            maps.append(f)
+            rendered = p.rgb(v)
+            if rendered is not None:
+                quality.append(image_quality(rendered, v.rgb, with_lpips=no_lpips is None))
             c, l2, n = fidelity(f, target)
             cos_sum, l2_sum, count = cos_sum + c * n, l2_sum + l2 * n, count + n
             up = _upsampled(f, *v.rgb.shape[:2])  # [H, W, d]
@@ -235,9 +262,14 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
                     union[k].append(u)
                     pair[f"iou_{k}"] = i / max(u, 1)
                 pairs.append(pair)
+        image = None
+        if quality:
+            image = {k: None if quality[0][k] is None else float(np.mean([q[k] for q in quality])) for k in quality[0]}
+            if no_lpips:
+                image["lpips_unavailable"] = no_lpips
         rows.append(Row(p.name, p.parameters, cos_sum / max(count, 1), l2_sum / max(count, 1),
                         Scores.of(inter["paper"], union["paper"]), Scores.of(inter["query"], union["query"]),
-                        seconds / len(views), pairs))
+                        seconds / len(views), pairs, retrieval(maps, present, emb[:len(objects)], neg), image))
     return rows
 
 
@@ -262,15 +294,16 @@ def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Pat
             d["parameters_vs_memory"] = r.parameters / memory.parameters
     json_path, png_path = out / "eval.json", out / "eval.png"
     json_path.write_text(json.dumps(data, indent=1))
-    fig, (ax_t, ax_b) = plt.subplots(2, 1, figsize=(9, 5.5), gridspec_kw={"height_ratios": [1, 1.6]})
+    fig, (ax_t, ax_b) = plt.subplots(2, 1, figsize=(12, 5.5), gridspec_kw={"height_ratios": [1, 1.6]})
     ax_t.axis("off")
-    cells = [[r.name, "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M", f"{r.cosine:.3f}", f"{r.l2:.3f}",
-              f"{r.paper.mIoU:.3f}", f"{r.paper.cIoU:.3f}", f"{r.paper.AP50:.2f}", f"{r.paper.AP60:.2f}",
-              f"{r.query.mIoU:.3f}"] for r in rows]
-    table = ax_t.table(cells, colLabels=["row", "params", "cos", "L2", "mIoU", "cIoU", "AP50", "AP60", "mIoU (query)"],
-                       loc="center")
+    cells = [[r.name, "-" if r.parameters is None else f"{r.parameters / 1e6:.2f} M", *image_cells(r.image),
+              f"{r.cosine:.3f}", f"{r.l2:.3f}", f"{r.paper.mIoU:.3f}", f"{r.paper.cIoU:.3f}", f"{r.paper.AP50:.2f}",
+              f"{r.paper.AP60:.2f}", f"{r.query.mIoU:.3f}",
+              *(f"{r.retrieval.get(k, 0):.2f}" for k in ("I2T@1", "I2T@5", "T2I@1", "T2I@5"))] for r in rows]
+    table = ax_t.table(cells, colLabels=["row", "params", "PSNR", "SSIM", "LPIPS", "cos", "L2", "mIoU", "cIoU", "AP50",
+                                         "AP60", "mIoU (query)", "I2T@1", "I2T@5", "T2I@1", "T2I@5"], loc="center")
     table.auto_set_font_size(False)
-    table.set_fontsize(8)
+    table.set_fontsize(7)
     metrics = [(p, m) for p in ("paper", "query") for m in ("mIoU", "cIoU", "AP50", "AP60")]
     x = np.arange(len(metrics))
     for i, r in enumerate(rows):
@@ -287,6 +320,13 @@ def write_report(rows: Sequence[Row], out: str | Path, about: dict) -> tuple[Pat
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return json_path, png_path
+
+
+def image_cells(image: dict | None) -> list[str]:
+    """PSNR, SSIM and LPIPS of a row as table cells ("-" where not measured)."""
+    if image is None:
+        return ["-", "-", "-"]
+    return [f"{image['psnr']:.2f}", f"{image['ssim']:.3f}", "-" if image.get("lpips") is None else f"{image['lpips']:.3f}"]
 
 
 def apc_segm_masks(folder: str | Path, frames: Sequence[Frame]) -> list[dict[str, np.ndarray]]:

@@ -37,6 +37,10 @@ def test_rows_side_by_side(rows, tmp_path):
     assert raw.query.mIoU > 0.5 and mem.query.mIoU > 0.3  # a 40-iteration memory
     for r in rows:
         assert 0 <= r.paper.mIoU <= 1 and 0 <= r.query.AP60 <= r.query.AP50 <= 1
+        assert r.retrieval["images"] == 2 and 0 <= r.retrieval["I2T@1"] <= r.retrieval["I2T@5"] <= r.retrieval["I2T@10"] <= 1
+    assert raw.retrieval["T2I@1"] > 0.5 and raw.retrieval["I2T@5"] == 1.0  # its own maps know the five objects
+    assert raw.image is None and 12 < mem.image["psnr"] < 40 and 0 < mem.image["ssim"] < 1 and distilled.image["psnr"] > 12
+    assert (mem.image["lpips"] is None) == ("lpips_unavailable" in mem.image)
     json_path, png_path = write_report(rows, tmp_path, {"memory": "test", "views": 2})
     data = json.loads(json_path.read_text())
     assert [r["name"] for r in data["rows"]] == ["raw 2D maps", "M3 memory", "F-3DGS-style l=16"]
