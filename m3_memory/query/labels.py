@@ -280,6 +280,43 @@ def labeled_frames(source: str | Path, mask_source: str = "auto") -> tuple[list[
     return frames, "segm" if segm else "recording"
 
 
+@dataclass
+class LabelSet:
+    """A recording's labels ready to build and score with: its frames, label names, label images
+    [H, W] per frame, the label embeddings [k, d], the folder of region-embedding maps, and which
+    masks they came from ("segm" or "recording")."""
+
+    source: Path
+    frames: list[Frame]
+    names: list[str]
+    labels: list[np.ndarray]
+    embeddings: torch.Tensor
+    folder: Path
+    masks: str
+    cfg: LabelMapConfig
+
+
+def prepare_labels(source: str | Path, folder: str | Path, label_cfg: LabelMapConfig = LabelMapConfig(),
+                   mask_source: str = "auto") -> LabelSet:
+    """Read ``source``'s labels and write its region-embedding maps into ``folder``."""
+    frames, masks = labeled_frames(source, mask_source)
+    names, labels = label_images(frames)
+    embeddings = label_embeddings(len(names), label_cfg)
+    write_label_maps(folder, frames, labels, embeddings, label_cfg.stride)
+    return LabelSet(Path(source), frames, names, labels, embeddings, Path(folder), masks, label_cfg)
+
+
+def score_memory(memory: Memory, labels: LabelSet, split: str = "test"
+                 ) -> tuple[LabelScores, LabelScores, list[tuple[Frame, np.ndarray, np.ndarray]]]:
+    """:func:`score_labels` of a memory built from ``labels``' maps, on its ``split`` views."""
+    from m3_memory.query.eval import heldout_views
+
+    views = [(labels.frames[v.index], v.camera, labels.labels[v.index],
+              region_map(labels.labels[v.index], labels.embeddings, labels.cfg.stride))
+             for v in heldout_views(memory, labels.frames, split)]
+    return score_labels(memory, "precomputed", views, labels.names, labels.embeddings)
+
+
 def label_eval(source: str | Path, out: str | Path, config, label_cfg: LabelMapConfig = LabelMapConfig(),
                mask_source: str = "auto", split: str = "test", cache_root: str | Path | None = None,
                show_progress: bool = True) -> tuple[LabelScores, LabelScores, dict]:
@@ -288,26 +325,27 @@ def label_eval(source: str | Path, out: str | Path, config, label_cfg: LabelMapC
     ``<out>/labels.m3``, scores on its ``split`` views, ``labels.json`` and ``labels.png`` in ``out``.
     Returns (raw maps' scores, memory's scores, the report's ``about``)."""
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.eval import heldout_views
     from m3_memory.training.build import build_memory
 
     out = Path(out)
-    frames, masks = labeled_frames(source, mask_source)
-    names, labels = label_images(frames)
-    embeddings = label_embeddings(len(names), label_cfg)
-    folder = write_label_maps(out / "features", frames, labels, embeddings, label_cfg.stride)
+    labels = prepare_labels(source, out / "features", label_cfg, mask_source)
     start = time.perf_counter()
-    report = build_memory(source, out / "labels.m3", model="precomputed", weights=str(folder), config=config,
+    report = build_memory(source, out / "labels.m3", model="precomputed", weights=str(labels.folder), config=config,
                           overwrite=True, cache_root=cache_root, show_progress=show_progress)
     build_seconds = time.perf_counter() - start
-    memory = load_memory(out / "labels.m3")
-    views = [(frames[v.index], v.camera, labels[v.index], region_map(labels[v.index], embeddings, label_cfg.stride))
-             for v in heldout_views(memory, frames, split)]
-    raw, mem, shown = score_labels(memory, "precomputed", views, names, embeddings)
-    about = {"recording": str(source), "memory": str(out / "labels.m3"), "masks": masks, "labels": names, "views": len(views), "split": split,
-             "label_maps": {"stride": label_cfg.stride, "dim": label_cfg.dim, "seed": label_cfg.seed,
-                            "size": list(views[0][3].shape[:2]) if views else None},
-             "iterations": report.iterations, "gaussians": report.num_gaussians, "build_seconds": build_seconds,
-             "build_heldout": report.final}
+    raw, mem, shown = score_memory(load_memory(out / "labels.m3"), labels, split)
+    about = label_about(labels, split, len(shown), report, build_seconds)
+    about["memory"] = str(out / "labels.m3")
     write_label_report(raw, mem, out, about, shown)
     return raw, mem, about
+
+
+def label_about(labels: LabelSet, split: str, views: int, report, build_seconds: float) -> dict:
+    """What a label report says about its run (``report``: the build's :class:`BuildReport`)."""
+    h, w = labels.labels[0].shape
+    stride = labels.cfg.stride
+    return {"recording": str(labels.source), "masks": labels.masks, "labels": labels.names, "views": views,
+            "split": split, "label_maps": {"stride": stride, "dim": labels.cfg.dim, "seed": labels.cfg.seed,
+                                           "size": [-(-h // stride), -(-w // stride)]},
+            "iterations": report.iterations, "gaussians": report.num_gaussians, "build_seconds": build_seconds,
+            "build_heldout": report.final}
