@@ -102,7 +102,7 @@ class MemoryMaps:
         return render_features(self.memory, view.camera, self.model, background=True, device=self.device).features
 
     def rgb(self, view: EvalView) -> np.ndarray:
-        return render_rgb(self.memory, view.camera)
+        return render_rgb(self.memory, view.camera, device=self.device)
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Distilled:
     def rgb(self, view: EvalView) -> np.ndarray:
         c = view.camera
         rgb = self.trainer.render_camera(c.T_world_cam, c.K, c.width, c.height)[0]
-        return (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        return (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 @dataclass
