@@ -161,6 +161,7 @@ def _baseline(memory, recording: str, model, feature_dim: int, device):
 
 def cmd_eval_labels(args: argparse.Namespace) -> int:
     """``m3 eval --labels``: the region-embedding protocol (:mod:`m3_memory.query.labels`)."""
+    from m3_memory.device import use_device
     from m3_memory.query.labels import LabelMapConfig, label_eval
     from m3_memory.training.config import TrainConfig
 
@@ -184,8 +185,9 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
         raise InputError(source, "recording with the labels does not exist")
     if args.iterations:
         config = config.with_(iterations=args.iterations)
+    device = use_device(args.device, "eval")
     raw, mem, about = label_eval(source, args.out, config, LabelMapConfig(args.label_stride, args.label_dim),
-                                 args.mask_source, args.views)
+                                 args.mask_source, args.views, device=str(device))
     if args.json:
         print(json.dumps({**about, "rows": [{k: v for k, v in r.to_json().items() if k != "targets"} for r in (raw, mem)],
                           "mIoU_vs_raw": mem.mIoU / raw.mIoU if raw.mIoU else None}, indent=1))

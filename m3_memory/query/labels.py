@@ -319,11 +319,12 @@ def score_memory(memory: Memory, labels: LabelSet, split: str = "test"
 
 def label_eval(source: str | Path, out: str | Path, config, label_cfg: LabelMapConfig = LabelMapConfig(),
                mask_source: str = "auto", split: str = "test", cache_root: str | Path | None = None,
-               show_progress: bool = True) -> tuple[LabelScores, LabelScores, dict]:
+               show_progress: bool = True, device: str = "auto") -> tuple[LabelScores, LabelScores, dict]:
     """The whole protocol (module doc) on recording ``source``: region-embedding maps into
     ``<out>/features``, a memory built from them with ``config`` (a :class:`TrainConfig`) into
     ``<out>/labels.m3``, scores on its ``split`` views, ``labels.json`` and ``labels.png`` in ``out``.
-    Returns (raw maps' scores, memory's scores, the report's ``about``)."""
+    Returns (raw maps' scores, memory's scores, the report's ``about``). ``device``: where the
+    memory is trained (scoring renders on the CPU)."""
     from m3_memory.memory.artifact import load_memory
     from m3_memory.training.build import build_memory
 
@@ -331,7 +332,7 @@ def label_eval(source: str | Path, out: str | Path, config, label_cfg: LabelMapC
     labels = prepare_labels(source, out / "features", label_cfg, mask_source)
     start = time.perf_counter()
     report = build_memory(source, out / "labels.m3", model="precomputed", weights=str(labels.folder), config=config,
-                          overwrite=True, cache_root=cache_root, show_progress=show_progress)
+                          overwrite=True, cache_root=cache_root, show_progress=show_progress, device=device)
     build_seconds = time.perf_counter() - start
     raw, mem, shown = score_memory(load_memory(out / "labels.m3"), labels, split)
     about = label_about(labels, split, len(shown), report, build_seconds)
