@@ -36,6 +36,7 @@ from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.memory.artifact import Memory
 from m3_memory.query.camera import Camera
+from m3_memory.query.labels import upsampled
 from m3_memory.query.metrics import image_quality, lpips_unavailable, retrieval
 from m3_memory.query.relevancy import cosine_map, relevancy_map, target_region, threshold_value
 from m3_memory.query.render import render_features, render_rgb
@@ -192,13 +193,6 @@ def heldout_views(memory: Memory, frames: Sequence[Frame], split: str = "test") 
     return views
 
 
-def _upsampled(features: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if features.shape[:2] == (height, width):
-        return features
-    x = features.permute(2, 0, 1)[None].float()
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-
-
 def fidelity(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float, int]:
     """(mean cosine, mean L2, pixel count) of ``pred`` [H', W', d] sampled at the centres of
     ``target``'s [h, w, d] pixels; all-zero target pixels skipped."""
@@ -246,7 +240,7 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
                 quality.append(image_quality(rendered, v.rgb, with_lpips=no_lpips is None))
             c, l2, n = fidelity(f, target)
             cos_sum, l2_sum, count = cos_sum + c * n, l2_sum + l2 * n, count + n
-            up = _upsampled(f, *v.rgb.shape[:2])  # [H, W, d]
+            up = upsampled(f, *v.rgb.shape[:2])  # [H, W, d]
             everywhere = np.ones(v.rgb.shape[:2], bool)
             for o in objects:
                 gt = v.masks.get(o)
