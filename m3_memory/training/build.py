@@ -25,7 +25,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -441,6 +442,18 @@ def _say_pace(seconds: float, done: int, left: int) -> None:
                     "--train.iterations)", seconds / done, left, rest / 3600)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` (0: left as it is) inside the block."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
            history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
     """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
@@ -454,7 +467,7 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
                disable=None if show_progress else True)
     postfix: dict[str, str] = {}
     start, started = trainer.iteration, time.perf_counter()
-    with _StopFlag(should_stop) as stop:
+    with _StopFlag(should_stop) as stop, torch_threads(cfg.torch_threads):
         while trainer.iteration < cfg.iterations:
             if stop():
                 written = _save_checkpoint(ckpt_path, trainer, identity, history)

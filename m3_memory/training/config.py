@@ -57,6 +57,10 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 1000
     eval_views: int = 4  # held-out views scored for the progress bar (all are scored at the end)
+    # torch's intra-op threads while training (0: torch's own setting). An iteration's tensors are
+    # small (one image, N Gaussians) and the compositor runs its own threads; on a shared CPU a
+    # second torch thread's synchronisation cost 4x the CPU time of one (bench/README.md).
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         from m3_memory.errors import InputError
@@ -66,7 +70,8 @@ class TrainConfig:
                   ("max_gaussians", self.max_gaussians >= 1), ("sh_degree", 0 <= self.sh_degree <= 3),
                   ("psc_rule", self.psc_rule in ("strict", "cover")), ("feature_pixels", self.feature_pixels >= 1),
                   ("temperature", self.temperature > 0), ("strategy", self.strategy in ("default", "mcmc")),
-                  ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse"))]
+                  ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse")),
+                  ("torch_threads", self.torch_threads >= 0)]
         for name, ok in checks:
             if not ok:
                 raise InputError(f"training option {name}", f"invalid value {getattr(self, name)!r}")
@@ -96,6 +101,6 @@ class TrainConfig:
     def identity(self) -> str:
         """Hash of everything except the iteration count and bookkeeping, so a checkpoint can
         be resumed with more iterations but not under a different configuration."""
-        skip = {"iterations", "eval_every", "checkpoint_every", "eval_views"}
+        skip = {"iterations", "eval_every", "checkpoint_every", "eval_views", "torch_threads"}
         kept = {k: v for k, v in self.to_json().items() if k not in skip}
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]

@@ -104,6 +104,7 @@ struct Splat {
     float mx, my, a, b, c, opacity;
     float sigma_max;  // beyond this Mahalanobis half-distance alpha < ALPHA_MIN: skip the exp
     int32_t id;
+    int x0, x1, y0, y1;  // pixels whose centres lie in the bounding box (the extent), as in bin()
 };
 
 // One tile's list, front to back: its splats and their feature rows [list size, D], packed so
@@ -113,33 +114,75 @@ struct Tile {
     std::vector<float> feats;
 };
 
+// A pixel coordinate as an int, clamped far outside any image (and NaN to -1).
+inline int pixel(float v) { return v > -1e6f ? static_cast<int>(std::min(v, 1e6f)) : -1; }
+
 Tile gather(const std::vector<int32_t>& list, int d, const float* means2d, const float* conics, const float* opac,
-            const float* feats) {
+            const float* feats, const float* extent) {
     Tile tile{std::vector<Splat>(list.size()), std::vector<float>(list.size() * d)};
     for (size_t k = 0; k < list.size(); ++k) {
         const int g = list[k];
-        const float o = opac[g];
-        tile.splats[k] = {means2d[2 * g], means2d[2 * g + 1], conics[3 * g], conics[3 * g + 1], conics[3 * g + 2], o,
-                          o * 255.f > 1.f ? std::log(o * 255.f) : -1.f, g};
+        const float o = opac[g], mx = means2d[2 * g], my = means2d[2 * g + 1];
+        const float ex = extent[2 * g], ey = extent[2 * g + 1];
+        tile.splats[k] = {mx, my, conics[3 * g], conics[3 * g + 1], conics[3 * g + 2], o,
+                          o * 255.f > 1.f ? std::log(o * 255.f) : -1.f, g,
+                          pixel(std::ceil(mx - ex - 0.5f)), pixel(std::floor(mx + ex - 0.5f)),
+                          pixel(std::ceil(my - ey - 0.5f)), pixel(std::floor(my + ey - 0.5f))};
         std::copy(feats + static_cast<size_t>(g) * d, feats + static_cast<size_t>(g + 1) * d, tile.feats.begin() + k * d);
     }
     return tile;
 }
 
-inline bool alpha_at(const Splat& s, float px, float py, float& dx, float& dy, float& sigma, float& alpha, float& raw) {
+// alpha of splat s at pixel centre (px, py), with the offset (dx, dy), sigma (half the squared
+// Mahalanobis distance), the Gaussian's value e = exp(-sigma) and raw = opacity * e (unclamped).
+inline bool alpha_at(const Splat& s, float px, float py, float& dx, float& dy, float& e, float& alpha, float& raw) {
     dx = px - s.mx;
     dy = py - s.my;
-    sigma = 0.5f * (s.a * dx * dx + s.c * dy * dy) + s.b * dx * dy;
+    const float sigma = 0.5f * (s.a * dx * dx + s.c * dy * dy) + s.b * dx * dy;
     if (sigma < 0.f || sigma > s.sigma_max) return false;
-    raw = s.opacity * std::exp(-sigma);
+    e = std::exp(-sigma);
+    raw = s.opacity * e;
     alpha = std::min(ALPHA_MAX, raw);
     return alpha >= ALPHA_MIN;
+}
+
+// The pixel rectangle [x0, x1] x [y0, y1] of one tile.
+struct Rect {
+    int x0, x1, y0, y1;
+};
+
+// Columns [lo, hi] of row y, inside ``r`` and the splat's box, whose pixel centres can pass
+// alpha_at: the chord of the ellipse sigma = sigma_max at the row's centre, widened by a pixel
+// on each side against rounding (alpha_at still decides each pixel, so results do not depend
+// on the span). Empty (lo > hi) when the splat never reaches ALPHA_MIN.
+inline void row_span(const Splat& s, int y, const Rect& r, int& lo, int& hi) {
+    lo = std::max(r.x0, s.x0);
+    hi = std::min(r.x1, s.x1);
+    if (s.sigma_max < 0.f) {
+        hi = lo - 1;
+        return;
+    }
+    const float dy = y + 0.5f - s.my;
+    // 0.5 (a dx^2 + c dy^2) + b dx dy <= sigma_max  <=>  a dx^2 + 2 b dy dx + c dy^2 - 2 sigma_max <= 0
+    const float disc = std::max(0.f, s.b * s.b * dy * dy - s.a * (s.c * dy * dy - 2.f * s.sigma_max));
+    const float mid = s.mx - s.b * dy / s.a - 0.5f, half = std::sqrt(disc) / s.a;
+    const float left = std::floor(mid - half) - 1.f, right = std::ceil(mid + half) + 1.f;
+    if (!(s.a > 0.f) || !std::isfinite(left) || !std::isfinite(right)) return;  // the whole box
+    lo = std::max(lo, static_cast<int>(std::max(left, static_cast<float>(lo))));
+    hi = std::min(hi, static_cast<int>(std::min(right, static_cast<float>(hi))));
+}
+
+Rect tile_rect(int t, int tiles_x, int width, int height) {
+    const int tx = t % tiles_x, ty = t / tiles_x;
+    return {tx * TILE, std::min(width, (tx + 1) * TILE) - 1, ty * TILE, std::min(height, (ty + 1) * TILE) - 1};
 }
 }  // namespace
 
 extern "C" {
 
 // out: [H, W, D] accumulated features; alpha: [H, W]; last: [H, W] entries of the tile list used.
+// A tile walks its list once, front to back; each splat updates only the pixels of its row
+// spans that are still open, so every pixel sees its Gaussians in the per-pixel order.
 void m3_composite_forward(int n, int d, int width, int height, const float* means2d, const float* conics,
                           const float* opac, const float* feats, const float* extent, float* out, float* alpha_out,
                           int32_t* last) {
@@ -147,40 +190,58 @@ void m3_composite_forward(int n, int d, int width, int height, const float* mean
     const int ntiles = b.tiles_x * b.tiles_y;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; ++t) {
-        const Tile tile = gather(b.lists[t], d, means2d, conics, opac, feats);
-        const int size = static_cast<int>(tile.splats.size());
-        const int tx = t % b.tiles_x, ty = t / b.tiles_x;
-        for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
-            for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
-                const size_t pix = static_cast<size_t>(y) * width + x;
-                float* o = out + pix * d;
-                float T = 1.f;
-                int used = 0;
-                for (int k = 0; k < size; ++k) {
-                    float dx, dy, sigma, a, raw;
-                    if (!alpha_at(tile.splats[k], x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
-                    const float next = T * (1.f - a);
-                    if (next <= T_MIN) break;
-                    const float w = a * T;
-                    const float* f = tile.feats.data() + static_cast<size_t>(k) * d;
+        const Tile tile = gather(b.lists[t], d, means2d, conics, opac, feats, extent);
+        const Rect r = tile_rect(t, b.tiles_x, width, height);
+        float T[TILE * TILE];
+        int32_t used[TILE * TILE];
+        bool done[TILE * TILE];
+        std::fill(T, T + TILE * TILE, 1.f);
+        std::fill(used, used + TILE * TILE, 0);
+        std::fill(done, done + TILE * TILE, false);
+        const int open_start = (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1);
+        int open = open_start;
+        for (int k = 0; k < static_cast<int>(tile.splats.size()) && open > 0; ++k) {
+            const Splat& s = tile.splats[k];
+            const float* f = tile.feats.data() + static_cast<size_t>(k) * d;
+            for (int y = std::max(r.y0, s.y0); y <= std::min(r.y1, s.y1); ++y) {
+                int lo, hi;
+                row_span(s, y, r, lo, hi);
+                for (int x = lo; x <= hi; ++x) {
+                    const int p = (y - r.y0) * TILE + (x - r.x0);
+                    if (done[p]) continue;
+                    float dx, dy, e, a, raw;
+                    if (!alpha_at(s, x + 0.5f, y + 0.5f, dx, dy, e, a, raw)) continue;
+                    const float next = T[p] * (1.f - a);
+                    if (next <= T_MIN) {
+                        done[p] = true;
+                        --open;
+                        continue;
+                    }
+                    const float w = a * T[p];
+                    float* o = out + (static_cast<size_t>(y) * width + x) * d;
 #pragma omp simd
                     for (int ch = 0; ch < d; ++ch) o[ch] += w * f[ch];
-                    T = next;
-                    used = k + 1;
+                    T[p] = next;
+                    used[p] = k + 1;
                 }
-                alpha_out[pix] = 1.f - T;
-                last[pix] = used;
             }
         }
+        for (int y = r.y0; y <= r.y1; ++y)
+            for (int x = r.x0; x <= r.x1; ++x) {
+                const int p = (y - r.y0) * TILE + (x - r.x0);
+                alpha_out[static_cast<size_t>(y) * width + x] = 1.f - T[p];
+                last[static_cast<size_t>(y) * width + x] = used[p];
+            }
     }
 }
 
 // Gradients of the forward outputs with respect to means2d [N, 2], conics [N, 3], opacities [N]
-// and features [N, D]; written (not accumulated) into the grad_* arrays. Each tile accumulates
-// into buffers indexed by its list position, added into its thread's per-Gaussian buffer once
-// the tile is done. A pixel works only on the channels whose output gradient is non-zero
-// there (a loss on sampled pixels leaves most of a feature map without gradient): the others
-// add exactly zero.
+// and features [N, D]; written (not accumulated) into the grad_* arrays. A tile walks its list
+// once, back to front, each splat visiting the pixels of its row spans whose list it ended
+// (last), so every pixel sees its Gaussians in the per-pixel reverse order; a splat's gradient
+// is summed over its pixels and added into the thread's per-Gaussian buffer once per tile. A
+// pixel works only on the channels whose output gradient is non-zero there (a loss on sampled
+// pixels leaves most of a feature map without gradient): the others add exactly zero.
 void m3_composite_backward(int n, int d, int width, int height, const float* means2d, const float* conics,
                            const float* opac, const float* feats, const float* extent, const float* alpha_out,
                            const int32_t* last, const float* grad_out, const float* grad_alpha, float* grad_means2d,
@@ -189,79 +250,90 @@ void m3_composite_backward(int n, int d, int width, int height, const float* mea
     const int ntiles = b.tiles_x * b.tiles_y;
     const int threads = num_threads();
     const size_t per = static_cast<size_t>(n) * (6 + d);  // mean 2, conic 3, opacity 1, features d
+    const size_t px = TILE * TILE;
     std::vector<float> buf(per * threads, 0.f);
 #pragma omp parallel num_threads(threads)
     {
         float* mine = buf.data() + per * thread_id();
-        std::vector<float> behind(d), gi(d), lg, lf;
-        std::vector<int> active(d);
+        // per tile pixel: transmittance, final transmittance, alpha gradient, list end,
+        // active channel count (-1: nothing to do), their gradients and indices, and the
+        // features composited behind the current splat
+        std::vector<float> T(px), T_final(px), ga(px), gi(px * d), behind(px * d);
+        std::vector<int> end(px), m(px), active(px * d);
+        std::vector<float> gf(d);
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < ntiles; ++t) {
-            const Tile tile = gather(b.lists[t], d, means2d, conics, opac, feats);
-            const int size = static_cast<int>(tile.splats.size());
-            lg.assign(static_cast<size_t>(size) * 6, 0.f);  // per list entry: mean 2, conic 3, opacity 1
-            lf.assign(static_cast<size_t>(size) * d, 0.f);  // per list entry: features
-            const int tx = t % b.tiles_x, ty = t / b.tiles_x;
-            for (int y = ty * TILE; y < std::min(height, (ty + 1) * TILE); ++y) {
-                for (int x = tx * TILE; x < std::min(width, (tx + 1) * TILE); ++x) {
+            const Tile tile = gather(b.lists[t], d, means2d, conics, opac, feats, extent);
+            const Rect r = tile_rect(t, b.tiles_x, width, height);
+            int kmax = 0;
+            for (int y = r.y0; y <= r.y1; ++y)
+                for (int x = r.x0; x <= r.x1; ++x) {
                     const size_t pix = static_cast<size_t>(y) * width + x;
-                    if (last[pix] == 0) continue;
+                    const int p = (y - r.y0) * TILE + (x - r.x0);
                     const float* go = grad_out + pix * d;
-                    int m = 0;  // channels with a gradient, their gradients packed into gi
+                    int count = 0;
                     for (int ch = 0; ch < d; ++ch)
                         if (go[ch] != 0.f) {
-                            active[m] = ch;
-                            gi[m++] = go[ch];
+                            active[p * d + count] = ch;
+                            gi[p * d + count++] = go[ch];
                         }
-                    const float ga = grad_alpha[pix];
-                    if (m == 0 && ga == 0.f) continue;
-                    const bool all = m == d;
-                    const float T_final = 1.f - alpha_out[pix];
-                    float T = T_final;
-                    std::fill(behind.begin(), behind.begin() + m, 0.f);
-                    for (int k = last[pix] - 1; k >= 0; --k) {
-                        const Splat& s = tile.splats[k];
-                        float dx, dy, sigma, a, raw;
-                        if (!alpha_at(s, x + 0.5f, y + 0.5f, dx, dy, sigma, a, raw)) continue;
+                    ga[p] = grad_alpha[pix];
+                    end[p] = last[pix];
+                    m[p] = (end[p] == 0 || (count == 0 && ga[p] == 0.f)) ? -1 : count;
+                    if (m[p] < 0) end[p] = 0;
+                    T_final[p] = T[p] = 1.f - alpha_out[pix];
+                    std::fill(behind.begin() + p * d, behind.begin() + (p + 1) * d, 0.f);
+                    kmax = std::max(kmax, end[p]);
+                }
+            for (int k = kmax - 1; k >= 0; --k) {
+                const Splat& s = tile.splats[k];
+                const float* f = tile.feats.data() + static_cast<size_t>(k) * d;
+                float gm[6] = {0, 0, 0, 0, 0, 0};
+                std::fill(gf.begin(), gf.end(), 0.f);
+                for (int y = std::max(r.y0, s.y0); y <= std::min(r.y1, s.y1); ++y) {
+                    int lo, hi;
+                    row_span(s, y, r, lo, hi);
+                    for (int x = lo; x <= hi; ++x) {
+                        const int p = (y - r.y0) * TILE + (x - r.x0);
+                        if (k >= end[p]) continue;
+                        float dx, dy, e, a, raw;
+                        if (!alpha_at(s, x + 0.5f, y + 0.5f, dx, dy, e, a, raw)) continue;
                         const float inv = 1.f / (1.f - a);
-                        T *= inv;  // transmittance in front of this Gaussian
-                        const float w = a * T;
-                        const float* f = tile.feats.data() + static_cast<size_t>(k) * d;
-                        float* gf = lf.data() + static_cast<size_t>(k) * d;
-                        float dl_da = ga * T_final * inv;
-                        if (all) {
+                        T[p] *= inv;  // transmittance in front of this Gaussian
+                        const float Tp = T[p], w = a * Tp;
+                        float dl_da = ga[p] * T_final[p] * inv;
+                        const float* g = gi.data() + p * d;
+                        float* bh = behind.data() + p * d;
+                        if (m[p] == d) {
 #pragma omp simd reduction(+ : dl_da)
                             for (int ch = 0; ch < d; ++ch) {
-                                gf[ch] += w * gi[ch];
-                                dl_da += gi[ch] * (f[ch] * T - behind[ch] * inv);
-                                behind[ch] += f[ch] * w;
+                                gf[ch] += w * g[ch];
+                                dl_da += g[ch] * (f[ch] * Tp - bh[ch] * inv);
+                                bh[ch] += f[ch] * w;
                             }
                         } else {
-                            for (int j = 0; j < m; ++j) {
-                                const int ch = active[j];
-                                gf[ch] += w * gi[j];
-                                dl_da += gi[j] * (f[ch] * T - behind[j] * inv);
-                                behind[j] += f[ch] * w;
+                            const int* act = active.data() + p * d;
+                            for (int j = 0; j < m[p]; ++j) {
+                                const int ch = act[j];
+                                gf[ch] += w * g[j];
+                                dl_da += g[j] * (f[ch] * Tp - bh[j] * inv);
+                                bh[j] += f[ch] * w;
                             }
                         }
                         if (raw > ALPHA_MAX) continue;  // clamped: no gradient through opacity or shape
                         const float dl_dsigma = -dl_da * a;
-                        float* gm = lg.data() + static_cast<size_t>(k) * 6;
                         gm[0] += -dl_dsigma * (s.a * dx + s.b * dy);
                         gm[1] += -dl_dsigma * (s.b * dx + s.c * dy);
                         gm[2] += dl_dsigma * 0.5f * dx * dx;
                         gm[3] += dl_dsigma * dx * dy;
                         gm[4] += dl_dsigma * 0.5f * dy * dy;
-                        gm[5] += dl_da * std::exp(-sigma);
+                        gm[5] += dl_da * e;
                     }
                 }
-            }
-            for (int k = 0; k < size; ++k) {
-                const size_t g = static_cast<size_t>(tile.splats[k].id);
-                float* gm = mine + g * 6;
-                float* gf = mine + static_cast<size_t>(n) * 6 + g * d;
-                for (int i = 0; i < 6; ++i) gm[i] += lg[static_cast<size_t>(k) * 6 + i];
-                for (int ch = 0; ch < d; ++ch) gf[ch] += lf[static_cast<size_t>(k) * d + ch];
+                const size_t id = static_cast<size_t>(s.id);
+                for (int i = 0; i < 6; ++i) mine[id * 6 + i] += gm[i];
+                float* out = mine + static_cast<size_t>(n) * 6 + id * d;
+                for (int ch = 0; ch < d; ++ch) out[ch] += gf[ch];
             }
         }
     }
