@@ -11,7 +11,7 @@ from m3_memory.errors import InputError
 from m3_memory.memory.artifact import load_memory
 from m3_memory.robot_pose import T_from_xyz_yaw
 from m3_memory.synth import ROBOT_STANCE
-from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path
+from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path, torch_threads
 from m3_memory.training.config import TrainConfig
 
 
@@ -153,3 +153,15 @@ def test_ctrl_c_sets_the_stop_flag_instead_of_raising():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_training_sets_torch_threads_and_restores_them():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0: torch's own setting
+        assert torch.get_num_threads() == before
+    with pytest.raises(InputError):
+        TrainConfig(torch_threads=-1)
+    assert TrainConfig(torch_threads=2).identity() == TrainConfig().identity()  # a checkpoint resumes with either
