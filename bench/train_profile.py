@@ -1,9 +1,11 @@
 """Where a fast-preset training iteration spends its time: the APC shelf scene (15 real frames)
 and the 48-frame synthetic tabletop, fixture CLIP, the ``fast`` preset's 600 iterations.
 
-Each iteration is split into phases by wall and CPU clocks (render forward, losses, backward,
-optimiser step, density control), and torch's profiler gives the operators' self CPU time
-(the compositor's backward is ``_CompositeBackward``).
+``Trainer.step`` runs unchanged; wrappers around the functions it calls (render, compositor
+forward and backward, losses, optimiser step, density control) take wall and CPU seconds
+(the process's, all threads), the rest of the iteration is the difference, and torch's
+profiler gives the operators' self time (wall time inside each operator, so a loaded machine
+inflates it; the compositor's backward is ``_CompositeBackward``).
 
     python bench/train_profile.py [--iterations N]   # writes bench/results/train_profile.json
 """
@@ -26,61 +28,42 @@ APC_SCENE = Path("apc2016_realsense_shelf") / "data" / "sample" / "scene-0000"
 sys.path.insert(0, str(ROOT))
 
 
-class Clock:
-    """Wall and CPU seconds (this process, all threads) per named phase."""
+class Phases:
+    """Wall and CPU seconds (this process, all threads) spent inside wrapped functions, by name.
+    Wrappers replace module attributes for the duration (:meth:`wrap`) and are undone by :meth:`restore`."""
 
     def __init__(self) -> None:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self._w, self._c = time.perf_counter(), time.process_time()
+        self._undo: list[tuple[object, str, object]] = []
 
-    def lap(self, name: str) -> None:
-        w, c = time.perf_counter(), time.process_time()
-        self.wall[name] = self.wall.get(name, 0.0) + w - self._w
-        self.cpu[name] = self.cpu.get(name, 0.0) + c - self._c
-        self._w, self._c = w, c
+    def wrap(self, owner: object, attr: str, name: str, static: bool = False) -> None:
+        fn = getattr(owner, attr)
 
+        def timed(*args, **kwargs):
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
 
-def profiled_step(trainer, view, clock: Clock) -> None:
-    """:meth:`Trainer.step`, the same operations, with a lap after each phase."""
-    from m3_memory.render.rasterization import means2d_grad
-    from m3_memory.training.losses import feature_loss, rgb_loss, sample_pixels
-    from m3_memory.training.trainer import _lr_schedule
+        self._undo.append((owner, attr, owner.__dict__[attr] if static else fn))
+        setattr(owner, attr, staticmethod(timed) if static else timed)
 
-    cfg = trainer.cfg
-    trainer.iteration += 1
-    for group in trainer.optimizer.param_groups:
-        if group["name"] == "means":
-            group["lr"] = _lr_schedule(cfg.lr_position * trainer.extent, cfg.lr_position_final * trainer.extent,
-                                       trainer.iteration, cfg.iterations)
-    clock.lap("python")
-    rgb, queries, _, meta = trainer.render(view)
-    clock.lap("render_forward")
-    loss = rgb_loss(rgb, view.rgb, cfg.ssim_weight)
-    clock.lap("rgb_loss_forward")
-    width, height = view.size
-    uv = sample_pixels(height, width, cfg.feature_pixels, trainer.generator)
-    for name, decode in trainer.decoders.items():
-        a, b = trainer.slices[name]
-        f_loss, _ = feature_loss(queries[..., a:b], view.features[name], decode, uv)
-        loss = loss + cfg.feature_weight * f_loss
-    clock.lap("feature_loss_forward")
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    clock.lap("backward")
-    grad = means2d_grad(meta, width, height)
-    if grad is not None and trainer.iteration < cfg.densify_stop:
-        trainer.stats.add(grad, meta["visible"])
-    trainer.optimizer.step()
-    clock.lap("optimizer")
-    trainer._density_control()
-    clock.lap("density_control")
+    def restore(self) -> None:
+        for owner, attr, fn in reversed(self._undo):
+            setattr(owner, attr, fn)
+        self._undo.clear()
 
 
 def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
+    """``iterations`` of :meth:`Trainer.step` on ``recording`` (train views in a shuffled order)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    import m3_memory.render.cpu as cpu
+    import m3_memory.training.trainer as trainer_module
     from m3_memory.foundation import load_model
     from m3_memory.training.build import prepare
     from m3_memory.training.config import TrainConfig
@@ -91,24 +74,40 @@ def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
     train = prep.train
     trainer = Trainer(prep.gaussians, prep.banks, prep.slices, cfg, scene_extent(train))
     order = torch.randperm(len(train) * (iterations // len(train) + 1), generator=torch.Generator().manual_seed(0))
-    clock = Clock()
+    threads = getattr(cfg, "torch_threads", 0)  # as run_training sets them (0 or absent: torch's own)
+    if threads:
+        torch.set_num_threads(threads)
+    phases = Phases()
+    phases.wrap(trainer_module, "rasterization", "render (projection, sort, compositor forward)")
+    phases.wrap(cpu._Composite, "forward", "compositor forward", static=True)
+    phases.wrap(cpu._Composite, "backward", "compositor backward", static=True)
+    phases.wrap(trainer_module, "rgb_loss", "colour loss forward")
+    phases.wrap(trainer_module, "feature_loss", "feature loss forward")
+    phases.wrap(trainer.optimizer, "step", "optimizer step")
+    phases.wrap(trainer, "_density_control", "density control")
     t0, c0 = time.perf_counter(), time.process_time()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for k in range(iterations):
-            profiled_step(trainer, train[int(order[k]) % len(train)], clock)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for k in range(iterations):
+                trainer.step(train[int(order[k]) % len(train)])
+    finally:
+        phases.restore()
+    wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    rest = "the rest (autograd backward outside the compositor, SH, Python)"
+    outside = ("compositor forward",)  # counted inside render
+    phases.wall[rest] = wall - sum(v for k, v in phases.wall.items() if k not in outside)
+    phases.cpu[rest] = cpu_s - sum(v for k, v in phases.cpu.items() if k not in outside)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total_self = sum(e.self_cpu_time_total for e in ops)
-    top = [{"op": e.key, "calls": e.count, "self_cpu_s": e.self_cpu_time_total / 1e6,
+    top = [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
             "self_share": e.self_cpu_time_total / total_self} for e in ops[:20]]
-    size = train[0].size
-    return {"recording": str(recording), "frames": len(prep.views), "train_views": len(train),
-            "resolution": list(size), "iterations": iterations, "gaussians_start": len(prep.gaussians),
-            "gaussians_end": int(trainer.params["means"].shape[0]), "wall_s": wall, "cpu_s": cpu,
-            "iterations_per_s": iterations / wall,
-            "phases_wall_s": clock.wall, "phases_cpu_s": clock.cpu,
-            "phases_wall_share": {k: v / wall for k, v in clock.wall.items()},
-            "top_ops_self_cpu": top, "heldout": trainer.evaluate(prep.test)}
+    return {"recording": str(recording), "frames": len(prep.views), "torch_threads": torch.get_num_threads(),
+            "train_views": len(train), "resolution": list(train[0].size), "iterations": iterations,
+            "gaussians_start": len(prep.gaussians), "gaussians_end": int(trainer.params["means"].shape[0]),
+            "wall_s": wall, "cpu_s": cpu_s, "iterations_per_s": iterations / wall,
+            "phases_wall_s": phases.wall, "phases_cpu_s": phases.cpu,
+            "phases_cpu_share": {k: v / cpu_s for k, v in phases.cpu.items()},
+            "top_ops_self": top, "heldout": trainer.evaluate(prep.test), "load": os.getloadavg()}
 
 
 def main() -> None:
@@ -137,9 +136,9 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=1))
     for k in ("apc", "synthetic"):
         r = out[k]
-        if "phases_wall_share" in r:
-            print(k, f"{r['iterations_per_s']:.2f} it/s", {p: round(s, 3) for p, s in r["phases_wall_share"].items()})
-            for op in r["top_ops_self_cpu"][:8]:
+        if "phases_cpu_share" in r:
+            print(k, f"{r['iterations_per_s']:.2f} it/s", {p: round(s, 3) for p, s in r["phases_cpu_share"].items()})
+            for op in r["top_ops_self"][:8]:
                 print(f"   {op['self_share']:.3f} {op['op']}")
 
 
