@@ -6,6 +6,11 @@ exit code of the taxonomy in :mod:`m3_memory.errors` (2 bad input, 3 build faile
 refusal, 5 missing dependency, 70 internal error, 130 Ctrl-C, 143 SIGTERM); ``--debug`` shows
 the traceback. Warnings of the libraries (numpy, PIL, torch, ...) go to the log
 (``--log FILE``; on stderr with ``--debug``), never ahead of the error line.
+
+Messages go through the ``m3`` logger. On stderr: warnings (``m3: warning: ...``) and, off a
+terminal, a progress line at least every 30 s of long work (:mod:`m3_memory.progress`);
+``--verbose`` adds each stage, ``--quiet`` keeps only warnings and errors. The options of the
+``m3`` command itself may also follow the subcommand (``m3 build ... --debug``).
 """
 
 from __future__ import annotations
@@ -120,10 +125,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), frames=args.frames, iterations=args.iterations, device=str(use_device(args.device, "demo")))
 
 
+def _add_global_options(p: argparse.ArgumentParser, default: object = None) -> None:
+    """The ``m3`` command's own options; on a subcommand (``default=SUPPRESS``) they do not
+    overwrite what was given before it."""
+    flag = {} if default is None else {"default": default}
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings", **flag)
+    p.add_argument("--log", metavar="FILE", help="append the log (stages, warnings of m3 and its libraries) to FILE",
+                   **({"default": None} if default is None else flag))
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("-v", "--verbose", action="store_true", help="also say each stage of the work", **flag)
+    level.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (no progress lines)", **flag)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from m3_memory import __version__
+
     parser = argparse.ArgumentParser(prog="m3", description="M3 spatial memory for robots", epilog=EXIT_CODES_HELP)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
-    parser.add_argument("--log", metavar="FILE", help="append the log (warnings of m3 and its libraries) to FILE")
+    parser.add_argument("--version", action="version", version=f"m3 {__version__}")
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render the synthetic tabletop scene (folder, .db3, ROS 2 bag)")
@@ -173,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_build(sub)
     register_query(sub)
     register_grasp(sub)
+    for command in sub.choices.values():
+        command.epilog = command.epilog or EXIT_CODES_HELP
+        _add_global_options(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -180,26 +202,38 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
-class _LowerLevelFormatter(logging.Formatter):
-    """``m3: warning: ...`` (the level in lower case, as the error line's ``m3: error:``)."""
+class _StderrFormatter(logging.Formatter):
+    """``m3: warning: ...`` (the level in lower case, as the error line's ``m3: error:``);
+    progress and stage lines plainly as ``m3: ...``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.WARNING:
+            return f"m3: {record.getMessage()}"
         return super().format(logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()}))
 
 
-class _Logging:
-    """The ``m3`` logger on stderr (``m3: warning: ...``) and library warnings captured into the
-    log (``--log FILE``; stderr only with ``--debug``) for one run of :func:`main`."""
+def _default_filter(record: logging.LogRecord) -> bool:
+    """Without --verbose: warnings, errors and progress lines."""
+    return record.levelno >= logging.WARNING or record.name == "m3.progress"
 
-    def __init__(self, debug: bool, log_file: str | None):
+
+class _Logging:
+    """The ``m3`` logger on stderr (see the module's docstring for what each level shows) and
+    library warnings captured into the log (``--log FILE``; stderr only with ``--debug``) for
+    one run of :func:`main`."""
+
+    def __init__(self, debug: bool, log_file: str | None, verbose: bool = False, quiet: bool = False):
         self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
         try:  # first: a log file that cannot be opened changes nothing
             file = logging.FileHandler(log_file) if log_file else None
         except OSError as err:
             raise InputError(log_file, f"log file cannot be written ({os_problem(err)})") from None
         stderr = logging.StreamHandler(sys.stderr)
-        stderr.setFormatter(_LowerLevelFormatter("m3: %(levelname)s: %(message)s"))
-        self._add(logging.getLogger("m3"), stderr, logging.DEBUG if debug else logging.WARNING)
+        stderr.setFormatter(_StderrFormatter("m3: %(levelname)s: %(message)s"))
+        if not (debug or verbose or quiet):
+            stderr.addFilter(_default_filter)
+        self._add(logging.getLogger("m3"), stderr, logging.DEBUG if debug or verbose else
+                  logging.WARNING if quiet else logging.INFO)
         if debug:
             self._add(logging.getLogger("py.warnings"), stderr, logging.WARNING)
         if file is not None:
@@ -234,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     logs = None
     try:
-        logs = _Logging(args.debug, args.log)
+        logs = _Logging(args.debug, args.log, args.verbose, args.quiet)
         return args.func(args)
     except KeyboardInterrupt:
         print("m3: interrupted", file=sys.stderr)

@@ -9,16 +9,19 @@ in the kinematic simulation.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, M3Error
 from m3_memory.memory.extract import extract_components
 from m3_memory.recording import open_recording
 from m3_memory.recording.compare import compare_recordings
 from m3_memory.recording.inspect import inspect_recording
 from m3_memory.synth import SynthConfig, write_synthetic
+
+log = logging.getLogger("m3")
 
 
 def choose_clip() -> tuple[str, object]:
@@ -30,8 +33,9 @@ def choose_clip() -> tuple[str, object]:
         model = load_model("clip")
         print("  using real CLIP")
         return "clip", model
-    except InputError as err:
-        print(f"  real CLIP unavailable ({err.problem.split(';')[0]}); using the fixture CLIP trained on this scene")
+    except M3Error as err:
+        log.warning("real CLIP unavailable (%s); the demo falls back to the fixture CLIP trained on this scene only",
+                    err.problem.split(";")[0])
         return "clip-fixture", load_model("clip-fixture")
 
 

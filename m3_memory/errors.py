@@ -13,8 +13,8 @@ Every error is one line, ``<input>: <what is wrong>``. Exit codes:
 - 70: an internal error (a bug); ``--debug`` shows the traceback
 - 130: interrupted by Ctrl-C (SIGINT); 143: terminated by SIGTERM (``ros2 launch``, systemd, Slurm)
 
-The three specific errors subclass :class:`InputError`, so code that catches it (the ROS
-handlers) still catches them; their ``exit_code`` tells them apart.
+All four derive from :class:`M3Error`: catch it to handle every failure m3 explains (the ROS
+handlers do), catch one kind to handle only it.
 
 :func:`describe` turns the errors of the operating system and of the libraries m3 reads files
 with (safetensors, PIL, open3d, pyrealsense2) into the same one line and code.
@@ -37,14 +37,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
-class InputError(ValueError):
-    """A problem with a user's input (file, folder, argument).
+class M3Error(Exception):
+    """The base of the errors m3 reports to a user: ``str(err)`` is one line, ``<input>: <what is
+    wrong>``; the CLI prints it and exits :attr:`exit_code`. Catch it to handle every kind."""
 
-    ``str(err)`` is one line: ``<input>: <what is wrong>``. The CLI prints it and exits
-    :attr:`exit_code`.
-    """
-
-    exit_code = EXIT_BAD_INPUT
+    exit_code = EXIT_INTERNAL
 
     def __init__(self, source: str | Path, problem: str):
         self.source = str(source)
@@ -52,24 +49,51 @@ class InputError(ValueError):
         super().__init__(f"{self.source}: {self.problem}")
 
 
-class BuildFailed(InputError):
+class InputError(M3Error, ValueError):
+    """Bad input or usage: a file, folder, option or argument, or an output that cannot be
+    written. Exit 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BuildFailed(M3Error):
     """A build that started could not finish (training diverged, nothing left after pruning, the
     memory could not be written). Exit 3; the message says what was kept (the checkpoint)."""
 
     exit_code = EXIT_BUILD_FAILED
 
 
-class SafetyRefusal(InputError):
+class SafetyRefusal(M3Error):
     """A safety check refused to move the robot (limits, a moving arm, no confirmation for the
     real hardware). Exit 4."""
 
     exit_code = EXIT_SAFETY_REFUSAL
 
 
-class MissingDependency(InputError):
-    """An optional package is not installed; the message says what to install. Exit 5."""
+class MissingDependency(M3Error):
+    """An optional package is not installed. Exit 5; the message ends with the command that
+    installs it (``pip install 'm3_memory[extra]'``, or the package's own when it has no extra)."""
 
     exit_code = EXIT_MISSING_DEPENDENCY
+
+    def __init__(self, source: str | Path, problem: str, extra: str | None = None, package: str | None = None):
+        install = f"pip install 'm3_memory[{extra}]'" if extra else f"pip install {package}" if package else ""
+        super().__init__(source, f"{problem}; install it with: {install}" if install else problem)
+
+
+# import name -> the m3_memory extra that installs it (pyproject.toml [project.optional-dependencies])
+EXTRAS = {"pyrealsense2": "realsense"}
+
+
+def missing_dependency(err: ImportError, what: str, name: str | None = None) -> MissingDependency:
+    """An :class:`ImportError` of an optional package (``name``; default: the module that failed)
+    as :class:`MissingDependency` for ``what`` (e.g. "reading .bag recordings"), naming the extra or
+    the package to install."""
+    name = name or (err.name or "").split(".")[0] or first_line(err)
+    broken = err.name is None or err.name.split(".")[0] != name  # installed, but it failed to load
+    problem = f"cannot be imported ({first_line(err)})" if broken else "is not installed"
+    return MissingDependency(name, f"{problem}; it is needed for {what}", extra=EXTRAS.get(name),
+                             package=None if name in EXTRAS else name)
 
 
 _OS_PROBLEMS = {
@@ -122,13 +146,12 @@ def input_error_from_os(err: OSError, fallback: str | Path = "file") -> InputErr
 def describe(err: BaseException) -> tuple[str, int] | None:
     """(one line, exit code) for the failures of files and libraries the CLI maps; None for
     anything else (an internal error)."""
-    if isinstance(err, InputError):
+    if isinstance(err, M3Error):
         return str(err), err.exit_code
     if isinstance(err, OSError) and err.errno is not None:
         return str(input_error_from_os(err)), EXIT_BAD_INPUT
     if isinstance(err, ImportError):
-        name = err.name or str(err)
-        return f"{name}: not installed (pip install {name.split('.')[0]})", EXIT_MISSING_DEPENDENCY
+        return str(missing_dependency(err, "this command")), EXIT_MISSING_DEPENDENCY
     module = type(err).__module__ or ""
     for library, what in (("safetensors", "not a readable safetensors file"), ("PIL", "not a readable image"),
                           ("open3d", "open3d cannot read it"), ("pyrealsense2", "librealsense cannot read it")):

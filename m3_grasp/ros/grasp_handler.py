@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from m3_grasp.state import ArmState
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, M3Error
 from m3_memory.recording.tf import TfLookupError
 from m3_memory.ros.build_handler import Feedback, ShouldStop, StageFeedback
 from m3_memory.ros.convert import (
@@ -189,7 +189,7 @@ class GraspHandler:
             return self.load_error
         try:
             self.memory, self.model, self.text_model, self.scene = _load_memory(p)
-        except InputError as err:
+        except M3Error as err:
             self.load_error = str(err)
             return self.load_error
         self.load_error = ""
@@ -241,7 +241,7 @@ class GraspHandler:
             return self._execute(goal, feedback, should_stop, now)
         except TfLookupError as err:
             return GraspResult(False, f"tf: {err}")
-        except InputError as err:
+        except M3Error as err:
             return GraspResult(False, str(err))
         except Exception as err:  # noqa: BLE001 - the action answers, the node stays up
             return GraspResult(False, f"grasp failed: {err!r}")
@@ -357,5 +357,5 @@ def _load_memory(p: GraspParams) -> tuple:
         prepare(memory, QueryConfig(model=model))  # the first goal's query as fast as the next
         scene = memory_scene_points(p.memory)
     except Exception as err:  # noqa: BLE001 - reported per goal, never crashes the node
-        raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None
+        raise InputError(p.memory, f"failed to load: {err if isinstance(err, M3Error) else repr(err)}") from None
     return memory, model, text_model, scene

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel, cached_features
 from m3_memory.memory.psc import DEFAULT_THRESHOLDS, principal_scene_components
 from m3_memory.outputs import write_atomic
+from m3_memory.progress import progress
 from m3_memory.recording.base import Recording
 from m3_memory.recording.inspect import THUMB_WIDTH, contact_sheet
 
@@ -90,9 +90,8 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
     t0 = time.perf_counter()
     frames = (f for i, f in enumerate(recording) if i % stride == 0)
     maps = []
-    bar = tqdm(cached_features(model, frames, recording.path, cache_root=cache_root), desc=f"features {model.name}",
-               unit="frame", disable=None if show_progress else True, leave=False)
-    for fmap in bar:
+    for fmap in progress(cached_features(model, frames, recording.path, cache_root=cache_root), f"features {model.name}",
+                         unit="frame", show=show_progress, leave=False):
         maps.append(fmap)
     if not maps:
         raise InputError(recording.path, "has no frames to extract features from")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from m3_memory.errors import InputError
 from m3_memory.outputs import write_atomic
+from m3_memory.progress import progress
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -143,8 +143,7 @@ def inspect_recording(rec: Recording, sheet: str | Path | None = None, sheet_fra
     depth_samples = []
     first_stamp = last_stamp = None
     prev_t = None
-    for i, f in enumerate(tqdm(rec, desc=f"inspect {rec.path.name}", unit="frame", disable=None if show_progress else True,
-                               leave=False)):
+    for i, f in enumerate(progress(rec, f"inspect {rec.path.name}", unit="frame", show=show_progress, leave=False)):
         if s.resolution is None:
             s.resolution = (f.size[1], f.size[0])
             s.fx_fy_cx_cy = tuple(float(x) for x in (f.K[0, 0], f.K[1, 1], f.K[0, 2], f.K[1, 2]))

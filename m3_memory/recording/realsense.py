@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from m3_memory.conventions import depth_to_u16
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, missing_dependency
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.rosmsg import deserialize, pose_of, serialize, tf_message, transform_msg
@@ -39,8 +39,8 @@ def _rs():
     try:
         import pyrealsense2 as rs
     except ImportError as err:  # pragma: no cover - depends on the platform's wheel
-        raise InputError("pyrealsense2", f"cannot import the RealSense SDK ({err}); pip install pyrealsense2 "
-                         "(Linux: also the libusb-1.0-0 system library)") from None
+        raise missing_dependency(err, "reading librealsense recordings (.bag, .db3; on Linux it also needs the "
+                                 "libusb-1.0-0 system library)", "pyrealsense2") from None
     return rs
 
 

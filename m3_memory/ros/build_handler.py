@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, M3Error
 from m3_memory.recording import detect_format, open_recording
 from m3_memory.recording.rosbag2 import CAMERA_INFO, IMAGE, TF_MESSAGE, _latched_qos
 from m3_memory.recording.rosmsg import typestore
@@ -287,7 +287,7 @@ class BuildJob:
         recorded_bag = str(self.bag.resolve()) if self.live else ""
         try:
             return self._run(feedback, should_stop, recorded_bag)
-        except InputError as err:
+        except M3Error as err:
             return BuildResult(False, str(err), recorded_bag=recorded_bag)
         except Exception as err:  # noqa: BLE001 - the action answers, the node stays up
             return BuildResult(False, f"build failed: {err!r}", recorded_bag=recorded_bag)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from m3_memory.conventions import make_T
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, M3Error
 from m3_memory.recording.tf import TfLookupError
 from m3_memory.ros.convert import (
     Intrinsics,
@@ -155,7 +155,7 @@ class QueryHandler:
         given as the message of every later request (the node keeps running)."""
         try:
             loaded = _load(self.params)
-        except InputError as err:
+        except M3Error as err:
             with self.lock:
                 self.loaded, self.load_error = None, str(err)
             return self.load_error
@@ -220,7 +220,7 @@ class QueryHandler:
         try:
             depth = req.depth.values if req.depth is not None else None
             return self._query(p, loaded, text, view, T_world_cam, depth, T_target_world, target_frame, camera_frame, stamp)
-        except InputError as err:
+        except M3Error as err:
             return failure(str(err))
         except Exception as err:  # noqa: BLE001 - the service answers, the node stays up
             return failure(f"query failed: {err!r}")
@@ -268,5 +268,5 @@ def _load(p: QueryParams) -> Loaded:
         text_model = text_model_for(memory, model, p.weights or None, str(resolve_device(p.device)))
         prepare(memory, _config(p, model))  # the first query as fast as the next
     except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
-        raise InputError(p.memory, f"failed to load: {err if isinstance(err, InputError) else repr(err)}") from None
+        raise InputError(p.memory, f"failed to load: {err if isinstance(err, M3Error) else repr(err)}") from None
     return Loaded(memory, model, text_model)

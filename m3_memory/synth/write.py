@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from m3_memory.conventions import GL_FROM_CV, depth_to_u16
+from m3_memory.progress import progress
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.images import write_png
 from m3_memory.robot_pose import RobotPose
@@ -99,7 +99,7 @@ def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsen
                 "extent": o.extent.tolist()} for o in scene.objects]
 
     def bar(desc: str, total: int) -> Callable:
-        return lambda it: tqdm(it, desc=desc, total=total, unit="frame", disable=None if show_progress else True, leave=False)
+        return lambda it: progress(it, desc, total=total, unit="frame", show=show_progress, leave=False)
 
     stance = RobotPose.from_xyz_yaw(*ROBOT_STANCE, source="synthetic scene stance")
     folder = write_nerfstudio_folder(scene, out_dir / FOLDER, objects,

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from m3_memory.conventions import scale_intrinsics
 from m3_memory.device import describe_device, out_of_memory_hint, use_device
@@ -47,6 +46,8 @@ from m3_memory.memory.extract import default_threshold
 from m3_memory.memory.psc import principal_scene_components
 from m3_memory.memory.trace import ComponentSources, sources_of_rows
 from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive, write_atomic
+from m3_memory.progress import Progress as Bar
+from m3_memory.progress import progress as bar_over
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -243,9 +244,8 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
     features: dict[str, list[torch.Tensor]] = {}
     for k, fm in enumerate(models):
         say("features", k / len(models), f"{fm.name} features of {len(frames)} frames")
-        features[fm.name] = list(tqdm(cached_features(fm, frames, rec.path, cache_root=cache_root), total=len(frames),
-                                      desc=f"features {fm.name}", unit="frame", leave=False,
-                                      disable=None if show_progress else True))
+        features[fm.name] = list(bar_over(cached_features(fm, frames, rec.path, cache_root=cache_root), f"features {fm.name}",
+                                          total=len(frames), unit="frame", show=show_progress, leave=False))
     lap("features")
 
     banks, entries, slices, sources = {}, [], {}, {}
@@ -463,8 +463,7 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
         torch.manual_seed(cfg.seed)
     queue: list[int] = []
     saved = None
-    bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc="training", unit="it",
-               disable=None if show_progress else True)
+    bar = Bar(cfg.iterations, "training", "it", initial=trainer.iteration, show=show_progress)
     postfix: dict[str, str] = {}
     start, started = trainer.iteration, time.perf_counter()
     with _StopFlag(should_stop) as stop, torch_threads(cfg.torch_threads):
@@ -493,7 +492,6 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
                 saved = it
             postfix["loss"] = f"{terms['loss']:.4f}"
             postfix["N"] = str(trainer.params["means"].shape[0])
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
+            bar.update(1, **postfix)
             say("train", it / cfg.iterations, f"iteration {it}/{cfg.iterations} loss {terms['loss']:.4f}")
     bar.close()

@@ -148,3 +148,40 @@ def test_help_imports_no_heavy_library():
             "print(sorted(m for m in ('torch', 'open3d', 'open_clip', 'numpy', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_version(capsys):
+    from m3_memory import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"m3 {__version__}"
+
+
+def test_global_options_after_the_subcommand(capsys, tmp_path):
+    assert main(["inspect", str(tmp_path / "nope"), "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["--debug", "inspect", str(tmp_path / "nope"), "--quiet"]) == 2  # given before, kept
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes():
+    out = subprocess.run([sys.executable, "-m", "m3_memory.cli", "build", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "3 build failed" in " ".join(out.split()) and "--verbose" in out and "--quiet" in out
+
+
+@pytest.mark.slow
+def test_redirected_fast_build_logs_progress(tmp_path, synth):
+    """A fast build with stderr in a file (no terminal) says how training goes, with the loss."""
+    log = tmp_path / "build.log"
+    with log.open("w") as f:
+        done = subprocess.run([sys.executable, "-m", "m3_memory.cli", "build", str(synth.folder), "--model", "clip-fixture",
+                               "--fast", "--iterations", "30", "--out", str(tmp_path / "scene.m3")], stdout=f, stderr=f,
+                              env={**__import__("os").environ, "M3_PROGRESS_EVERY_S": "0.2", "M3_CACHE": str(tmp_path)})
+    text = log.read_text()
+    assert done.returncode == 0, text
+    lines = [line for line in text.splitlines() if line.startswith("m3: training: ")]
+    assert lines and all("loss" in line for line in lines), text
+    assert lines[-1].startswith("m3: training: 30/30 it (100%)")
+
