@@ -116,6 +116,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from m3_memory.doctor import print_environment
+
+    return print_environment()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from m3_memory.demo import run_demo
 
@@ -176,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: ./features_<recording name>)")
     add_device_option(p)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("doctor", help="print what m3 finds here: compiler, OpenMP, CUDA/gsplat, ROS, RealSense, "
+                       "model weights, caches")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("demo", help="the whole job on the embedded synthetic tabletop scene")
     p.add_argument("--out", default="m3_demo", help="output folder (default: ./m3_demo)")

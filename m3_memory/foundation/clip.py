@@ -148,6 +148,30 @@ def _tokenizer(arch: str, model: str) -> Callable[[list[str]], torch.Tensor]:
                                 f"package): {str(err).splitlines()[0]}") from err
 
 
+def cached_tag_file(tag_cfg: dict) -> tuple[str | None, list[str]]:
+    """(the local file of an open_clip weights tag, or None; the places looked in): the Hugging
+    Face cache (the tag's hub repo), then open_clip's URL cache (~/.cache/clip). No network."""
+    hf_hub, url, places = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", ""), []
+    if hf_hub:
+        repo_id, filename = os.path.split(hf_hub)
+        cached = hub_cached_file(repo_id, (filename,) if filename else _HUB_FILENAMES)
+        if cached is not None:
+            return cached, places
+        places.append(f"hub repo {repo_id}")
+    if url:
+        cached_url = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if cached_url.is_file():
+            return str(cached_url), places
+        places.append(str(cached_url))
+    return None, places
+
+
+def default_weights(cls: type[OpenClipModel]) -> tuple[str, str | None]:
+    """(``arch:tag`` of a model class's default weights, their local file or None); no network."""
+    return f"{cls.default_arch}:{cls.default_tag}", cached_tag_file(open_clip.get_pretrained_cfg(cls.default_arch,
+                                                                                                 cls.default_tag))[0]
+
+
 def _tag_checkpoint(model: str, tag_cfg: dict) -> str:
     """Local file of the open_clip weights tag described by ``tag_cfg``: from the caches, else downloaded.
 
@@ -155,21 +179,9 @@ def _tag_checkpoint(model: str, tag_cfg: dict) -> str:
     (~/.cache/clip); downloads only when the hub answers, so offline it fails at once with
     :class:`InputError` naming ``model``.
     """
-    hf_hub = tag_cfg.get("hf_hub", "")
-    places = []
-    if hf_hub:
-        repo_id, filename = os.path.split(hf_hub)
-        names = (filename,) if filename else _HUB_FILENAMES
-        cached = hub_cached_file(repo_id, names)
-        if cached is not None:
-            return cached
-        places.append(f"hub repo {repo_id}")
-    url = tag_cfg.get("url", "")
-    if url:
-        cached_url = Path("~/.cache/clip").expanduser() / os.path.basename(url)
-        if cached_url.is_file():
-            return str(cached_url)
-        places.append(str(cached_url))
+    cached, places = cached_tag_file(tag_cfg)
+    if cached is not None:
+        return cached
     where = f"{' and '.join(places)} (hub cache {hub_constants.HF_HUB_CACHE})"
     if not hub_reachable():
         raise InputError(model, f"not in the local cache and the model hub is unreachable (looked in {where}); "

@@ -16,6 +16,7 @@ from m3_memory.foundation.base import (
     FoundationModel,
     check_rgb,
     file_identity,
+    hub_cached_file,
     hub_download,
     model_input,
     register,
@@ -24,6 +25,16 @@ from m3_memory.foundation.base import (
 
 # Checkpoint files timm looks for in a hub repo, safetensors first.
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+DEFAULT_ARCH = "vit_large_patch14_dinov2.lvd142m"
+
+
+def default_weights(arch: str = DEFAULT_ARCH) -> tuple[str, str | None]:
+    """(the timm name of DINOv2's default weights, their file in the local hub cache or None)."""
+    cfg = get_pretrained_cfg(arch)
+    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HUB_FILENAMES
+    return arch, hub_cached_file(cfg.hf_hub_id, names) if cfg.hf_hub_id else None
 
 
 @register("dinov2")
@@ -43,7 +54,7 @@ class DINOv2Model(FoundationModel):
     """
 
     name = "dinov2"
-    default_arch = "vit_large_patch14_dinov2.lvd142m"
+    default_arch = DEFAULT_ARCH
 
     def __init__(self, weights: str | None = None, device: str = "cpu", arch: str | None = None,
                  image_size: int | None = None, **model_kwargs):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -26,32 +27,59 @@ from m3_memory.render.reference import ALPHA_MIN, project, record_info
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "composite.cpp"
 MAX_EXTENT = 3.33  # sigmas
+FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+FALLBACK_COST = ("rendering on the CPU falls back to the plain-PyTorch reference rasterizer, which holds every pixel x "
+                 "Gaussian pair: about 20 GB per 320x240 training view at 10k Gaussians, and far slower")
+log = logging.getLogger("m3")
 
 
 def kernel_cache() -> Path:
     return Path(os.environ.get("M3_CACHE", Path.home() / ".cache" / "m3")).expanduser() / "kernels"
 
 
-@cache
-def library() -> ctypes.CDLL | None:
-    """The compiled compositor, building it on first use; None when no C++ compiler exists."""
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        return None
-    code = SOURCE.read_bytes()
-    flags = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-    digest = hashlib.sha256(code + " ".join(flags).encode()).hexdigest()[:16]
+def compiler() -> str | None:
+    """The C++ compiler the compositor is built with (``$CXX``, default g++), or None."""
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def compile_library() -> tuple[Path | None, str]:
+    """Build (or find, in :func:`kernel_cache`) the compositor's shared library: (path, "") or
+    (None, why it could not be built: the compiler's own error lines)."""
+    cxx = compiler()
+    if cxx is None:
+        return None, f"no C++ compiler found ({os.environ.get('CXX', 'g++')} is not on PATH; $CXX names another)"
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
     target = kernel_cache() / f"composite-{digest}.so"
-    if not target.exists():
+    if target.exists():
+        return target, ""
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE)], check=True, capture_output=True)
-            os.replace(tmp, target)
-        except subprocess.CalledProcessError:
+    except OSError as err:
+        return None, f"the kernel cache {target.parent} is not writable ({err.strerror}; set M3_CACHE)"
+    os.close(fd)
+    try:
+        done = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            return None, (f"{cxx} {' '.join(FLAGS)} {SOURCE.name} failed (exit {done.returncode})"
+                          + "".join(f" | {line}" for line in lines[-6:]))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
             os.unlink(tmp)
-            return None
+    return target, ""
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The compiled compositor, building it on first use; None (and one warning with the
+    compiler's error and what the fallback costs) when it cannot be built."""
+    target, why = compile_library()
+    if target is None:
+        log.warning("the fast CPU rasterizer could not be built: %s. So %s. Fix the compiler (a g++ with OpenMP, "
+                    "libgomp) and run again; m3 doctor shows the environment", why, FALLBACK_COST)
+        return None
     lib = ctypes.CDLL(str(target))
     f, i = ctypes.c_void_p, ctypes.c_int
     lib.m3_composite_forward.argtypes = [i, i, i, i] + [f] * 8

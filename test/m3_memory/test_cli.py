@@ -185,3 +185,18 @@ def test_redirected_fast_build_logs_progress(tmp_path, synth):
     assert lines and all("loss" in line for line in lines), text
     assert lines[-1].startswith("m3: training: 30/30 it (100%)")
 
+
+def test_doctor_reports_the_environment(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("M3_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    import m3_memory.render.cpu as cpu
+
+    cpu.library.cache_clear()
+    try:
+        assert main(["doctor"]) == 0
+    finally:
+        cpu.library.cache_clear()
+    out = capsys.readouterr().out
+    for what in ("C++ compiler", "CUDA", "gsplat", "ROS 2", "RealSense", "weights clip", "feature cache"):
+        assert what in out
+    assert "no-such-compiler not on PATH" in out and "reference rasterizer" in out and str(tmp_path) in out
