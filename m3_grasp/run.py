@@ -12,6 +12,7 @@ from m3_grasp.execution import ShouldStop
 from m3_grasp.kinematics import Z1Kinematics
 from m3_grasp.plan import GraspConfig, GraspPlan, plan_grasp
 from m3_grasp.robot import RobotConfig, T_world_base
+from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
 
 
@@ -39,6 +40,26 @@ def base_pose_of(memory, base_pose: tuple[float, float, float] | None, robot: Ro
         return np.asarray(recorded.T_world_base, dtype=np.float64), f"the memory's robot pose ({recorded.source})"
     raise InputError("--base-pose", "the memory records no robot pose: give where the B1 stands, as x,y,yaw "
                      "(metres, radians) in the memory's world frame")
+
+
+def plan_in_memory(memory, found, base_pose: tuple[float, float, float] | None = None, start: ArmState | None = None,
+                   config: GraspConfig = GraspConfig()) -> GraspPlan:
+    """Plan a grasp of what a query ``found`` (a :class:`~m3_memory.query.api.QueryResult` with
+    ``found`` True: its point_world [3] and points_world [M, 3], world frame, metres) in
+    ``memory`` (a loaded Memory or a path), avoiding the memory's opaque Gaussians, with the B1
+    where ``base_pose`` (x m, y m, yaw rad) or the memory says and the arm at ``start`` (default:
+    the rest pose, assumed). Nothing moves; ``m3 grasp`` and :func:`run_grasp` execute plans.
+    This is ``m3_memory.plan_grasp``."""
+    from m3_memory.memory.artifact import load_memory
+
+    if not getattr(found, "found", False):
+        raise InputError(getattr(found, "text", "target"), f"nothing to grasp: {getattr(found, 'message', 'not found')}")
+    memory = load_memory(memory) if isinstance(memory, (str, Path)) else memory
+    robot = RobotConfig.load()
+    T_base, _ = base_pose_of(memory, base_pose, robot)
+    kin = Z1Kinematics.from_urdf(position_margin=robot.position_margin)
+    return plan_grasp(found.point_world, found.points_world, memory_scene_points(memory), T_base,
+                      start or ArmState.rest(), config, kin, robot)
 
 
 def run_grasp(memory, target_world, object_points, scene_points=None, backend: str = "sim",

@@ -6,7 +6,8 @@ The whole job from Python::
 
     m3.build_memory("scan_folder", "scene.m3", model="clip", config=m3.TrainConfig.fast())
     memory = m3.load_memory("scene.m3")
-    result = m3.find_in_memory(memory, "yellow bath duck")   # result.point_world: [3] m, memory frame
+    duck = m3.find_in_memory(memory, "yellow bath duck")  # duck.point_world: [3] m, memory frame
+    plan = m3.plan_grasp(memory, duck)
 
 Names are imported on first use, so ``import m3_memory`` (and ``m3 --help``) does not wait for
 torch. The core never imports rclpy; ROS 2 nodes live in ``m3_memory.ros``.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from m3_memory.errors import BuildFailed, InputError, MissingDependency, SafetyRefusal
+from m3_memory.errors import BuildFailed, InputError, M3Error, MissingDependency, SafetyRefusal
 
 __version__ = "0.1.0"
 
@@ -36,15 +37,20 @@ _LAZY = {
     "query_text": "m3_memory.query.api",
     "Camera": "m3_memory.query.camera",
     "load_model": "m3_memory.foundation.base",
+    "SynthConfig": "m3_memory.synth.render",
+    "write_synthetic": "m3_memory.synth.write",
+    "GraspConfig": "m3_grasp.plan",
+    "plan_grasp": "m3_grasp.run",  # m3_grasp.run.plan_in_memory: from a query's answer
 }
+_RENAMED = {"plan_grasp": "plan_in_memory"}
 
-__all__ = ["BuildFailed", "InputError", "MissingDependency", "SafetyRefusal", "__version__", *sorted(_LAZY)]
+__all__ = ["BuildFailed", "InputError", "M3Error", "MissingDependency", "SafetyRefusal", "__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'm3_memory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+    value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 
@@ -54,11 +60,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from m3_grasp.plan import GraspConfig
+    from m3_grasp.run import plan_in_memory as plan_grasp
     from m3_memory.foundation.base import load_model
     from m3_memory.memory.artifact import Memory, load_memory
     from m3_memory.query.api import QueryConfig, QueryResult, find_in_memory, query_gaussians, query_text
     from m3_memory.query.camera import Camera
     from m3_memory.recording import open_recording
     from m3_memory.recording.frame import Frame
+    from m3_memory.synth.render import SynthConfig
+    from m3_memory.synth.write import write_synthetic
     from m3_memory.training.build import build_memory
     from m3_memory.training.config import TrainConfig
