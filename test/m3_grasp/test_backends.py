@@ -15,7 +15,7 @@ from m3_grasp.robot import T_world_base
 from m3_grasp.safety import SafetyError
 from m3_grasp.state import ArmState
 from m3_grasp.timing import Limits, Segment, Trajectory
-from m3_memory.errors import InputError
+from m3_memory.errors import InputError, MissingDependency
 from m3_memory.synth.scene import ROBOT_STANCE
 
 STANCE = (ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3])  # x, y, yaw of the B1 at the synthetic table
@@ -67,7 +67,7 @@ def test_unknown_backend():
 
 def test_unitree_without_sdk(monkeypatch):
     monkeypatch.setitem(sys.modules, "unitree_arm_interface", None)  # import raises ImportError
-    with pytest.raises(InputError, match="unitree_arm_interface is not importable"):
+    with pytest.raises(MissingDependency, match="unitree_arm_interface is not importable"):
         get_backend("unitree", real_hardware=True)
 
 

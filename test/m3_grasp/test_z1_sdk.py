@@ -15,7 +15,7 @@ from m3_grasp.backends import get_backend
 from m3_grasp.plan import GraspConfig, plan_grasp
 from m3_grasp.robot import T_world_base
 from m3_grasp.safety import SafetyError
-from m3_memory.errors import InputError
+from m3_memory.errors import SafetyRefusal
 from m3_memory.synth.scene import ROBOT_STANCE
 
 STANCE = (ROBOT_STANCE[0], ROBOT_STANCE[1], ROBOT_STANCE[3])
@@ -48,7 +48,7 @@ START = np.array([0.2, 0.6, -0.5, 0.1, 0.0, 0.3])  # not the rest pose
 
 
 def test_needs_the_flag(sdk, kin):
-    with pytest.raises(InputError, match="pass --real-hardware"):
+    with pytest.raises(SafetyRefusal, match="pass --real-hardware"):
         get_backend("unitree", kin=kin)
 
 
