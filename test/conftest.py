@@ -3,6 +3,7 @@ synthetic scan and a memory built from it (both once per session)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from memories import TINY_BUILD
 from m3_memory.synth import SynthConfig, write_synthetic
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+# Off a terminal long work logs a progress line every 30 s; on a loaded machine a short test build
+# can pass 30 s, and the line would land ahead of the one-line errors the tests read. The tests of
+# progress set their own interval.
+os.environ.setdefault("M3_PROGRESS_EVERY_S", "86400")
 
 
 @pytest.fixture(scope="session")
