@@ -8,7 +8,7 @@ tree): the synthetic tabletop (--frames, default 24, 320x240), fixture CLIP, the
 so two densification steps), seed 0. Per build: held-out PSNR, feature cosine and L2 (initial and final),
 Gaussian count, training seconds.
 
-    python bench/strategy.py [--before COMMIT] [--frames 24] [--iterations 300]   # writes results/strategy.json
+    python bench/strategy.py [--before COMMIT] [--frames 24] [--iterations 300] [--voxel 0.01] [--densify-every 100]
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import json, sys, torch
 torch.set_num_threads(1)
 from m3_memory.training.build import build_memory
 from m3_memory.training.config import TrainConfig
-r = build_memory(sys.argv[1], sys.argv[2], model="clip-fixture", config=TrainConfig.fast(iterations=int(sys.argv[4])),
+r = build_memory(sys.argv[1], sys.argv[2], model="clip-fixture", config=TrainConfig.fast(**json.loads(sys.argv[4])),
                  cache_root=sys.argv[3],
                  show_progress=False, **({"device": "cpu"} if "device" in build_memory.__code__.co_varnames else {}))
 print(json.dumps({"initial": r.initial, "final": r.final, "gaussians": r.num_gaussians, "seconds": r.seconds}))
+
 """
 
 
@@ -49,7 +50,11 @@ def main() -> None:
     p.add_argument("--before", help="commit of the tree with the own densification (default: before densify.py went)")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--voxel", type=float, default=0.01, help="initialisation voxel (m); the fast preset's 0.01 starts the "
+                   "synthetic scene at the 60k budget, so nothing can grow")
+    p.add_argument("--densify-every", type=int, default=100)
     args = p.parse_args()
+    overrides = {"iterations": args.iterations, "voxel": args.voxel, "densify_every": args.densify_every}
     commit = args.before or before_commit()
     with tempfile.TemporaryDirectory(prefix="m3-strategy-") as tmp:
         work = Path(tmp)
@@ -62,7 +67,7 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         runs = {"before_own_densify": old, "after_gsplat_default_strategy": ROOT}
         procs = {name: subprocess.Popen([sys.executable, "-c", BUILD, str(scene), str(work / f"{name}.m3"),
-                                         str(work / f"cache_{name}"), str(args.iterations)], env={**os.environ, "PYTHONPATH": str(tree)},
+                                         str(work / f"cache_{name}"), json.dumps(overrides)], env={**os.environ, "PYTHONPATH": str(tree)},
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name, tree in runs.items()}
         results = {}
@@ -74,7 +79,7 @@ def main() -> None:
     a, b = results["before_own_densify"]["final"], results["after_gsplat_default_strategy"]["final"]
     result = {"what": f"fast-preset synthetic build ({args.frames} frames 320x240, fixture CLIP, {args.iterations} "
                       "iterations), own densify.py vs gsplat DefaultStrategy, run at once with 1 thread each",
-              "before_commit": commit, **results,
+              "before_commit": commit, "overrides_of_the_fast_preset": overrides, **results,
               "delta_final": {k: b[k] - a[k] for k in a}, "load_1min": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "strategy.json").write_text(json.dumps(result, indent=1))
