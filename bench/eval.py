@@ -43,7 +43,7 @@ def build_synthetic(tmp: Path) -> Path:
 def evaluate_memory(path: Path, dims: list[int], cache_root: Path) -> tuple[list, dict]:
     """Rows raw / memory / baselines on ``path``'s held-out views, and what the report says about the run."""
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import canonical_negatives, text_model_for
+    from m3_memory.query.api import text_model_for
     from m3_memory.query.eval import Distilled, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views
     from m3_memory.recording import open_recording
     from m3_memory.training.distill import memory_budget, train_baseline
@@ -66,7 +66,7 @@ def evaluate_memory(path: Path, dims: list[int], cache_root: Path) -> tuple[list
                                  "heldout": metrics}
         print(f"baseline l={dim}: {baselines[f'l={dim}']}")
         predictors.append(Distilled(trainer))
-    rows = evaluate(predictors, views, model, canonical_negatives(model))
+    rows = evaluate(predictors, views, model, model.canonical_negatives)
     about = {"memory": str(path), "recording": memory.source, "model": model.checkpoint, "views": len(views),
              "split": "test", "masks": "segm" if segm else "recording", "iterations": cfg.iterations,
              "memory_gaussians": len(memory.gaussians), "memory_build": {k: memory.training.get(k) for k in ("initial", "final")},

@@ -49,6 +49,8 @@ class FoundationModel(ABC):
     psc_threshold: the PSC similarity threshold this model's features need, when it differs
     from the authors' default for its name (the fixture CLIP's features are far more
     similar to each other than real CLIP's).
+    canonical_negatives: the texts a relevancy query is scored against (LERF's "object",
+    "things", "stuff", "texture"; a model that knows other words says its own).
     """
 
     name: str = ""
@@ -57,6 +59,7 @@ class FoundationModel(ABC):
     image_size: int = 0
     cacheable: bool = True  # False when features already live on disk (nothing to cache)
     psc_threshold: float | None = None
+    canonical_negatives: tuple[str, ...] = ("object", "things", "stuff", "texture")
 
     @abstractmethod
     def encode_image(self, rgb: np.ndarray) -> torch.Tensor:

@@ -54,4 +54,5 @@ def load_fixture_clip(weights: str | Path | None = None, device: str = "cpu", **
                              "rebuild them with python -m m3_memory.foundation.fixture_train")
     model = ClipModel(weights=str(path), device=device, arch=ARCH, **kwargs)
     model.psc_threshold = PSC_THRESHOLD
+    model.canonical_negatives = tuple(CLASSES[5:])  # "object", "things", ... mean nothing to it: its background classes
     return model

@@ -15,21 +15,18 @@ All 3D outputs are in the memory's frame (metres).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
 from m3_memory.errors import InputError
-from m3_memory.foundation import FoundationModel, load_model
-from m3_memory.foundation.fixture import ARCH as FIXTURE_ARCH
-from m3_memory.foundation.fixture import CLASSES as FIXTURE_CLASSES
+from m3_memory.foundation import FoundationModel
+from m3_memory.foundation.loaded import model_for_checkpoint, tokenizer
 from m3_memory.memory.artifact import Memory, ModelEntry
 from m3_memory.memory.attention import bank_spectrum
 from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import (
-    CANONICAL_NEGATIVES,
     METHODS,
     display_heatmap,
     largest_component,
@@ -39,9 +36,6 @@ from m3_memory.query.render import MIN_ALPHA, render_scores
 from m3_memory.query.spatial import MIN_OPACITY, NEIGHBOURS, best_cluster, dbscan, gaussian_scores, prepare_gaussians
 from m3_memory.query.target import Box, check_depth, lift_region, oriented_box, robust_center
 
-# The fixture CLIP learnt only its scene's names, so "object", "things", ... mean nothing to it;
-# its background classes play the canonical negatives' part.
-FIXTURE_NEGATIVES = tuple(FIXTURE_CLASSES[5:])
 DEFAULT_MIN_SCORE = {"relevancy": 0.1, "cosine": 0.3}  # measured on the fixture: bench/query.py "calibration"
 
 
@@ -50,8 +44,8 @@ class QueryConfig:
     """How a text query is answered.
 
     model: which of the memory's models answers (needs a text encoder). method: "relevancy"
-    (LERF, against ``negatives``) or "cosine". negatives: None for the text model's canonical
-    negatives (CANONICAL_NEGATIVES; the fixture CLIP's background classes for it).
+    (LERF, against ``negatives``) or "cosine". negatives: None for the text model's own
+    ``canonical_negatives`` (LERF's; the fixture CLIP's background classes for it).
     min_score: a region whose mean score is lower means "nothing relevant" (None: per-method
     default, DEFAULT_MIN_SCORE). threshold: "otsu" or a score bound for the region.
     render_scale: render at this fraction of the camera's resolution (scores are upsampled).
@@ -127,11 +121,6 @@ def model_entry(memory: Memory, name: str) -> ModelEntry:
     return entry
 
 
-@lru_cache(maxsize=4)
-def _load(name: str, weights: str | None, arch: str | None, device: str = "cpu") -> FoundationModel:
-    return load_model(name, weights=weights, device=device, **({"arch": arch} if arch else {}))
-
-
 def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None = None, device: str = "cpu"
                    ) -> FoundationModel:
     """The foundation model (with its text encoder) that built ``memory``'s ``model_name`` features.
@@ -142,14 +131,7 @@ def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None
     and ``device``.
     """
     entry = model_entry(memory, model_name)
-    arch, _, ident = entry.checkpoint.partition(":")
-    if arch == FIXTURE_ARCH:
-        model = _load("clip-fixture", weights, None, device)
-    elif "@" in ident and weights is None:
-        raise InputError(model_name, f"the memory was built with the weights file {ident.split('@')[0]}; "
-                         "pass it with --weights FILE")
-    else:
-        model = _load(model_name, weights if weights is not None else (ident or None), arch or None, device)
+    model = model_for_checkpoint(model_name, entry.checkpoint, weights, device)
     if entry.checkpoint and model.checkpoint != entry.checkpoint:
         raise InputError(weights or model_name, f"these weights ({model.checkpoint}) are not the ones the memory was "
                          f"built with ({entry.checkpoint}); their text embeddings would not match its features")
@@ -160,34 +142,22 @@ def text_model_for(memory: Memory, model_name: str = "clip", weights: str | None
     return model
 
 
-@lru_cache(maxsize=4)
-def _tokenizer(arch: str):
-    import open_clip
-
-    return open_clip.get_tokenizer(arch)  # builds the BPE tables: ~80 ms, so once per process
-
-
 def _context_warning(text_model: FoundationModel, text: str) -> list[str]:
     """A warning when ``text`` is longer than the text encoder's context (it is then truncated)."""
     arch = getattr(text_model, "arch", None)
     if arch is None:
         return []
-    tokenizer = _tokenizer(arch)
-    encode, context = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
+    tok = tokenizer(arch)
+    encode, context = getattr(tok, "encode", None), getattr(tok, "context_length", None)
     if encode is None or context is None:
         return []
     n = len(encode(text)) + 2  # start and end tokens
     return [f"query is {n} tokens, longer than the text encoder's {context}: truncated"] if n > context else []
 
 
-def canonical_negatives(text_model: FoundationModel) -> tuple[str, ...]:
-    """LERF's canonical negatives; the fixture CLIP's background classes for the fixture CLIP."""
-    return FIXTURE_NEGATIVES if text_model.checkpoint.startswith(FIXTURE_ARCH + ":") else CANONICAL_NEGATIVES
-
-
 def _embeddings(text_model: FoundationModel, text: str, config: QueryConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(text embedding [d], negatives [k, d]) for a validated query."""
-    negatives = canonical_negatives(text_model) if config.negatives is None else config.negatives
+    negatives = text_model.canonical_negatives if config.negatives is None else config.negatives
     emb = text_model.encode_text([text, *negatives])  # [1 + k, d]
     return emb[0], emb[1:]
 

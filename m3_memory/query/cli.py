@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_eval_labels(args)
     from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import canonical_negatives, text_model_for
+    from m3_memory.query.api import text_model_for
     from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, image_cells, write_report
     from m3_memory.recording import open_recording
 
@@ -240,7 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     predictors = [RawMaps(text_model), MemoryMaps(memory, args.model, device=str(device))]
     if args.baseline:
         predictors.append(_baseline(memory, source, text_model, args.baseline_dim, device))
-    rows = evaluate(predictors, views, text_model, canonical_negatives(text_model))
+    rows = evaluate(predictors, views, text_model, text_model.canonical_negatives)
     about = {"memory": str(args.memory), "recording": str(source), "model": text_model.checkpoint, "views": len(views),
              "split": args.views, "masks": "segm" if use_segm else "recording"}
     json_path, png_path = write_report(rows, args.out, about)

@@ -27,7 +27,6 @@ from scipy import ndimage
 from m3_memory.errors import InputError
 from m3_memory.memory.attention import MemoryBank, attention_chunks, attention_products, bank_spectrum
 
-CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 METHODS = ("relevancy", "cosine")
 RELEVANCY_SCALE = 10.0  # LERF's softmax scale
 SCORE_TOL = 1e-3  # query_scores: largest difference to the dense decode's score

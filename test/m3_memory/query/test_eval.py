@@ -7,7 +7,7 @@ import pytest
 from m3_memory.cli import main
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import load_memory
-from m3_memory.query.api import canonical_negatives, text_model_for
+from m3_memory.query.api import text_model_for
 from m3_memory.query.eval import Distilled, MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, write_report
 from m3_memory.recording import open_recording
 from m3_memory.training.distill import memory_budget, train_baseline
@@ -23,7 +23,7 @@ def rows(built_memory, synth, tmp_path_factory):
     assert [v.index for v in views] == [0, 8]
     baseline, _ = train_baseline(synth.folder, memory_budget(memory), [model], feature_dim=16,
                                  cache_root=tmp_path_factory.mktemp("cache"), show_progress=False)
-    return evaluate([RawMaps(model), MemoryMaps(memory), Distilled(baseline)], views, model, canonical_negatives(model))
+    return evaluate([RawMaps(model), MemoryMaps(memory), Distilled(baseline)], views, model, model.canonical_negatives)
 
 
 def test_rows_side_by_side(rows, tmp_path):
