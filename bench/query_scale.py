@@ -370,30 +370,32 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Text -> 3D target p95 (wall ms) at the 320x240 camera, 60k Gaussians: cold and warm camera, surface
+    only, dense; one panel per render_scale in the run, the targets as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in result["rows"] if r["gaussians"] == 60000 and r["width"] == 320]
-    rows = [r for r in rows if r["bank"] == "iid"] + [r for r in rows if r["bank"] == "decaying"]
+    scales = sorted({r["render_scale"] for r in rows}, reverse=True)
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, scale in zip(axes, (1.0, 0.25)):
+    fig, axes = plt.subplots(1, len(scales), figsize=(5.5 * len(scales), 3.8), sharey=True, squeeze=False)
+    bars = (("text_to_target_fast", "cold camera"), ("text_to_target_fast_warm_camera", "warm camera"),
+            ("text_to_surface_fast", "cold, surface only"), ("text_to_target_dense", "dense decode, cold"))
+    for ax, scale in zip(axes[0], scales):
         sub = [r for r in rows if r["render_scale"] == scale]
-        labels = [f"{r['bank']}\nt={r['t']}\nd={r['d']}" for r in sub]
         x = np.arange(len(sub))
-        ax.bar(x - 0.2, [r["text_to_target_fast"]["p95_ms"] for r in sub], 0.4, label="fast (query_text), p95")
-        ax.bar(x + 0.2, [r["text_to_target_dense"]["p95_ms"] if "text_to_target_dense" in r else 0 for r in sub], 0.4,
-               label="dense decode, p95")
-        ax.set_xticks(x, labels, fontsize=7)
+        for j, (key, label) in enumerate(bars):
+            ax.bar(x + 0.2 * (j - 1.5), [r[key]["p95_ms"] if key in r else 0 for r in sub], 0.2, label=label)
+        ax.set_xticks(x, [f"{r['bank']}\nt={r['t']}\nd={r['d']}" for r in sub], fontsize=7)
         ax.set_yscale("log")
         ax.axhline(100, color="k", ls="--", lw=0.8)
         ax.axhline(150, color="k", ls=":", lw=0.8)
-        ax.set_title(f"320x240 camera, render_scale {scale}, 60k Gaussians", fontsize=9)
-    axes[0].set_ylabel("text -> 3D target, ms")
-    axes[0].legend(fontsize=7)
+        ax.set_title(f"320x240 camera, render_scale {scale}, 60k Gaussians, {result['threads']} thread(s)", fontsize=9)
+    axes[0][0].set_ylabel("text -> 3D target, p95 wall ms")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
