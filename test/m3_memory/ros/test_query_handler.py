@@ -54,6 +54,13 @@ def test_request_and_reply_mirror_the_service_fields(store):
     assert [f.name for f in fields(QueryReply)] == field_names(store, RESPONSE)
 
 
+def test_loading_prepares_the_memory(handler):
+    """What the first query would pay for is done at load: every Gaussian's unit feature is kept."""
+    from m3_memory.query.memo import memo
+
+    assert any(key[0] == "features" for key in memo(handler.memory) if isinstance(key, tuple))
+
+
 def test_query_finds_the_duck_in_the_target_frame(handler, store, make):
     msg = Recorder(request(make))
     reply = handler.handle_msg(msg, None)
