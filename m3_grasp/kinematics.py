@@ -15,6 +15,7 @@ import numpy as np
 import pinocchio as pin
 
 from m3_grasp.robot import default_urdf
+from m3_memory.conventions import OPTICAL_FRAME
 from m3_memory.errors import InputError
 
 BASE_FRAME = "base_link"
@@ -25,7 +26,7 @@ GRIPPER_JOINT = "z1_gripper_joint"
 # Frames along the arm, base to tool (collision skeleton and workspace checks use them).
 CHAIN_FRAMES = (ARM_BASE_FRAME, "z1_link01", "z1_link02", "z1_link03", "z1_link04", "z1_link05", "z1_link06",
                 "z1_gripper_stator", EE_FRAME)
-REQUIRED_FRAMES = (BASE_FRAME, "lidar_link", *CHAIN_FRAMES, "camera_link", "camera_color_optical_frame")
+REQUIRED_FRAMES = (BASE_FRAME, "lidar_link", *CHAIN_FRAMES, "camera_link", OPTICAL_FRAME)
 
 POSITION_TOL = 1e-3  # m: an IK solution is accepted only if FK lands this close ...
 ROTATION_TOL = np.deg2rad(1.0)  # rad: ... and this close in orientation

@@ -18,6 +18,8 @@ import numpy as np
 import transforms3d.quaternions as tq
 
 DEPTH_PNG_SCALE = 1000.0  # uint16 PNG units per metre (millimetres)
+WORLD_FRAME = "world"  # the fixed frame a recording's poses are given in, unless it names another
+OPTICAL_FRAME = "camera_color_optical_frame"  # realsense-ros: the colour camera, OpenCV axes
 
 # OpenGL / nerfstudio / Blender camera (x right, y up, z backward) to OpenCV optical
 # (x right, y down, z forward): T_cam_cv = T_cam_gl @ GL_FROM_CV.

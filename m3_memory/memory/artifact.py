@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from m3_memory.conventions import WORLD_FRAME
 from m3_memory.errors import InputError, missing_reason
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.trace import ComponentSources, read_trace, trace_meta
@@ -136,7 +137,7 @@ class Memory:
     gaussians: Gaussians
     banks: dict[str, MemoryBank]
     models: list[ModelEntry]
-    scene_frame: str = "world"
+    scene_frame: str = WORLD_FRAME
     source: str = ""
     training: dict = field(default_factory=dict)
     cameras: list[CameraView] = field(default_factory=list)
@@ -330,7 +331,7 @@ def load_memory(path: str | Path) -> Memory:
         cameras = [CameraView.from_json(c) for c in meta.get("cameras", [])]
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(path / META, f"corrupt camera list ({err})") from None
-    return Memory(gaussians, banks, models, meta.get("scene_frame", "world"), meta.get("source", ""),
+    return Memory(gaussians, banks, models, meta.get("scene_frame", WORLD_FRAME), meta.get("source", ""),
                   meta.get("training", {}), cameras, _robot_pose(path / META, meta.get("robot_pose")),
                   read_trace(path / META, meta.get("trace"), tensors, {n: b.psc.shape[0] for n, b in banks.items()}))
 

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import invert_T, rigid_error
+from m3_memory.conventions import OPTICAL_FRAME, invert_T, rigid_error
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import Memory
 from m3_memory.share import share_file
 
 ARM_JOINTS = tuple(f"z1_joint{i}" for i in range(1, 7))
 GRIPPER_JOINT = "z1_gripper_joint"
-FRAMES = {"lidar": "lidar_link", "arm_base": "z1_base_link", "ee": "z1_ee_link", "camera": "camera_color_optical_frame"}
+FRAMES = {"lidar": "lidar_link", "arm_base": "z1_base_link", "ee": "z1_ee_link", "camera": OPTICAL_FRAME}
 
 JointPositions = Sequence[float] | Mapping[str, float] | np.ndarray
 

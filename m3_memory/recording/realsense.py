@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import depth_to_u16
+from m3_memory.conventions import OPTICAL_FRAME, WORLD_FRAME, depth_to_u16
 from m3_memory.errors import InputError, missing_dependency
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
@@ -30,8 +30,6 @@ from m3_memory.recording.rosmsg import deserialize, pose_of, serialize, tf_messa
 
 ROSBAG1_MAGIC = b"#ROSBAG V2.0\n"
 DEPTH_UNITS = 0.001  # metres per z16 unit in recordings m3 writes
-WORLD_FRAME = "world"
-OPTICAL_FRAME = "camera_color_optical_frame"
 POSE_MODES = ("auto", "tf", "odometry", "none")
 
 

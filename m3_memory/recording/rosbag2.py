@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import depth_to_u16, invert_T, make_T
+from m3_memory.conventions import OPTICAL_FRAME, WORLD_FRAME, depth_to_u16, invert_T, make_T
 from m3_memory.errors import InputError
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
@@ -46,7 +46,6 @@ from m3_memory.robot_pose import BASE_FRAME, RobotPose
 # camera_link (REP-103: x forward, y left, z up) <- optical frame (x right, y down, z forward);
 # as xyzw quaternion (-0.5, 0.5, -0.5, 0.5), what realsense-ros publishes.
 T_LINK_OPTICAL = make_T(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), [0.0, 0.0, 0.0])
-OPTICAL_FRAME = "camera_color_optical_frame"
 IMAGE, CAMERA_INFO, TF_MESSAGE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "tf2_msgs/msg/TFMessage"
 STALE_S = 1.0  # an image this much older than the newest one read will find no partner any more
 
@@ -68,7 +67,7 @@ class RealSenseTopics:
     depth_info: str = "/camera/camera/depth/camera_info"
     tf: str = "/tf"
     tf_static: str = "/tf_static"
-    world_frame: str = "world"
+    world_frame: str = WORLD_FRAME
     base_frame: str = BASE_FRAME
 
 

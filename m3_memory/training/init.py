@@ -17,10 +17,10 @@ from scipy.spatial import cKDTree
 
 from m3_memory.conventions import backproject
 from m3_memory.errors import InputError
+from m3_memory.render.sh import C0 as SH_C0  # degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.recording.frame import Frame
 
-SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 INIT_OPACITY = 0.1
 
 
