@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install m3 into the current Python environment, with what it needs from the system:
 # the libusb-1.0 library that open3d and pyrealsense2 load. `./install.sh --test` adds the
-# test tools.
+# test tools. RealSense recordings need the `realsense` extra (pyrealsense2), installed where
+# pyrealsense2 has wheels (not aarch64 / Jetson on Python >= 3.10: there m3 reads every other format).
 set -euo pipefail
 cd "$(dirname "$0")"
-extras=""
-if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+extras="realsense"
+if [ "${1:-}" = "--test" ]; then extras="realsense,test"; fi
+if [ "$(uname -m)" = "aarch64" ]; then extras="${extras#realsense}"; extras="${extras#,}"; fi
 
 if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -19,4 +21,4 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then
     exit 1
   fi
 fi
-python -m pip install --disable-pip-version-check -q -e ".${extras}"
+python -m pip install --disable-pip-version-check -q -e ".${extras:+[$extras]}"

@@ -167,3 +167,14 @@ def test_playback_that_never_starts_gives_up():
     from m3_memory.recording.realsense import playback_framesets
 
     assert list(playback_framesets(lambda: (False, None), lambda: Status.stopped, Status, stall_s=0.2)) == []
+
+
+def test_without_pyrealsense2_it_names_the_extra(monkeypatch):
+    import sys
+
+    from m3_memory.errors import MissingDependency
+    from m3_memory.recording import realsense
+
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)  # import raises ImportError
+    with pytest.raises(MissingDependency, match=r"pip install 'm3_memory\[realsense\]'"):
+        realsense._rs()
