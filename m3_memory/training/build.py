@@ -430,18 +430,6 @@ def model_names(model: str, weights: str | None = None) -> list[str]:
     return names
 
 
-PACE_ITERATIONS = 10  # the expected duration is measured over this many first iterations
-LONG_TRAINING_S = 600.0  # and told (a warning) when the rest takes longer
-
-
-def _say_pace(seconds: float, done: int, left: int) -> None:
-    """Warn how long the ``left`` iterations take at the pace of the first ``done``."""
-    rest = seconds / done * left
-    if rest > LONG_TRAINING_S:
-        log.warning("training: %.2f s per iteration, the %d iterations left take about %.1f h (fewer: --preset fast or "
-                    "--train.iterations)", seconds / done, left, rest / 3600)
-
-
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``count`` (0: left as it is) inside the block."""
@@ -465,7 +453,6 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     saved = None
     bar = Bar(cfg.iterations, "training", "it", initial=trainer.iteration, show=show_progress)
     postfix: dict[str, str] = {}
-    start, started = trainer.iteration, time.perf_counter()
     with _StopFlag(should_stop) as stop, torch_threads(cfg.torch_threads):
         while trainer.iteration < cfg.iterations:
             if stop():
@@ -482,8 +469,6 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
                 raise BuildFailed("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
                                  "check the recording's poses and depth or lower the learning rates")
             history.append({"iteration": it, **terms})
-            if it == start + PACE_ITERATIONS:
-                _say_pace(time.perf_counter() - started, PACE_ITERATIONS, cfg.iterations - it)
             if test and (it % cfg.eval_every == 0 or it == cfg.iterations):
                 metrics = trainer.evaluate(test[:cfg.eval_views])
                 history.append({"iteration": it, **metrics})

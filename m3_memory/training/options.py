@@ -113,9 +113,3 @@ def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
     except TypeError as err:  # a YAML value of the wrong kind
         raise InputError("training options", " ".join(str(err).split())) from None
 
-
-def is_long_cpu_schedule(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether ``cfg`` asks the CPU for more than the fast preset does (more iterations or pixels)."""
-    fast = TrainConfig.fast()
-    side = cfg.max_side or 10**9
-    return device.type == "cpu" and (cfg.iterations > 2 * fast.iterations or side > 2 * fast.max_side)

@@ -9,7 +9,7 @@ import torch
 from m3_memory.cli import main
 from m3_memory.errors import InputError
 from m3_memory.training.config import TrainConfig
-from m3_memory.training.options import add_train_options, is_long_cpu_schedule, preset_config, train_config
+from m3_memory.training.options import add_train_options, preset_config, train_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -26,8 +26,6 @@ def test_presets_follow_the_device():
     assert preset_config("authors", CPU).iterations == 30_000
     assert preset_config("fast", CUDA) == TrainConfig.fast()
     assert train_config(parse(), CPU) == TrainConfig.fast()
-    assert not is_long_cpu_schedule(TrainConfig.fast(), CPU)
-    assert is_long_cpu_schedule(TrainConfig(), CPU) and not is_long_cpu_schedule(TrainConfig(), CUDA)
 
 
 def test_every_field_is_an_option():
@@ -70,4 +68,8 @@ def test_authors_schedule_on_the_cpu_says_so_first(tmp_path, capsys):
     code = main(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "x.m3"), "--device", "cpu",
                  "--preset", "authors"])
     err = capsys.readouterr().err
-    assert code == 2 and err.index("30000 iterations at full px on the CPU take hours") < err.index("m3: error:")
+    assert code == 2 and err.index("authors' schedule on the CPU: 30000 iterations at full px take hours") < \
+        err.index("m3: error:")
+    code = main(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "x.m3"), "--device", "cpu",
+                 "--iterations", "5000"])  # asked for by count, not by preset: only the error line
+    assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
