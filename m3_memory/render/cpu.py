@@ -17,12 +17,12 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import torch
 
+from m3_memory.outputs import write_atomic
 from m3_memory.render.reference import ALPHA_MIN, project, record_info
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "composite.cpp"
@@ -42,6 +42,10 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+class _CompileError(Exception):
+    """The compiler's command and its last error lines."""
+
+
 def compile_library() -> tuple[Path | None, str]:
     """Build (or find, in :func:`kernel_cache`) the compositor's shared library: (path, "") or
     (None, why it could not be built: the compiler's own error lines)."""
@@ -52,22 +56,21 @@ def compile_library() -> tuple[Path | None, str]:
     target = kernel_cache() / f"composite-{digest}.so"
     if target.exists():
         return target, ""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    except OSError as err:
-        return None, f"the kernel cache {target.parent} is not writable ({err.strerror}; set M3_CACHE)"
-    os.close(fd)
-    try:
-        done = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+
+    def build(tmp: Path) -> None:
+        done = subprocess.run([cxx, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
         if done.returncode != 0:
             lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            return None, (f"{cxx} {' '.join(FLAGS)} {SOURCE.name} failed (exit {done.returncode})"
-                          + "".join(f" | {line}" for line in lines[-6:]))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            raise _CompileError(f"{cxx} {' '.join(FLAGS)} {SOURCE.name} failed (exit {done.returncode})"
+                                + "".join(f" | {line}" for line in lines[-6:]))
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, build)
+    except _CompileError as err:
+        return None, str(err)
+    except OSError as err:
+        return None, f"the kernel cache {target.parent} is not writable ({err.strerror}; set M3_CACHE)"
     return target, ""
 
 
