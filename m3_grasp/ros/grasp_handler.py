@@ -44,7 +44,7 @@ from m3_memory.ros.convert import (
     vector3_msg,
 )
 from m3_memory.ros.params import param
-from m3_memory.ros.query_handler import RELOAD, memory_model
+from m3_memory.ros.query_handler import RELOAD, load_for_queries
 
 NODE_BACKENDS = ("dry-run", "sim", "unitree", "ros2_control")
 
@@ -345,17 +345,5 @@ class GraspHandler:
 def _load_memory(p: GraspParams) -> tuple:
     """(memory, its model entry name, text encoder, scene points [K, 3]) of ``p.memory``; InputError saying why not."""
     from m3_grasp.run import memory_scene_points
-    from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import QueryConfig, prepare, text_model_for
 
-    if not p.memory:
-        raise InputError("memory", "no memory: set the node's memory parameter to a *.m3 path")
-    try:
-        memory = load_memory(p.memory)
-        model = memory_model(memory, p.model)
-        text_model = text_model_for(memory, model, p.weights or None)
-        prepare(memory, QueryConfig(model=model))  # the first goal's query as fast as the next
-        scene = memory_scene_points(p.memory)
-    except Exception as err:  # noqa: BLE001 - reported per goal, never crashes the node
-        raise InputError(p.memory, f"failed to load: {err if isinstance(err, M3Error) else repr(err)}") from None
-    return memory, model, text_model, scene
+    return load_for_queries(p.memory, p.model, p.weights, also=memory_scene_points)

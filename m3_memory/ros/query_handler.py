@@ -15,6 +15,7 @@ and a one-line message; nothing raises into the node.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -254,19 +255,30 @@ def _config(p: QueryParams, model: str = ""):
                        device=str(resolve_device(p.device)))
 
 
-def _load(p: QueryParams) -> Loaded:
-    """The memory of ``p.memory`` with the text encoder of ``p.model``; InputError saying why not."""
+def load_for_queries(path: str, requested: str, weights: str, device: str = "cpu",
+                     config: Callable[[str], QueryConfig] | None = None, also: Callable[[object], object] | None = None
+                     ) -> tuple:
+    """(memory, its model entry name, text encoder, ``also(memory)``) of the memory at ``path``,
+    prepared for queries with ``config(model name)`` (so the first request is as fast as the
+    next). Whatever fails is one InputError naming ``path`` ("failed to load: ..."): a node
+    reports it per request and keeps running. The query and grasp nodes load through it."""
     from m3_memory.memory.artifact import load_memory
-    from m3_memory.query.api import prepare, text_model_for
+    from m3_memory.query.api import QueryConfig, prepare, text_model_for
 
-    if not p.memory:
+    if not path:
         raise InputError("memory", "no memory: set the node's memory parameter to a *.m3 path")
     try:
-        _config(p)
-        memory = load_memory(p.memory)
-        model = memory_model(memory, p.model)
-        text_model = text_model_for(memory, model, p.weights or None, str(resolve_device(p.device)))
-        prepare(memory, _config(p, model))  # the first query as fast as the next
+        memory = load_memory(path)
+        model = memory_model(memory, requested)
+        text_model = text_model_for(memory, model, weights or None, str(resolve_device(device)))
+        prepare(memory, config(model) if config else QueryConfig(model=model))
+        extra = also(memory) if also else None
     except Exception as err:  # noqa: BLE001 - any failure here is reported per request, never crashes the node
-        raise InputError(p.memory, f"failed to load: {err if isinstance(err, M3Error) else repr(err)}") from None
+        raise InputError(path, f"failed to load: {err if isinstance(err, M3Error) else repr(err)}") from None
+    return memory, model, text_model, extra
+
+
+def _load(p: QueryParams) -> Loaded:
+    """The memory of ``p.memory`` with the text encoder of ``p.model``; InputError saying why not."""
+    memory, model, text_model, _ = load_for_queries(p.memory, p.model, p.weights, p.device, lambda m: _config(p, m))
     return Loaded(memory, model, text_model)
