@@ -16,7 +16,8 @@ On each held-out view (the memory's "test" cameras, every 8th):
   with Otsu's threshold, IoU with the mask; and m3's query protocol (LERF relevancy, Otsu, largest
   connected component, :func:`~m3_memory.query.relevancy.target_region`). Aggregates: mIoU (mean
   IoU), cIoU (summed intersections over summed unions), AP50/AP60 (share of pairs with IoU > 0.5 / 0.6);
-- retrieval I2T/T2I at 1/5/10 between the views and the object names (distractors: the negatives),
+- retrieval I2T/T2I at 1/5/10 between the views and the object names (no distractor texts: the
+  negatives are no distractors, the fixture's are background classes seen in every view),
   and, for predictors that render colour, PSNR / SSIM / LPIPS (:mod:`m3_memory.query.metrics`).
 """
 
@@ -263,7 +264,7 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
                 image["lpips_unavailable"] = no_lpips
         rows.append(Row(p.name, p.parameters, cos_sum / max(count, 1), l2_sum / max(count, 1),
                         Scores.of(inter["paper"], union["paper"]), Scores.of(inter["query"], union["query"]),
-                        seconds / len(views), pairs, retrieval(maps, present, emb[:len(objects)], neg), image))
+                        seconds / len(views), pairs, retrieval(maps, present, emb[:len(objects)], emb[:0]), image))
     return rows
 
 
