@@ -7,7 +7,7 @@ Gaussians from RGB-D) and steps through the same views in the same order, one it
 variant in turn, so the machine's load falls on all of them alike. CPU seconds per variant are
 measured around its own steps.
 
-    python bench/depth_supervision.py [--iterations 600] [--scenes apc synthetic]
+    python bench/depth_supervision.py [--iterations 600] [--scenes apc synthetic] [--variants ...]
     # writes bench/results/depth_supervision.json and depth_supervision.png
 """
 
@@ -39,6 +39,7 @@ from m3_memory.training.trainer import Trainer, scene_extent  # noqa: E402
 
 VARIANTS = {"no depth loss": {"depth_weight": 0.0}, "relative L1": {"depth_loss": "relative"},
             "inverse depth": {"depth_loss": "inverse"}}
+DEFAULT_VARIANTS = ["no depth loss", "inverse depth"]
 
 
 def scene_path(name: str, work: Path, realdata: Path) -> Path | None:
@@ -80,9 +81,10 @@ def side_by_side(prep: Prepared, configs: dict[str, TrainConfig], make=None, log
 def plot(results: dict, path: Path) -> None:
     scenes = [s for s, r in results.items() if isinstance(r, dict) and "variants" in r]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
-    width = 0.8 / len(VARIANTS)
-    for k, name in enumerate(VARIANTS):
-        xs = [i + (k - (len(VARIANTS) - 1) / 2) * width for i in range(len(scenes))]
+    names = list(results[scenes[0]]["variants"]) if scenes else []
+    width = 0.8 / max(len(names), 1)
+    for k, name in enumerate(names):
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(scenes))]
         med = [100 * results[s]["variants"][name]["final"].get("depth_median_m", float("nan")) for s in scenes]
         p90 = [100 * results[s]["variants"][name]["final"].get("depth_p90_m", float("nan")) for s in scenes]
         psnr = [results[s]["variants"][name]["final"]["psnr"] for s in scenes]
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=TrainConfig.fast().iterations)
     ap.add_argument("--scenes", nargs="*", default=["apc", "synthetic"], choices=["apc", "synthetic"])
+    ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--realdata", type=Path, default=ROOT.parent / "shared" / "realdata",
                     help="folder holding the real sequences (default: ../shared/realdata)")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             base = TrainConfig.fast(iterations=args.iterations)
             prep = prepare(path, base, [model], cache_root=Path(tmp) / "cache", show_progress=False)
             valid = float(torch.cat([(v.depth > 0).flatten() for v in prep.views]).float().mean())
-            runs = side_by_side(prep, {name: base.with_(**change) for name, change in VARIANTS.items()})
+            runs = side_by_side(prep, {name: base.with_(**VARIANTS[name]) for name in args.variants})
             results[scene] = {"path": str(path), "views": len(prep.views), "held_out": len(prep.test),
                               "valid_depth": valid,
                               "variants": {n: {k: v for k, v in r.items() if k != "_trainer"} for n, r in runs.items()}}

@@ -40,10 +40,10 @@ from m3_memory.query.camera import Camera
 from m3_memory.query.labels import upsampled
 from m3_memory.query.metrics import image_quality, lpips_unavailable, retrieval
 from m3_memory.query.relevancy import cosine_map, relevancy_map, target_region, threshold_value
-from m3_memory.query.render import render_features, render_rgb
+from m3_memory.query.render import render_features, render_queries, render_rgb
 from m3_memory.recording.frame import Frame
 from m3_memory.training.distill import DistillTrainer
-from m3_memory.training.losses import lookup, map_pixel_centres
+from m3_memory.training.losses import depth_errors, lookup, map_pixel_centres
 
 MIN_MASK_FRACTION = 0.001  # an object counts as in view when its mask covers this share of the image
 
@@ -51,13 +51,14 @@ MIN_MASK_FRACTION = 0.001  # an object counts as in view when its mask covers th
 @dataclass
 class EvalView:
     """One held-out view: its index in the recording, colour image uint8 [H, W, 3], object masks
-    (name -> bool [H, W]) and the camera it was taken with (memory frame)."""
+    (name -> bool [H, W]), the camera it was taken with (memory frame) and its depth."""
 
     index: int
     name: str
     rgb: np.ndarray
     masks: dict[str, np.ndarray]
     camera: Camera
+    depth: np.ndarray | None = None  # the sensor's [H, W] float32 metres, 0 = invalid
 
 
 class Predictor(Protocol):
@@ -105,6 +106,10 @@ class MemoryMaps:
 
     def rgb(self, view: EvalView) -> np.ndarray:
         return render_rgb(self.memory, view.camera, device=self.device)
+
+    def depth(self, view: EvalView) -> torch.Tensor:
+        """The memory's expected depth [H, W] (m) at the view's camera."""
+        return render_queries(self.memory, view.camera, self.model, device=self.device)[1].cpu()
 
 
 @dataclass
@@ -164,7 +169,7 @@ class Row:
     seconds_per_view: float
     pairs: list[dict] = field(default_factory=list)
     retrieval: dict[str, float] = field(default_factory=dict)  # I2T@k, T2I@k
-    image: dict[str, float | None] | None = None  # mean PSNR (dB), SSIM, LPIPS over the views; None: renders no colour
+    image: dict[str, float | None] | None = None  # mean PSNR (dB), SSIM, LPIPS over the views, depth error (m); None: renders no colour
 
     def to_json(self) -> dict:
         return {"name": self.name, "parameters": self.parameters, "cosine": self.cosine, "cosine_distance": 1 - self.cosine,
@@ -188,7 +193,7 @@ def heldout_views(memory: Memory, frames: Sequence[Frame], split: str = "test") 
             if f.rgb.shape[:2] != (cam.height, cam.width):
                 raise InputError("masks", f"frame {i} is {f.rgb.shape[1]}x{f.rgb.shape[0]}, the memory's camera "
                                  f"{cam.width}x{cam.height}: not its source recording")
-            views.append(EvalView(i, f.name or f"frame {i}", f.rgb, f.masks, camera))
+            views.append(EvalView(i, f.name or f"frame {i}", f.rgb, f.masks, camera, f.depth))
     if not views:
         raise InputError("memory", f"has no {split!r} cameras to evaluate on")
     return views
@@ -230,7 +235,7 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
         cos_sum, l2_sum, count, seconds = 0.0, 0.0, 0, 0.0
         inter = {"paper": [], "query": []}
         union = {"paper": [], "query": []}
-        pairs, maps, quality = [], [], []
+        pairs, maps, quality, depths = [], [], [], []
         for v, target in zip(views, targets):
             start = time.perf_counter()
             f = p.features(v)
@@ -239,6 +244,8 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
             rendered = p.rgb(v)
             if rendered is not None:
                 quality.append(image_quality(rendered, v.rgb, with_lpips=no_lpips is None))
+            if hasattr(p, "depth") and v.depth is not None:
+                depths.append((p.depth(v), torch.from_numpy(np.asarray(v.depth, dtype=np.float32))))
             c, l2, n = fidelity(f, target)
             cos_sum, l2_sum, count = cos_sum + c * n, l2_sum + l2 * n, count + n
             up = upsampled(f, *v.rgb.shape[:2])  # [H, W, d]
@@ -262,6 +269,8 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
             image = {k: None if quality[0][k] is None else float(np.mean([q[k] for q in quality])) for k in quality[0]}
             if no_lpips:
                 image["lpips_unavailable"] = no_lpips
+            if depths:  # held-out depth error against the sensor (m): depth_median_m, depth_p90_m, depth_valid
+                image.update(depth_errors(*map(list, zip(*depths))))
         rows.append(Row(p.name, p.parameters, cos_sum / max(count, 1), l2_sum / max(count, 1),
                         Scores.of(inter["paper"], union["paper"]), Scores.of(inter["query"], union["query"]),
                         seconds / len(views), pairs, retrieval(maps, present, emb[:len(objects)], emb[:0]), image))

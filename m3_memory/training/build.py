@@ -359,7 +359,9 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
     report.robot_pose = robot_pose if robot_pose is not None else prep.recording.robot_pose(prep.frames[-1].stamp)
     train, test = prep.train, prep.test
-    trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train), device)
+    refine = cfg.pose_refine if cfg.pose_refine is not None else getattr(prep.recording, "poses_mode", None) == "odometry"
+    trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train), device,
+                      [v.name for v in train] if refine else ())
     identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
                 "models": [fm.checkpoint for fm in models]}
     history: list[dict] = []
@@ -374,13 +376,13 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     lap("train")
 
     say("evaluate", 0.0, f"scoring {len(test)} held-out views")
-    report.final = trainer.evaluate(test)
+    report.final = trainer.evaluate(test, refine_poses=True)
     report.num_gaussians = trainer.params["means"].shape[0]
     report.iterations = trainer.iteration
     lap("evaluate")
 
     say("write", 0.0, f"writing {out}")
-    cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], f.T_world_cam, "test" if i in test_idx else "train")
+    cameras = [CameraView(v.name, f.K, f.rgb.shape[1], f.rgb.shape[0], trainer.pose(v), "test" if i in test_idx else "train")
                for i, (v, f) in enumerate(zip(prep.views, prep.frames))]
     memory = Memory(trainer.gaussians(), trainer.banks, prep.entries, prep.recording.tf_frame, str(Path(recording).resolve()),
                     {"config": cfg.to_json(), "iterations": trainer.iteration, "initial": report.initial,
@@ -396,7 +398,8 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
         if history:
             training_curve(history, folder / "report" / "training_curve.png")
         summary = {"seconds": report.seconds, "initial": report.initial, "final": report.final,
-                   "num_gaussians": report.num_gaussians, "iterations": report.iterations, "config": cfg.to_json()}
+                   "num_gaussians": report.num_gaussians, "iterations": report.iterations, "config": cfg.to_json(),
+                   "pose_corrections": trainer.poses.summary() if trainer.poses is not None else None}
         (folder / "report" / "report.json").write_text(json.dumps(summary, indent=1))
 
     saved = _save_checkpoint(ckpt_path, trainer, identity, history)  # the training survives a failed write

@@ -33,7 +33,12 @@ class TrainConfig:
     feature_weight: float = 0.5  # times (cosine distance + MSE), per model
     feature_pixels: int = 2000
     depth_weight: float = 1.0  # times the expected-depth loss on the sensor's valid depth pixels; 0: off
-    depth_loss: str = "relative"  # "relative" (L1 / depth) or "inverse" (L1 on inverse depth); see losses.depth_loss
+    depth_loss: str = "inverse"  # "inverse" (L1 on inverse depth) or "relative" (L1 / depth); see losses.depth_loss and bench/depth_supervision.py
+    # camera pose refinement (training/poses.py): per-view SE(3) corrections learned with the Gaussians;
+    # None: on when the recording's poses come from odometry, off for given (ground-truth, robot) poses
+    pose_refine: bool | None = None
+    lr_pose: float = 1e-3  # Adam step of the corrections (metres and radians)
+    pose_refine_eval_steps: int = 100  # held-out views: steps refining their pose with frozen Gaussians before scoring
     # learning rates (3DGS); position is scaled by the scene extent and decays exponentially
     lr_position: float = 1.6e-4
     lr_position_final: float = 1.6e-6
@@ -71,6 +76,7 @@ class TrainConfig:
                   ("psc_rule", self.psc_rule in ("strict", "cover")), ("feature_pixels", self.feature_pixels >= 1),
                   ("temperature", self.temperature > 0), ("strategy", self.strategy in ("default", "mcmc")),
                   ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse")),
+                  ("lr_pose", self.lr_pose > 0), ("pose_refine_eval_steps", self.pose_refine_eval_steps >= 0),
                   ("torch_threads", self.torch_threads >= 0)]
         for name, ok in checks:
             if not ok:

@@ -39,7 +39,7 @@ def rgb_loss(render: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.
 DEPTH_LOSSES = ("relative", "inverse")
 
 
-def depth_loss(render: torch.Tensor, target: torch.Tensor, kind: str = "relative") -> torch.Tensor:
+def depth_loss(render: torch.Tensor, target: torch.Tensor, kind: str = "inverse") -> torch.Tensor:
     """Expected-depth loss on the sensor's valid pixels: render [H, W] expected depth (m),
     target [H, W] sensor depth (m, 0 = invalid). Pixels without valid depth take no part
     (sparse depth is fine); a view without any gives 0.

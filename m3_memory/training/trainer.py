@@ -8,6 +8,7 @@ intrinsics). One view per iteration, as 3DGS does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from m3_memory.render.rasterization import rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
+from m3_memory.training.poses import PoseCorrections
 from m3_memory.training.losses import (Decoder, depth_errors, depth_loss, feature_loss, lookup, map_pixel_centres, psnr,
                                       rgb_loss, sample_pixels)
 from m3_memory.training.strategy import DensityControl
@@ -70,7 +72,10 @@ class Trainer:
     memory banks (memory attention) here, a learned decoder in a distillation baseline."""
 
     def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
-                 cfg: TrainConfig, extent: float, device: torch.device | str = "cpu") -> None:
+                 cfg: TrainConfig, extent: float, device: torch.device | str = "cpu", pose_views: Sequence[str] = ()
+                 ) -> None:
+        """``pose_views``: names of the training views whose poses are refined
+        (:mod:`~m3_memory.training.poses`; none: poses are kept as given)."""
         self.cfg, self.extent, self.slices = cfg, extent, slices
         self.device = torch.device(device)  # parameters, optimiser state, banks and rendering live here
         # own copies: a learned projection must not leak into banks shared with other trainers
@@ -98,6 +103,11 @@ class Trainer:
             if bank.learn_projection:
                 bank.W = bank.W.float().requires_grad_(True)
                 self.optimizers[f"W.{name}"] = _adam(bank.W, cfg.lr_projection, f"W.{name}")
+        if len(set(pose_views)) != len(pose_views):
+            raise ValueError("pose_views: view names must be unique")
+        self.poses = PoseCorrections(pose_views, self.device) if pose_views else None
+        if self.poses is not None:
+            self.optimizers["poses"] = _adam(self.poses.xi, cfg.lr_pose, "poses")
         self.density = DensityControl(cfg, extent, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
@@ -107,16 +117,28 @@ class Trainer:
         return min(self.cfg.sh_degree, self.iteration // max(self.cfg.sh_increase_every, 1))
 
     def render(self, view: View, depth: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
-        """(rgb [H, W, 3], queries [H, W, L], expected depth [H, W] m or None, meta) at ``view``."""
-        return self.render_camera(view.T_world_cam, view.K, *view.size, depth=depth)
+        """(rgb [H, W, 3], queries [H, W, L], expected depth [H, W] m or None, meta) at ``view``
+        (at its refined pose when its pose is being refined)."""
+        fix = self.poses.view_correction(view.name) if self.poses is not None and view.name in self.poses else None
+        return self.render_camera(view.T_world_cam, view.K, *view.size, depth=depth, correction=fix)
 
-    def render_camera(self, T_world_cam: np.ndarray, K: np.ndarray, width: int, height: int, depth: bool = False
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
-        """:meth:`render` at any camera: T_world_cam [4, 4] (m), OpenCV K [3, 3] for ``width x height``."""
+    def pose(self, view: View) -> np.ndarray:
+        """The pose of ``view`` the Gaussians agree with: T_world_cam [4, 4], refined if it is refined."""
+        if self.poses is not None and view.name in self.poses:
+            return self.poses.corrected(view.name, view.T_world_cam)
+        return np.asarray(view.T_world_cam, dtype=np.float64)
+
+    def render_camera(self, T_world_cam: np.ndarray, K: np.ndarray, width: int, height: int, depth: bool = False,
+                      correction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
+        """:meth:`render` at any camera: T_world_cam [4, 4] (m), OpenCV K [3, 3] for ``width x height``;
+        ``correction`` [4, 4] (differentiable) left-multiplies the world-to-camera matrix."""
         p = self.params
-        viewmat = torch.from_numpy(invert_T(T_world_cam)).float()[None].to(self.device)  # [1, 4, 4]
+        viewmat = torch.from_numpy(invert_T(T_world_cam)).float().to(self.device)
+        if correction is not None:
+            viewmat = correction.float() @ viewmat
+        centre = -(viewmat[:3, :3].T @ viewmat[:3, 3]).detach()  # camera centre in the world (m)
+        viewmat = viewmat[None]  # [1, 4, 4]
         K = gsplat_K(torch.from_numpy(np.asarray(K)).float())[None].to(self.device)  # [1, 3, 3]
-        centre = torch.from_numpy(np.asarray(T_world_cam)[:3, 3]).float().to(self.device)
         rgb = sh_to_rgb(p["sh_dc"], p["sh_rest"], p["means"], centre, self.sh_degree_now())
         colors = torch.cat([rgb, p["queries"]], dim=1)  # [N, 3 + L]
         out, alpha, meta = rasterization(p["means"], torch.nn.functional.normalize(p["quats"], dim=-1),
@@ -169,12 +191,16 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, views: list[View]) -> dict[str, float]:
+    def evaluate(self, views: list[View], refine_poses: bool = False) -> dict[str, float]:
         """Mean held-out PSNR (dB), per model cosine similarity and L2 distance between decoded
         and ground-truth features (at the ground-truth maps' resolution), and the expected
-        depth's error against the sensor's valid depth (:func:`depth_errors`, metres)."""
+        depth's error against the sensor's valid depth (:func:`depth_errors`, metres).
+        refine_poses: score each view at its pose refined with the Gaussians frozen
+        (:meth:`refine_view`, ``cfg.pose_refine_eval_steps`` steps) when this trainer refines poses."""
         if not views:
             return {}
+        if refine_poses and self.poses is not None and self.cfg.pose_refine_eval_steps > 0:
+            views = [self.refine_view(v, self.cfg.pose_refine_eval_steps) for v in views]
         totals: dict[str, list[float]] = {"psnr": []}
         depths = []
         for view in views:
@@ -189,6 +215,29 @@ class Trainer:
         return {**{k: float(np.mean(v)) for k, v in totals.items()},
                 **depth_errors(depths, [v.depth for v in views])}
 
+    def refine_view(self, view: View, steps: int) -> View:
+        """A copy of ``view`` at its pose refined with the Gaussians frozen: ``steps`` Adam steps
+        (``cfg.lr_pose``) of one SE(3) correction on the colour loss (and the depth loss where the
+        view has depth and it is on). The held-out protocol of :mod:`~m3_memory.training.poses`."""
+        cfg = self.cfg
+        fix = PoseCorrections([view.name], self.device)
+        optimizer = torch.optim.Adam([fix.xi], lr=cfg.lr_pose)
+        use_depth = cfg.depth_weight > 0 and bool((view.depth > 0).any())
+        rgb_gt, depth_gt = view.rgb.to(self.device), view.depth.to(self.device)
+        with torch.enable_grad():
+            for _ in range(steps):
+                rgb, _, depth, _ = self.render_camera(view.T_world_cam, view.K, *view.size, depth=use_depth,
+                                                      correction=fix.view_correction(view.name))
+                loss = rgb_loss(rgb, rgb_gt, cfg.ssim_weight)
+                if use_depth:
+                    loss = loss + cfg.depth_weight * depth_loss(depth, depth_gt, cfg.depth_loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        for t in (*self.params.values(), self.background):
+            t.grad = None  # the frozen Gaussians' gradients of these steps are not for the next step
+        return replace(view, T_world_cam=fix.corrected(view.name, view.T_world_cam))
+
     def gaussians(self) -> Gaussians:
         """The current Gaussians (detached copies on the CPU)."""
         p = {k: v.detach().cpu().clone() for k, v in self.params.items()}
@@ -202,7 +251,7 @@ class Trainer:
                 "W": {k: b.W.detach() for k, b in self.banks.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "density": self.density.state_dict(), "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(), "poses": None if self.poses is None else self.poses.xi.detach()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (parameters, Adam moments, statistics, random state).
@@ -214,12 +263,16 @@ class Trainer:
                 continue
             if name == "background":
                 src = state["background"]
+            elif name == "poses":
+                src = state["poses"]
             else:
                 src = state["W"][name[2:]] if name.startswith("W.") else state["params"][name]
             new = src.detach().clone().float().to(self.device).requires_grad_(True)
             group["params"][0] = new
             if name == "background":
                 self.background = new
+            elif name == "poses":
+                self.poses.xi = new
             elif name.startswith("W."):
                 self.banks[name[2:]].W = new
             else:

@@ -41,6 +41,8 @@ def test_rows_side_by_side(rows, tmp_path):
     assert raw.retrieval["T2I@1"] > 0.5 and raw.retrieval["I2T@5"] == 1.0  # its own maps know the five objects
     assert raw.image is None and 12 < mem.image["psnr"] < 40 and 0 < mem.image["ssim"] < 1 and distilled.image["psnr"] > 12
     assert (mem.image["lpips"] is None) == ("lpips_unavailable" in mem.image)
+    # held-out depth error of the memory against the synthetic sensor depth (m); a 40-iteration build
+    assert 0 < mem.image["depth_median_m"] <= mem.image["depth_p90_m"] < 0.5 and "depth_median_m" not in distilled.image
     json_path, png_path = write_report(rows, tmp_path, {"memory": "test", "views": 2})
     data = json.loads(json_path.read_text())
     assert [r["name"] for r in data["rows"]] == ["raw 2D maps", "M3 memory", "F-3DGS-style l=16"]
