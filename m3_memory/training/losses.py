@@ -41,22 +41,22 @@ DEPTH_LOSSES = ("relative", "inverse")
 
 def depth_loss(render: torch.Tensor, target: torch.Tensor, kind: str = "inverse") -> torch.Tensor:
     """Expected-depth loss on the sensor's valid pixels: render [H, W] expected depth (m),
-    target [H, W] sensor depth (m, 0 = invalid). Pixels without valid depth take no part
-    (sparse depth is fine); a view without any gives 0.
+    target [H, W] sensor depth (m, 0 = invalid). Pixels without valid depth, and pixels where
+    nothing is rendered (depth 0), take no part (sparse depth is fine); a view without any gives 0.
 
     ``relative``: L1 weighted by 1 / depth, ``mean(|d - d*| / d*)``; a depth sensor's noise
     grows with depth, so far pixels count less. ``inverse``: L1 on inverse depth scaled by
     the view's median depth, ``median(d*) mean(|1/d - 1/d*|)`` (weight 1 / d^2 in effect).
     Both are unitless and L1, so a few wrong depths pull little.
     """
-    valid = target > 0
+    valid = (target > 0) & (render > 1e-3)  # nothing rendered there (no Gaussian): no depth to correct
     if not valid.any():
         return render.sum() * 0
     d, t = render[valid], target[valid]
     if kind == "relative":
         return ((d - t).abs() / t).mean()
     if kind == "inverse":
-        return t.median() * (1 / d.clamp_min(1e-3) - 1 / t).abs().mean()
+        return t.median() * (1 / d - 1 / t).abs().mean()
     raise ValueError(f"unknown depth loss {kind!r}; use one of {', '.join(DEPTH_LOSSES)}")
 
 
