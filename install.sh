@@ -5,8 +5,8 @@
 # pyrealsense2 has wheels (not aarch64 / Jetson on Python >= 3.10: there m3 reads every other format).
 set -euo pipefail
 cd "$(dirname "$0")"
-extras="realsense"
-if [ "${1:-}" = "--test" ]; then extras="realsense,test"; fi
+extras="realsense,view"
+if [ "${1:-}" = "--test" ]; then extras="realsense,view,test"; fi
 if [ "$(uname -m)" = "aarch64" ]; then extras="${extras#realsense}"; extras="${extras#,}"; fi
 
 if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then

@@ -1,5 +1,5 @@
 """The ``m3`` command: ``m3 synth``, ``m3 inspect``, ``m3 features``, ``m3 demo`` (and ``build``,
-``query``, ``eval``, ``grasp``, registered by their packages).
+``query``, ``eval``, ``grasp``, ``view``, registered by their packages).
 
 Every failure ends with one line on stderr, ``m3: error: <input>: <what is wrong>``, and an
 exit code of the taxonomy in :mod:`m3_memory.errors` (2 bad input, 3 build failed, 4 safety
@@ -198,10 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     from m3_grasp.cli import register as register_grasp
     from m3_memory.query.cli import register as register_query
     from m3_memory.training.cli import register as register_build
+    from m3_memory.view.cli import register as register_view
 
     register_build(sub)
     register_query(sub)
     register_grasp(sub)
+    register_view(sub)
     for command in sub.choices.values():
         command.epilog = command.epilog or EXIT_CODES_HELP
         _add_global_options(command, default=argparse.SUPPRESS)
