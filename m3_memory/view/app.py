@@ -21,18 +21,12 @@ import numpy as np
 
 from m3_memory.errors import InputError
 from m3_memory.query.explain import explain_sheet, trace_pixel
-from m3_memory.view.scene import browser_camera, render_colors
+from m3_memory.view.scene import browser_camera, render_colors, wxyz_of
 from m3_memory.view.session import ViewSession
 
 log = logging.getLogger("m3")
 THUMB_WIDTH = 96  # pixels of a camera frustum's thumbnail
 RENDER_WIDTH = 480  # pixels of "render from here"
-
-
-def _wxyz(R: np.ndarray) -> np.ndarray:
-    from transforms3d.quaternions import mat2quat
-
-    return mat2quat(R)
 
 
 class Viewer:
@@ -91,7 +85,7 @@ class Viewer:
             fov = 2 * np.arctan(view.height / 2 / view.K[1, 1])
             T = view.T_world_cam
             self.server.scene.add_camera_frustum(f"/cameras/{i}", fov=float(fov), aspect=view.width / view.height,
-                                                 scale=0.05, image=thumb, wxyz=_wxyz(T[:3, :3]), position=T[:3, 3],
+                                                 scale=0.05, image=thumb, wxyz=wxyz_of(T[:3, :3]), position=T[:3, 3],
                                                  color=(120, 120, 120) if view.split == "train" else (200, 120, 40))
 
     def _run(self, work) -> None:
@@ -118,7 +112,7 @@ class Viewer:
         if r.found:
             scene.add_icosphere("/target", radius=0.012, color=(255, 0, 255), position=r.point_world)
             scene.add_box("/target_box", color=(255, 0, 255), dimensions=np.maximum(r.box.extent, 1e-3), wireframe=True,
-                          wxyz=_wxyz(r.box.R * np.sign(np.linalg.det(r.box.R))), position=r.box.center)
+                          wxyz=wxyz_of(r.box.R * np.sign(np.linalg.det(r.box.R))), position=r.box.center)
         else:
             for name in ("/target", "/target_box"):
                 scene.remove_by_name(name)

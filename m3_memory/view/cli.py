@@ -9,6 +9,7 @@ from pathlib import Path
 from m3_memory.errors import InputError, MissingDependency
 from m3_memory.outputs import MB, check_output
 
+SCREENSHOT_WIDTH = 480  # --screenshot renders each half at least this wide (pixels)
 INSTALL = "pip install viser yourdfpy (or pip install 'm3_memory[view]')"
 
 
@@ -74,8 +75,9 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def _screenshot(session, args: argparse.Namespace, path: Path) -> int:
-    """``--screenshot``: the panel "render from here" shows, at source camera ``--view``, with
-    the trace sheet under it; exit 1 when the query found nothing (as ``m3 query``)."""
+    """``--screenshot``: the panel "render from here" shows, at source camera ``--view`` (upscaled to
+    ``SCREENSHOT_WIDTH``), with the trace sheet under it; exit 1 when the query found nothing (as
+    ``m3 query``)."""
     from PIL import Image
 
     from m3_memory.outputs import write_atomic
@@ -87,7 +89,8 @@ def _screenshot(session, args: argparse.Namespace, path: Path) -> int:
     if not 0 <= args.view < len(memory.cameras):
         raise InputError("--view", f"{args.view} is not a source camera of this memory (0..{len(memory.cameras) - 1})")
     answer = session.ask(args.query) if args.query else None
-    picture = Image.fromarray(session.render(Camera.from_view(memory.cameras[args.view])))
+    camera = Camera.from_view(memory.cameras[args.view])
+    picture = Image.fromarray(session.render(camera.scaled(max(1.0, SCREENSHOT_WIDTH / camera.width))))
     trace = session.trace_picture()
     if trace is not None:
         below = Image.fromarray(trace)

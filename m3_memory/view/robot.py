@@ -19,14 +19,9 @@ from m3_grasp.run import base_pose_of, memory_scene_points
 from m3_grasp.state import ArmState
 from m3_memory.memory.artifact import Memory
 from m3_memory.query.api import QueryResult
+from m3_memory.view.scene import wxyz_of
 
 STAGES = ("pre_grasp", "grasp", "lift")  # waypoints marked in the scene
-
-
-def _wxyz(R: np.ndarray) -> np.ndarray:
-    from transforms3d.quaternions import mat2quat
-
-    return mat2quat(R)
 
 
 class RobotPreview:
@@ -40,7 +35,7 @@ class RobotPreview:
         self.memory, self.server = memory, server
         self.robot = RobotConfig.load()
         self.T_world_base, self.source = base_pose_of(memory, None, self.robot)
-        server.scene.add_frame("/robot", wxyz=_wxyz(self.T_world_base[:3, :3]), position=self.T_world_base[:3, 3],
+        server.scene.add_frame("/robot", wxyz=wxyz_of(self.T_world_base[:3, :3]), position=self.T_world_base[:3, 3],
                                show_axes=False)
         urdf = yourdfpy.URDF.load(str(default_urdf()), load_collision_meshes=True, build_collision_scene_graph=True)
         self.urdf = ViserUrdf(server, urdf, root_node_name="/robot", load_meshes=False, load_collision_meshes=True,
@@ -64,7 +59,7 @@ class RobotPreview:
         for name in STAGES:
             T = plan.waypoints.get(name)
             if T is not None:
-                self.server.scene.add_frame(f"/grasp/{name}", wxyz=_wxyz(T[:3, :3]), position=T[:3, 3], axes_length=0.05,
+                self.server.scene.add_frame(f"/grasp/{name}", wxyz=wxyz_of(T[:3, :3]), position=T[:3, 3], axes_length=0.05,
                                             axes_radius=0.003)
         return plan
 

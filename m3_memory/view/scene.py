@@ -67,6 +67,13 @@ def relevancy_colors(rgbs: np.ndarray, score: np.ndarray, bound: float) -> np.nd
     return out
 
 
+def wxyz_of(R: np.ndarray) -> np.ndarray:
+    """The wxyz quaternion [4] of a rotation matrix [3, 3] (viser's orientation convention)."""
+    from transforms3d.quaternions import mat2quat
+
+    return mat2quat(R)
+
+
 def browser_camera(wxyz: np.ndarray, position: np.ndarray, fov: float, aspect: float, width: int = 480) -> Camera:
     """The :class:`Camera` of a browser view: orientation ``wxyz`` and ``position`` (world, m) of
     viser's OpenCV-convention camera, vertical field of view ``fov`` (rad), ``aspect`` = width /
