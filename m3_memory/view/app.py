@@ -8,7 +8,7 @@ relevancy and marks the target; the report line gives the score or "nothing rele
 "render from here" (colour | relevancy heat at the browser's current camera, m3's renderer, into
 an image panel), "save" (heatmap.png, render.png, trace.png into the output folder), the trace
 panel (the top components memory attention drew on for the target, their source patches and
-weights; a click in the scene traces the clicked pixel instead) and, with a robot, "plan grasp".
+weights; a shift-click in the scene traces the clicked pixel instead) and, with a robot, "plan grasp".
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Viewer:
         self.query.on_update(lambda event: self._run(lambda: self.ask(self.query.value)))
         self.render_button.on_click(lambda event: self._run(lambda: self.render_from(event.client)))
         self.save_button.on_click(lambda event: self._run(lambda: self.save(event.client)))
-        server.scene.on_click()(lambda event: self._run(lambda: self.trace_click(event)))
+        server.scene.on_click(modifier="shift")(lambda event: self._run(lambda: self.trace_click(event)))
 
     @property
     def url(self) -> str:

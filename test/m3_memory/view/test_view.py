@@ -121,3 +121,35 @@ def test_only_the_grasp_preview_imports_m3_grasp():
             "print(any(m.startswith('m3_grasp') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_viewer_actions_without_a_browser(session, tmp_path):
+    """The GUI's actions on a served viewer, with a stand-in for the browser's camera: ask,
+    render from here, save and a shift-click trace."""
+    pytest.importorskip("viser")
+    from types import SimpleNamespace
+
+    from transforms3d.quaternions import mat2quat
+
+    from m3_memory.view.app import RENDER_WIDTH, Viewer
+
+    view = session.memory.cameras[3]
+    camera = SimpleNamespace(wxyz=mat2quat(view.T_world_cam[:3, :3]), position=view.T_world_cam[:3, 3],
+                             fov=2 * np.arctan(view.height / 2 / view.K[1, 1]), aspect=view.width / view.height)
+    client = SimpleNamespace(camera=camera)
+    viewer = Viewer(session, port=0, out=tmp_path / "saved")
+    try:
+        assert viewer.url.startswith("http://127.0.0.1:")
+        viewer.ask("yellow bath duck")
+        assert "target [" in viewer.report.content and viewer.trace_panel is not None
+        viewer.render_from(client)
+        assert viewer.render_panel is not None
+        assert viewer.render_panel.image.shape[1] == 2 * RENDER_WIDTH + 4
+        viewer.save(client)
+        assert viewer.status.content.startswith("saved ") and len(list((tmp_path / "saved").glob("*.png"))) == 3
+        cam = viewer.camera_of(client)
+        u, v = project(cam, session.answer.result.point_world[None])[0][0]
+        viewer.trace_click(SimpleNamespace(client=client, screen_pos=(u / cam.width, v / cam.height)))
+        assert viewer.trace_panel.label.startswith("trace of pixel (")
+    finally:
+        viewer.server.stop()
