@@ -56,6 +56,7 @@ class Viewer:
         self.render_button = gui.add_button("render from here")
         self.save_button = gui.add_button("save")
         self.status = gui.add_markdown("")
+        self.shown = ""  # the query text whose answer is on screen
         self.render_panel = None
         self.trace_panel = None
         self.robot = None
@@ -101,7 +102,7 @@ class Viewer:
 
     def ask(self, text: str) -> None:
         """Colour the splats by relevancy to ``text``, mark the target and its box, trace it."""
-        if not text.strip() or (self.session.answer is not None and " ".join(text.split()) == self.session.answer.result.text):
+        if not text.strip() or " ".join(text.split()) == self.shown:
             return  # nothing, or what is shown already (keystrokes queue while a query runs)
         self.status.content = ""
         answer = self.session.ask(text)
@@ -116,7 +117,7 @@ class Viewer:
         else:
             for name in ("/target", "/target_box"):
                 scene.remove_by_name(name)
-        self.report.content = answer.report
+        self.report.content, self.shown = answer.report, r.text
         self._show_trace(self.session.trace_picture(), "trace of the target")
 
     def _show_trace(self, picture: np.ndarray | None, label: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from m3_memory.memory.artifact import Memory
-from m3_memory.query.api import QueryConfig, QueryResult, canonical_negatives, prepare, query_gaussians, text_model_for
+from m3_memory.query.api import QueryConfig, QueryResult, prepare, query_gaussians, text_model_for
 from m3_memory.query.camera import Camera
 from m3_memory.query.explain import Trace, explain_sheet, trace_gaussians
 from m3_memory.query.relevancy import threshold_value
@@ -65,7 +65,7 @@ class ViewSession:
         return self.answer
 
     def _negatives(self) -> tuple[str, ...]:
-        return canonical_negatives(self.text_model) if self.config.negatives is None else self.config.negatives
+        return self.text_model.canonical_negatives if self.config.negatives is None else self.config.negatives
 
     def render(self, camera: Camera) -> np.ndarray:
         """Colour | relevancy heat with the target at ``camera`` (uint8 RGB), m3's own renderer."""
