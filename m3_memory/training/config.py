@@ -62,10 +62,10 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 1000
     eval_views: int = 4  # held-out views scored for the progress bar (all are scored at the end)
-    # torch's intra-op threads while training (0: torch's own setting). An iteration's tensors are
-    # small (one image, N Gaussians) and the compositor runs its own threads; on a shared CPU a
-    # second torch thread's synchronisation cost 4x the CPU time of one (bench/README.md).
-    torch_threads: int = 1
+    # torch's intra-op threads while training (0: torch's own setting, all cores). torch's
+    # setting is also the compositor's OpenMP thread count (one libgomp per process), so 1
+    # makes the whole iteration single-threaded; it helps only on an oversubscribed CPU.
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
         from m3_memory.errors import InputError

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from m3_memory.cli import main
-from m3_memory.errors import InputError
+from m3_memory.errors import BuildFailed, InputError
 from m3_memory.memory.artifact import load_memory
 from m3_memory.robot_pose import T_from_xyz_yaw
 from m3_memory.synth import ROBOT_STANCE
@@ -95,7 +95,7 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(sy
     monkeypatch.setattr(trainer_module, "rgb_loss", nan_on_fifth)
     out = tmp_path / "nan.m3"
     cfg = TrainConfig.fast(**{**tiny_build, "iterations": 10, "checkpoint_every": 2})
-    with pytest.raises(InputError, match=r"loss became nan at iteration 5; last good checkpoint .* \(iteration 4\)"):
+    with pytest.raises(BuildFailed, match=r"loss became nan at iteration 5; last good checkpoint .* \(iteration 4\)"):
         build_memory(synth.folder, out, model="clip-fixture", config=cfg, cache_root=tmp_path / "cache",
                      show_progress=False)
     assert not out.exists()
@@ -104,7 +104,7 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(sy
 
 def test_zero_gaussians_after_pruning_is_an_error(synth, tmp_path, tiny_build):
     cfg = TrainConfig.fast(**{**tiny_build, "iterations": 12, "prune_opacity": 1.0})
-    with pytest.raises(InputError, match="every Gaussian was pruned at iteration 20|every Gaussian was pruned"):
+    with pytest.raises(BuildFailed, match="every Gaussian was pruned at iteration 20|every Gaussian was pruned"):
         build_memory(synth.folder, tmp_path / "empty.m3", model="clip-fixture", config=cfg.with_(iterations=25),
                      cache_root=tmp_path / "cache", show_progress=False)
     assert not (tmp_path / "empty.m3").exists()
