@@ -40,12 +40,12 @@ FORMATS: tuple[Format, ...] = (
     Format("rosbag2", "ROS 2 bag of realsense-ros topics (folder with metadata.yaml, .db3 or .mcap)",
            "rosbag2", "Ros2BagRecording"),
     Format("3dmatch", "3DMatch/SUN3D folder (camera-intrinsics.txt + seq-*/frame-*.color/depth/pose)",
-           "folders", "ThreeDMatchRecording", "detect_3dmatch"),
-    Format("apc2016", "APC 2016 folder (cam.info.txt + frame-*.color/depth.png)", "folders", "Apc2016Recording",
+           "threedmatch", "ThreeDMatchRecording", "detect_3dmatch"),
+    Format("apc2016", "APC 2016 folder (cam.info.txt + frame-*.color/depth.png)", "apc2016", "Apc2016Recording",
            "detect_apc2016"),
-    Format("nerfstudio", "nerfstudio folder (transforms.json with depth_file_path)", "folders", "NerfstudioRecording",
+    Format("nerfstudio", "nerfstudio folder (transforms.json with depth_file_path)", "nerfstudio", "NerfstudioRecording",
            "detect_nerfstudio"),
-    Format("colmap", "COLMAP text model (cameras.txt, images.txt) with depth maps beside", "folders",
+    Format("colmap", "COLMAP text model (cameras.txt, images.txt) with depth maps beside", "colmap",
            "ColmapRecording", "detect_colmap"),
 )
 

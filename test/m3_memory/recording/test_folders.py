@@ -13,13 +13,10 @@ from transforms3d.euler import euler2mat
 from m3_memory.conventions import backproject, depth_to_u16, invert_T, make_T, quat_wxyz_from_T
 from m3_memory.errors import InputError
 from m3_memory.recording import detect_format, open_recording
-from m3_memory.recording.folders import (
-    Apc2016Recording,
-    ColmapRecording,
-    NerfstudioRecording,
-    ThreeDMatchRecording,
-    decode_apc_depth,
-)
+from m3_memory.recording.apc2016 import Apc2016Recording, decode_apc_depth
+from m3_memory.recording.colmap import ColmapRecording
+from m3_memory.recording.nerfstudio import NerfstudioRecording
+from m3_memory.recording.threedmatch import ThreeDMatchRecording
 from m3_memory.recording.images import write_png
 
 APC = "apc2016_realsense_shelf/data/sample/scene-0000"
