@@ -15,9 +15,9 @@ from m3_memory.errors import InputError
 from m3_memory.recording import detect_format, open_recording
 from m3_memory.recording.apc2016 import Apc2016Recording, decode_apc_depth
 from m3_memory.recording.colmap import ColmapRecording
+from m3_memory.recording.images import write_png
 from m3_memory.recording.nerfstudio import NerfstudioRecording
 from m3_memory.recording.threedmatch import ThreeDMatchRecording
-from m3_memory.recording.images import write_png
 
 APC = "apc2016_realsense_shelf/data/sample/scene-0000"
 MATCH = "nvblox_3dmatch_sun3d/nvblox/tests/data/3dmatch"
