@@ -28,6 +28,7 @@ from m3_memory.render.referee import (
     gsplat_render,
     gsplat_sh_colors,
     max_difference,
+    projection_pair,
     random_scene,
     values_and_grads,
 )
@@ -41,15 +42,9 @@ def projection(seed: int) -> dict[str, float]:
     (means, quats, scales, _, _), view, K = random_scene(seed)
     _, _, _, valid = project(means, quats, scales, view, K, W, H)
     g = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(len(means), k, generator=g, dtype=torch.float64) * valid[:, None] for k in (2, 3, 1)]
-
-    def ours(m, q, s):
-        a, c, d, _ = project(m, q, s, view, K, W, H)
-        return a, torch.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], -1), d[:, None]
-
-    def theirs(m, q, s):
-        _, a, d, c = gsplat_project(m, q, s, view, K, W, H)
-        return a, c, d[:, None]
+    weights = [torch.randn(len(means), *k, generator=g, dtype=torch.float64) for k in ((2,), (3,), ())]
+    weights = [w * valid.reshape(-1, *([1] * (w.ndim - 1))) for w in weights]
+    ours, theirs = projection_pair(view, K, W, H)
 
     (v1, g1), (v2, g2) = (values_and_grads(f, [means, quats, scales], weights) for f in (ours, theirs))
     m2, conics, _, valid = project(means, quats, scales, view, K, W, H)

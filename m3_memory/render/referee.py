@@ -33,6 +33,23 @@ def gsplat_project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tenso
     return radii[0], means2d[0], depths[0], conics[0]
 
 
+def projection_pair(viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):
+    """Our projection (render/reference.py) and gsplat's as two functions of (means [N, 3], quats
+    [N, 4], scales [N, 3]) with the same outputs, for :func:`values_and_grads`: means2d [N, 2] px,
+    conics [N, 3] (upper triangle of the inverse 2D covariance), depths [N] m."""
+    from m3_memory.render.reference import project
+
+    def ours(means, quats, scales):
+        means2d, conics, depths, _ = project(means, quats, scales, viewmat, K, width, height)
+        return means2d, torch.stack([conics[:, 0, 0], conics[:, 0, 1], conics[:, 1, 1]], -1), depths
+
+    def theirs(means, quats, scales):
+        _, means2d, depths, conics = gsplat_project(means, quats, scales, viewmat, K, width, height)
+        return means2d, conics, depths
+
+    return ours, theirs
+
+
 def gsplat_render(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                   colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                   expected_depth: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

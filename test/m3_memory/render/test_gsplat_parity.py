@@ -12,6 +12,7 @@ from m3_memory.render.referee import (
     gsplat_render,
     gsplat_sh_colors,
     max_difference,
+    projection_pair,
     random_scene,
     values_and_grads,
 )
@@ -39,14 +40,7 @@ def test_projection_and_radii_match_gsplat(seed):
                dtype=torch.float64), torch.randn(len(means), generator=g, dtype=torch.float64)]
     weights = [w * valid.reshape(-1, *([1] * (w.ndim - 1))) for w in weights]
 
-    def ours_fn(m, q, s):
-        a, c, d, _ = project(m, q, s, view, K, W, H)
-        return a, torch.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], -1), d
-
-    def theirs_fn(m, q, s):
-        _, a, d, c = gsplat_project(m, q, s, view, K, W, H)
-        return a, c, d
-
+    ours_fn, theirs_fn = projection_pair(view, K, W, H)
     _, g_ours = values_and_grads(ours_fn, [means, quats, scales], weights)
     _, g_theirs = values_and_grads(theirs_fn, [means, quats, scales], weights)
     assert_within(g_ours, g_theirs, "projection gradient")
