@@ -22,7 +22,6 @@ import gsplat
 import torch
 
 from m3_memory.render.cpu import rasterize_cpu
-from m3_memory.render.reference import gsplat_radii, project, rasterize_reference
 from m3_memory.render.referee import (
     gsplat_project,
     gsplat_render,
@@ -32,6 +31,7 @@ from m3_memory.render.referee import (
     random_scene,
     values_and_grads,
 )
+from m3_memory.render.reference import gsplat_radii, project, rasterize_reference
 from m3_memory.render.sh import sh_to_rgb
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from m3_memory.render.cpu import library, rasterize_cpu
-from m3_memory.render.reference import gsplat_radii, project, rasterize_reference
 from m3_memory.render.referee import (
     gsplat_project,
     gsplat_render,
@@ -16,6 +15,7 @@ from m3_memory.render.referee import (
     random_scene,
     values_and_grads,
 )
+from m3_memory.render.reference import gsplat_radii, project, rasterize_reference
 from m3_memory.render.sh import sh_to_rgb
 
 W, H = 40, 30
