@@ -124,7 +124,7 @@ def psc_scaling(work: Path, frame_counts: list[int], image_size: int) -> dict:
     import torch
 
     from m3_memory.foundation import load_model
-    from m3_memory.memory.extract import default_threshold
+    from m3_memory.memory.components import default_threshold
     from m3_memory.memory.psc import principal_scene_components
     from m3_memory.recording import open_recording
 

@@ -36,6 +36,7 @@ from m3_memory.errors import (
     os_problem,
 )
 from m3_memory.outputs import check_output
+from m3_memory.training.config import TrainConfig
 
 log = logging.getLogger("m3")
 
@@ -110,7 +111,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.model == "precomputed":
         kwargs = {"name": args.name or "precomputed"}
     model = load_model(args.model, weights=args.weights, device=str(device), **kwargs)
-    summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride)
+    summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride,
+                                 test_every=args.test_every)
     print("\n".join(summary.lines()))
     print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")
     return 0
@@ -178,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="precomputed: the model's name (e.g. seem)")
     p.add_argument("--threshold", type=float, help="PSC similarity threshold (default: the authors' per model)")
     p.add_argument("--rule", default="strict", choices=["strict", "cover"])
-    p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
+    p.add_argument("--stride", type=int, default=1, help="a preview on every k-th frame (not used by m3 build)")
+    p.add_argument("--test-every", type=int, default=TrainConfig.test_every,
+                   help="hold out every k-th view, as m3 build --train.test-every does (default: %(default)s)")
     p.add_argument("--out", help="output folder (default: ./features_<recording name>)")
     add_device_option(p)
     p.set_defaults(func=cmd_features)

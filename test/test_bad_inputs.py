@@ -228,6 +228,8 @@ CASES = [
       lambda c: c.out("w.safetensors"), "weights file does not exist"),
     C("features-out-is-file", lambda c: ["features", str(c.scene), "--model", "clip-fixture", "--out", c["file"]],
       lambda c: c["file"], "is a file, expected a folder"),
+    C("features-test-every-one", lambda c: ["features", str(c.scene), "--model", "clip-fixture", "--test-every", "1",
+                                            "--out", c.out("f")], lambda c: "--test-every", "must be >= 2"),
     C("features-missing-recording", lambda c: ["features", c.out("none"), "--model", "clip-fixture", "--out", c.out("f")],
       lambda c: c.out("none"), "does not exist"),
     # m3 build

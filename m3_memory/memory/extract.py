@@ -1,7 +1,8 @@
 """A recording's feature maps -> one model's principal scene components (``m3 features``).
 
-Feature maps come from the on-disk cache (computed once per recording and model), are
-flattened to ``[n*h*w, d]`` and reduced by Algorithm 1. A PNG shows a few frames beside
+Feature maps come from the on-disk cache (computed once per recording and model); the
+training views' maps are reduced by :func:`m3_memory.memory.components.scene_components`,
+the same function and split a build uses, so ``m3 build`` reads the bank written here. A PNG shows a few frames beside
 their feature maps coloured by the first three principal components (PCA over all maps).
 """
 
@@ -17,8 +18,9 @@ import torch
 from PIL import Image
 
 from m3_memory.errors import InputError
-from m3_memory.foundation import FoundationModel, cached_features
-from m3_memory.memory.psc import DEFAULT_THRESHOLDS, principal_scene_components
+from m3_memory.foundation import FoundationModel
+from m3_memory.foundation.cache import shared_features
+from m3_memory.memory.components import DEFAULT_TEST_EVERY, bank_path, default_threshold, scene_components, split_views, usable_frames
 from m3_memory.outputs import write_atomic
 from m3_memory.progress import progress
 from m3_memory.recording.base import Recording
@@ -31,7 +33,8 @@ class FeatureSummary:
 
     model: str
     checkpoint: str
-    frames: int
+    frames: int  # frames encoded (those a build uses; every stride-th of them for a preview)
+    train_frames: int  # frames reduced: the training views (all frames of a preview)
     map_hw: tuple[int, int]
     feature_dim: int
     features: int
@@ -40,13 +43,17 @@ class FeatureSummary:
     rule: str
     compression: float  # features / kept
     psc_mb: float
+    bank: str  # where m3 build finds these components, or why it does not use them
+    reused: bool  # read from the feature cache rather than reduced now
     seconds: float
 
     def lines(self) -> list[str]:
         return [f"{self.model} ({self.checkpoint}): {self.frames} frames, maps {self.map_hw[0]}x{self.map_hw[1]}x"
                 f"{self.feature_dim}",
-                f"  principal scene components: {self.kept} of {self.features} feature vectors "
-                f"({self.compression:.1f}x smaller, {self.psc_mb:.1f} MB), theta {self.threshold}, rule {self.rule}",
+                f"  principal scene components of {self.train_frames} training views: {self.kept} of {self.features} "
+                f"feature vectors ({self.compression:.1f}x smaller, {self.psc_mb:.1f} MB), theta {self.threshold}, "
+                f"rule {self.rule}{' (read from the cache)' if self.reused else ''}",
+                f"  bank: {self.bank}",
                 f"  {self.seconds:.1f} s"]
 
 
@@ -71,52 +78,58 @@ def pca_colors(maps: list[torch.Tensor], seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def default_threshold(model: FoundationModel) -> float:
-    """The PSC threshold for ``model``: its own when it states one, else the authors' per name."""
-    return model.psc_threshold if model.psc_threshold is not None else DEFAULT_THRESHOLDS.get(model.name, 0.8)
-
-
 def extract_components(recording: Recording, model: FoundationModel, out_dir: str | Path, threshold: float | None = None,
                        rule: str = "strict", stride: int = 1, png_frames: int = 4, cache_root: str | Path | None = None,
-                       show_progress: bool = True) -> FeatureSummary:
-    """Compute (or read cached) feature maps of every ``stride``-th frame, reduce them to PSC,
-    and write ``<out_dir>/psc_<model>.safetensors``, ``features_<model>.png`` and
-    ``features_<model>.json`` (written beside and renamed into place)."""
+                       show_progress: bool = True, test_every: int = DEFAULT_TEST_EVERY) -> FeatureSummary:
+    """Compute (or read cached) feature maps of the frames a build uses, reduce those of the
+    training views (every ``test_every``-th view held out, as ``m3 build`` does) to principal
+    scene components with :func:`scene_components`, which stores them in the feature cache where
+    a build of this recording, model and split reads them; write
+    ``<out_dir>/psc_<model>.safetensors``, ``features_<model>.png`` and ``features_<model>.json``
+    (written beside and renamed into place).
+
+    stride > 1: a preview on every ``stride``-th usable frame, all of them reduced; no build
+    uses it, so it is not stored in the cache.
+    """
     from safetensors.torch import save_file
 
     if stride < 1:
         raise InputError("--stride", f"must be >= 1, got {stride}")
+    if test_every < 2:
+        raise InputError("--test-every", f"must be >= 2, got {test_every}")
     theta = default_threshold(model) if threshold is None else threshold
     t0 = time.perf_counter()
-    frames = (f for i, f in enumerate(recording) if i % stride == 0)
-    maps = []
-    for fmap in progress(cached_features(model, frames, recording.path, cache_root=cache_root), f"features {model.name}",
-                         unit="frame", show=show_progress, leave=False):
-        maps.append(fmap)
-    if not maps:
-        raise InputError(recording.path, "has no frames to extract features from")
+    frames, indices = usable_frames(recording, recording.path)
+    frames, indices = frames[::stride], indices[::stride]
+    maps = shared_features(model, frames, indices, recording.path, cache_root, lambda it, total: progress(
+        it, f"features {model.name}", total=total, unit="frame", show=show_progress, leave=False))
     sizes = {tuple(m.shape) for m in maps}
     if len(sizes) > 1:
         raise InputError(recording.path, f"feature maps of different sizes {sorted(sizes)}; frames must share one camera")
-    flat = torch.cat([m.reshape(-1, m.shape[-1]) for m in maps])  # [n*h*w, d]
-    psc, kept = principal_scene_components(flat, theta, rule)
-    summary = FeatureSummary(model.name, model.checkpoint, len(maps), tuple(maps[0].shape[:2]), maps[0].shape[-1],
-                             flat.shape[0], psc.shape[0], theta, rule, flat.shape[0] / psc.shape[0],
-                             psc.numel() * 4 / 2**20, time.perf_counter() - t0)
+    train = split_views(len(maps), test_every)[0] if stride == 1 else list(range(len(maps)))
+    comp = scene_components(model, [maps[i] for i in train], [indices[i] for i in train], theta, rule, recording.path,
+                            cache_root, use_cache=stride == 1)
+    bank = (str(bank_path(model, recording.path, comp.frames, theta, rule, cache_root)) if stride == 1 else
+            f"preview of every {stride}th frame, not used by m3 build")
+    summary = FeatureSummary(model.name, model.checkpoint, len(maps), len(train), tuple(maps[0].shape[:2]),
+                             maps[0].shape[-1], comp.features, comp.psc.shape[0], theta, rule,
+                             comp.features / comp.psc.shape[0], comp.psc.numel() * 4 / 2**20, bank, comp.reused,
+                             time.perf_counter() - t0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = np.linspace(0, len(maps) - 1, min(png_frames, len(maps))).round().astype(int)
-    thumbs = _rgb_thumbs(recording, [int(c) * stride for c in chosen])
+    thumbs = _rgb_thumbs(recording, [indices[c] for c in chosen])
     colored = pca_colors([maps[c] for c in chosen])
     rows = [[rgb, np.asarray(Image.fromarray(pca).resize(rgb.shape[1::-1], Image.NEAREST))]
             for rgb, pca in zip(thumbs, colored)]
     black = (0, 0, 0)
-    contact_sheet(rows, [f"frame {int(c) * stride}" for c in chosen], out_dir / f"features_{model.name}.png",
+    contact_sheet(rows, [f"frame {indices[c]}" for c in chosen], out_dir / f"features_{model.name}.png",
                   [("colour |", black), (f"{model.name} features, first 3 principal components as RGB", black)])
     write_atomic(out_dir / f"psc_{model.name}.safetensors",
-                 lambda tmp: save_file({"psc": psc.contiguous(), "kept": kept}, str(tmp),
+                 lambda tmp: save_file({"psc": comp.psc.contiguous(), "kept": comp.kept}, str(tmp),
                                        metadata={"model": model.name, "checkpoint": model.checkpoint,
-                                                 "threshold": str(theta), "rule": rule}))
+                                                 "threshold": str(theta), "rule": rule,
+                                                 "frames": json.dumps(comp.frames)}))
     write_atomic(out_dir / f"features_{model.name}.json", lambda tmp: tmp.write_text(json.dumps(asdict(summary), indent=1)))
     return summary
 

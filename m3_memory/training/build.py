@@ -39,18 +39,16 @@ from m3_memory.device import describe_device, out_of_memory_hint, use_device
 from m3_memory.errors import BuildFailed, InputError, os_problem
 from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.base import known_models
-from m3_memory.foundation.cache import cached_features
+from m3_memory.foundation.cache import shared_features
 from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry, save_memory
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.memory.extract import default_threshold
-from m3_memory.memory.psc import principal_scene_components
-from m3_memory.memory.trace import ComponentSources, sources_of_rows
+from m3_memory.memory.components import default_threshold, scene_components, split_views, usable_frames
+from m3_memory.memory.trace import ComponentSources
 from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive, write_atomic
 from m3_memory.progress import Progress as Bar
 from m3_memory.progress import progress as bar_over
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
-from m3_memory.recording.plausibility import PlausibilityTally
 from m3_memory.robot_pose import RobotPose
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.init import init_from_rgbd
@@ -226,38 +224,28 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
     lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
-    frames, frame_index, tally = [], [], PlausibilityTally()
-    for i, frame in enumerate(rec):
-        if not any(problem.unusable for problem in tally.add(frame)):
-            frames.append(frame)
-            frame_index.append(i)
-    if tally.frames and not frames:
-        raise InputError(recording, f"has no usable frames: {'; '.join(tally.lines())} (see m3 inspect)")
-    if not frames:
-        raise InputError(recording, "has no usable frames (see m3 inspect)")
-    for line in tally.lines():
-        log.warning("%s: %s", recording, line)
-    test_idx = [i for i in range(len(frames)) if len(frames) > 1 and i % cfg.test_every == 0]
-    train_idx = [i for i in range(len(frames)) if i not in test_idx]
+    frames, frame_index = usable_frames(rec, recording)
+    train_idx, test_idx = split_views(len(frames), cfg.test_every)
     lap("read")
 
     features: dict[str, list[torch.Tensor]] = {}
     for k, fm in enumerate(models):
         say("features", k / len(models), f"{fm.name} features of {len(frames)} frames")
-        features[fm.name] = list(bar_over(cached_features(fm, frames, rec.path, cache_root=cache_root), f"features {fm.name}",
-                                          total=len(frames), unit="frame", show=show_progress, leave=False))
+        features[fm.name] = shared_features(fm, frames, frame_index, rec.path, cache_root, lambda it, total: bar_over(
+            it, f"features {fm.name}", total=total, unit="frame", show=show_progress, leave=False))
     lap("features")
 
     banks, entries, slices, sources = {}, [], {}, {}
     for k, fm in enumerate(models):
         say("psc", k / len(models), f"{fm.name} principal scene components")
-        flat = torch.cat([features[fm.name][i].reshape(-1, fm.feature_dim) for i in train_idx])
         theta = default_threshold(fm)
-        psc, kept = principal_scene_components(flat, theta, cfg.psc_rule)
-        sources[fm.name] = sources_of_rows(kept, [tuple(features[fm.name][i].shape[:2]) for i in train_idx], train_idx,
-                                           [frame_index[i] for i in train_idx])
+        comp = scene_components(fm, [features[fm.name][i] for i in train_idx], [frame_index[i] for i in train_idx],
+                                theta, cfg.psc_rule, rec.path, cache_root)
+        if comp.reused:
+            log.info("%s: principal scene components of %s read from the feature cache", recording, fm.name)
+        sources[fm.name] = comp.sources(train_idx)
         slices[fm.name] = (k * cfg.query_dim, (k + 1) * cfg.query_dim)
-        banks[fm.name] = MemoryBank.create(fm.name, psc, cfg.query_dim, seed=cfg.seed + k, temperature=cfg.temperature,
+        banks[fm.name] = MemoryBank.create(fm.name, comp.psc, cfg.query_dim, seed=cfg.seed + k, temperature=cfg.temperature,
                                            learn_projection=cfg.learn_projection)
         entries.append(ModelEntry(fm.name, fm.feature_dim, slices[fm.name], theta, cfg.temperature,
                                   cfg.learn_projection, fm.checkpoint))

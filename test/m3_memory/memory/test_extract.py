@@ -23,7 +23,7 @@ def tiny_dino(tmp_path_factory):
 def test_extract_on_the_synthetic_scene_and_cache_reuse(synth, tiny_dino, tmp_path, monkeypatch):
     rec = open_recording(synth.folder)
     s = extract_components(rec, tiny_dino, tmp_path / "out", cache_root=tmp_path / "cache", show_progress=False)
-    assert s.frames == 10 and s.feature_dim == 384 and 0 < s.kept < s.features
+    assert s.frames == 10 and s.train_frames == 8 and s.feature_dim == 384 and 0 < s.kept < s.features
     assert s.compression == pytest.approx(s.features / s.kept)
     saved = load_file(str(tmp_path / "out" / "psc_dinov2.safetensors"))
     assert saved["psc"].shape == (s.kept, 384) and saved["kept"].shape == (s.kept,)
@@ -38,7 +38,7 @@ def test_extract_on_the_synthetic_scene_and_cache_reuse(synth, tiny_dino, tmp_pa
 def test_extract_on_the_apc_shelf(realdata, tiny_dino, tmp_path):
     rec = open_recording(realdata / "apc2016_realsense_shelf/data/sample/scene-0000")
     s = extract_components(rec, tiny_dino, tmp_path, stride=5, cache_root=tmp_path / "cache", show_progress=False)
-    assert s.frames == 3 and 0 < s.kept <= s.features
+    assert s.frames == 3 and s.train_frames == 3 and 0 < s.kept <= s.features and "preview" in s.bank
 
 
 def test_pca_colors_shape_and_range():
@@ -58,7 +58,9 @@ def test_cli_precomputed_maps(synth, tmp_path, capsys):
     code = main(["features", str(synth.folder), "--model", "precomputed", "--weights", str(maps), "--name", "seem",
                  "--out", str(tmp_path / "out")])
     assert code == 0
-    assert "6 of 200 feature vectors" in capsys.readouterr().out  # theta 1.0 (SEEM) keeps each distinct region once
+    # the 8 training views of 10 (views 0 and 8 held out, as m3 build does); theta 1.0 (SEEM) keeps
+    # each distinct region once
+    assert "6 of 160 feature vectors" in capsys.readouterr().out
 
 
 def test_cli_bad_model_and_stride(synth, tmp_path, capsys):
