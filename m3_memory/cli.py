@@ -66,13 +66,19 @@ def _open(args: argparse.Namespace):
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from m3_memory.synth import SynthConfig, write_synthetic
+    from m3_memory.synth.scene import MAX_TABLES
 
-    if args.frames < 2 or args.width < 16 or args.height < 16:
+    frames = args.frames if args.frames is not None else 300 if args.preset == "room" else 48
+    if frames < 2 or args.width < 16 or args.height < 16:
         raise InputError("m3 synth", "needs --frames >= 2 and --width/--height >= 16")
-    check_output(args.out, allow_existing=True, need_bytes=64 << 20)
-    cfg = SynthConfig(width=args.width, height=args.height, n_frames=args.frames, seed=args.seed)
+    if not 1 <= args.tables <= MAX_TABLES:
+        raise InputError("--tables", f"must be 1 to {MAX_TABLES}, got {args.tables}")
+    check_output(args.out, allow_existing=True, need_bytes=(64 << 20) * max(1, frames // 48))
+    cfg = SynthConfig(width=args.width, height=args.height, n_frames=frames, seed=args.seed, preset=args.preset,
+                      tables=args.tables)
     out = write_synthetic(args.out, cfg, realsense=not args.no_realsense, rosbag2=not args.no_rosbag2)
-    print(f"synthetic tabletop scene, {cfg.n_frames} frames {cfg.width}x{cfg.height}:")
+    where = f" of {cfg.tables} tables" if cfg.preset == "room" else ""
+    print(f"synthetic {cfg.preset} scene{where}, {cfg.n_frames} frames {cfg.width}x{cfg.height}:")
     for label, path in (("posed folder", out.folder), ("librealsense .db3", out.realsense),
                         ("ROS 2 bag", out.rosbag2)):
         if path is not None:
@@ -153,9 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="render the synthetic tabletop scene (folder, .db3, ROS 2 bag)")
+    p = sub.add_parser("synth", help="render a synthetic scene, tabletop or room (folder, .db3, ROS 2 bag)")
     p.add_argument("out", help="output folder")
-    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--preset", choices=["tabletop", "room"], default="tabletop",
+                   help="one table, or a room of --tables tables along one long camera path")
+    p.add_argument("--tables", type=int, default=4, help="room: how many tables (default: %(default)s)")
+    p.add_argument("--frames", type=int, help="frames of the scan (default: 48 tabletop, 300 room)")
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Posed RGB-D frames of the tabletop scene, ray-cast with open3d's RaycastingScene."""
+"""Posed RGB-D frames of the synthetic scenes (tabletop, room), ray-cast with open3d's RaycastingScene."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import open3d as o3d
 
 from m3_memory.conventions import intrinsics_matrix, make_T
 from m3_memory.recording.frame import Frame
-from m3_memory.synth.scene import TABLE_TOP_Z, Part, SceneObject, tabletop_objects
+from m3_memory.synth.scene import TABLE_TOP_Z, Part, SceneObject, room_objects, room_tables, tabletop_objects
 
 LIGHT_DIR = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
 SKY_RGB = np.array([0.80, 0.86, 0.93])
@@ -23,6 +23,10 @@ class SynthConfig:
     The camera circles the table centre (a centripetal scan, as in the paper's robot
     demo) at ``radius`` and ``height`` above the table top, looking at ``look_at_z`` above
     it; radius and height vary slightly along the path, as a hand-held scan would.
+
+    preset "room": ``tables`` tables with objects (:func:`m3_memory.synth.scene.room_objects`);
+    the camera circles each table in turn (``arc`` degrees per table) and walks on to the next,
+    one long continuous path (use hundreds of frames: :meth:`room`).
     """
 
     width: int = 320
@@ -35,6 +39,20 @@ class SynthConfig:
     arc: float = 360.0
     fps: float = 30.0
     seed: int = 0
+    preset: str = "tabletop"  # "tabletop" or "room"
+    tables: int = 4  # room: how many tables
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown synthetic scene preset {self.preset!r}; known: {', '.join(PRESETS)}")
+
+    @classmethod
+    def room(cls, **overrides) -> "SynthConfig":
+        """The room preset: four tables, 300 frames (75 per table)."""
+        return cls(**{"preset": "room", "n_frames": 300, **overrides})
+
+
+PRESETS = ("tabletop", "room")
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -48,25 +66,37 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarr
 
 
 def camera_path(cfg: SynthConfig) -> list[np.ndarray]:
-    """T_world_cam [4, 4] for each frame of the centripetal scan."""
+    """T_world_cam [4, 4] for each frame: the centripetal scan of the table (tabletop), or of
+    each table in turn (room).
+
+    Room: with T tables and s = T i / n_frames, the camera circles the table centre ``c(s)`` at
+    ``arc * s`` degrees; between tables k and k + 1 (s in [k, k + 1)) the centre moves from one
+    to the other along a smoothstep, so it lingers at each table and the path stays continuous.
+    """
+    centres = room_tables(cfg.tables) if cfg.preset == "room" else np.zeros((1, 2))
     poses = []
-    target = np.array([0.0, 0.0, TABLE_TOP_Z + cfg.look_at_z])
     for i in range(cfg.n_frames):
         s = i / cfg.n_frames
-        a = np.deg2rad(cfg.arc) * s
+        walk = s * len(centres)
+        k, u = int(walk), walk - int(walk)
+        w = u * u * (3 - 2 * u) if len(centres) > 1 else 0.0
+        cx, cy = centres[k] * (1 - w) + centres[(k + 1) % len(centres)] * w
+        a = np.deg2rad(cfg.arc) * walk
         r = cfg.radius * (1 + 0.08 * np.sin(2 * np.pi * s * 3))
         h = TABLE_TOP_Z + cfg.cam_height * (1 + 0.15 * np.sin(2 * np.pi * s * 2))
-        poses.append(look_at(np.array([r * np.cos(a), r * np.sin(a), h]), target))
+        target = np.array([cx, cy, TABLE_TOP_Z + cfg.look_at_z])
+        poses.append(look_at(np.array([cx + r * np.cos(a), cy + r * np.sin(a), h]), target))
     return poses
 
 
 class SyntheticScene:
-    """The tabletop scene and its scan. Iterating yields :class:`Frame` objects (float32
+    """A synthetic scene (tabletop or room) and its scan. Iterating yields :class:`Frame` objects (float32
     depth in metres, exact; masks per object name), rendered on demand."""
 
     def __init__(self, cfg: SynthConfig | None = None):
         self.cfg = cfg or SynthConfig()
-        self.objects, background = tabletop_objects(self.cfg.seed)
+        self.objects, background = (room_objects(self.cfg.seed, self.cfg.tables) if self.cfg.preset == "room" else
+                                    tabletop_objects(self.cfg.seed))
         self.parts: list[Part] = []
         labels: list[int] = []
         for obj in self.objects:

@@ -1,6 +1,7 @@
-"""A procedural tabletop scene: a table on a floor and several named, coloured objects.
+"""Procedural scenes: a tabletop (a table on a floor and several named, coloured objects) and a
+room (several such tables, each with its own objects, inside four walls).
 
-World frame: metres, z up, origin on the floor below the table centre. The scene is
+World frame: metres, z up, origin on the floor below the (first) table centre. The scene is
 built from open3d meshes, each of one base colour modulated at render time by a
 procedural texture (so views carry trackable detail), and is deterministic for a seed.
 """
@@ -146,6 +147,18 @@ OBJECTS = (
 )
 
 
+def _table(rng: np.random.Generator, centre: np.ndarray) -> list[Part]:
+    """A 1.0 x 0.8 m wooden table with four legs, its top centred at ``centre`` (x, y) metres."""
+    x, y = float(centre[0]), float(centre[1])
+    wood = (0.55, 0.38, 0.22)
+    parts = [_paint(_box((1.0, 0.8, 0.04), (x, y, TABLE_TOP_Z - 0.02)), wood, "wood", rng, 0.25)]
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            leg = _box((0.05, 0.05, TABLE_TOP_Z - 0.04), (x + sx * 0.44, y + sy * 0.34, (TABLE_TOP_Z - 0.04) / 2))
+            parts.append(_paint(leg, wood, "noise", rng, 0.1))
+    return parts
+
+
 def tabletop_objects(seed: int = 0) -> tuple[list[SceneObject], list[Part]]:
     """The named objects and the unlabeled background (table, floor).
 
@@ -155,12 +168,57 @@ def tabletop_objects(seed: int = 0) -> tuple[list[SceneObject], list[Part]]:
     top = np.array([0.0, 0.0, TABLE_TOP_Z])
     objects = [SceneObject(i + 1, name, color, build(rng, top + [x, y, 0.0]))
                for i, (name, build, color, (x, y)) in enumerate(OBJECTS)]
-    wood = (0.55, 0.38, 0.22)
-    background = [_paint(_box((1.0, 0.8, 0.04), (0, 0, TABLE_TOP_Z - 0.02)), wood, "wood", rng, 0.25)]
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            leg = _box((0.05, 0.05, TABLE_TOP_Z - 0.04), (sx * 0.44, sy * 0.34, (TABLE_TOP_Z - 0.04) / 2))
-            background.append(_paint(leg, wood, "noise", rng, 0.1))
+    background = _table(rng, np.zeros(2))
     floor = _box((6.0, 6.0, 0.02), (0, 0, -0.01))
     background.append(_paint(floor, (0.6, 0.6, 0.62), "checker", rng, 0.25))
+    return objects, background
+
+
+ROOM_SPACING = (2.2, 2.0)  # metres between neighbouring table centres along x and y
+ROOM_MARGIN = 1.6  # metres from the outermost table centres to the walls
+WALL_HEIGHT = 2.5  # metres
+MAX_TABLES = 40  # object ids are 1..255, at most five objects per table
+
+
+def room_tables(count: int) -> np.ndarray:
+    """Table centres [count, 2] (x, y metres) of a room: a grid of ceil(sqrt(count)) columns from the
+    origin, rows walked alternately left and right, so consecutive tables are neighbours."""
+    cols = int(np.ceil(np.sqrt(count)))
+    centres = []
+    for k in range(count):
+        row, col = divmod(k, cols)
+        col = col if row % 2 == 0 else cols - 1 - col
+        centres.append((col * ROOM_SPACING[0], row * ROOM_SPACING[1]))
+    return np.array(centres, dtype=np.float64)
+
+
+def room_objects(seed: int = 0, tables: int = 4) -> tuple[list[SceneObject], list[Part]]:
+    """A room of ``tables`` tables (:func:`room_tables`) inside four walls. The first table holds
+    the tabletop scene's objects where the tabletop holds them (same names, so the robot's stance
+    and queries carry over); each other table holds three to five of them in shuffled places,
+    named ``"<object> (table k)"``. Returns (objects, background meshes), world coordinates."""
+    if not 1 <= tables <= MAX_TABLES:
+        raise ValueError(f"a room has 1 to {MAX_TABLES} tables, got {tables}")
+    rng = np.random.default_rng(seed)
+    centres = room_tables(tables)
+    objects: list[SceneObject] = []
+    background: list[Part] = []
+    for k, centre in enumerate(centres):
+        top = np.array([centre[0], centre[1], TABLE_TOP_Z])
+        chosen = range(len(OBJECTS)) if k == 0 else rng.permutation(len(OBJECTS))[:int(rng.integers(3, len(OBJECTS) + 1))]
+        places = [OBJECTS[i][3] for i in (range(len(OBJECTS)) if k == 0 else rng.permutation(len(OBJECTS)))]
+        for slot, i in enumerate(chosen):
+            name, build, color, _ = OBJECTS[i]
+            x, y = places[slot]
+            objects.append(SceneObject(len(objects) + 1, name if k == 0 else f"{name} (table {k + 1})", color,
+                                       build(rng, top + [x, y, 0.0])))
+        background += _table(rng, centre)
+    lo, hi = centres.min(0) - ROOM_MARGIN, centres.max(0) + ROOM_MARGIN
+    mid, size = (lo + hi) / 2, hi - lo
+    background.append(_paint(_box((size[0], size[1], 0.02), (mid[0], mid[1], -0.01)), (0.6, 0.6, 0.62), "checker", rng, 0.25))
+    walls = [((size[0], 0.1), (mid[0], lo[1])), ((size[0], 0.1), (mid[0], hi[1])),
+             ((0.1, size[1]), (lo[0], mid[1])), ((0.1, size[1]), (hi[0], mid[1]))]
+    colours = ((0.85, 0.80, 0.70), (0.70, 0.78, 0.85), (0.78, 0.85, 0.72), (0.86, 0.74, 0.78))
+    for ((sx, sy), (x, y)), rgb in zip(walls, colours):
+        background.append(_paint(_box((sx, sy, WALL_HEIGHT), (x, y, WALL_HEIGHT / 2)), rgb, "noise", rng, 0.2))
     return objects, background

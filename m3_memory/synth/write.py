@@ -88,7 +88,7 @@ def write_nerfstudio_folder(frames: Iterable[Frame], out: Path, objects: list[di
 
 def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsense: bool = True,
                     rosbag2: bool = True, show_progress: bool = True) -> SynthOutputs:
-    """Render the tabletop scan into ``out_dir``: the folder, and optionally the ``.db3``
+    """Render the synthetic scan (tabletop or room, ``cfg.preset``) into ``out_dir``: the folder, and optionally the ``.db3``
     recording and the ROS 2 bag (sqlite3) of realsense-ros topics."""
     from m3_memory.recording import open_recording
 

@@ -202,3 +202,14 @@ def test_doctor_reports_the_environment(capsys, monkeypatch, tmp_path):
     for what in ("C++ compiler", "CUDA", "gsplat", "ROS 2", "RealSense", "weights clip", "feature cache"):
         assert what in out
     assert "no-such-compiler not on PATH" in out and "reference rasterizer" in out and str(tmp_path) in out
+
+
+def test_synth_room_preset(capsys, tmp_path):
+    code = main(["synth", str(tmp_path / "room"), "--preset", "room", "--tables", "2", "--frames", "6", "--width", "32",
+                 "--height", "24", "--no-realsense", "--no-rosbag2"])
+    assert code == 0 and "synthetic room scene of 2 tables, 6 frames 32x24" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "room" / "scene" / "transforms.json").read_text())
+    assert len(meta["frames"]) == 6 and meta["m3_synth_config"]["preset"] == "room"
+    assert any("(table 2)" in o["name"] for o in meta["m3_objects"])
+    run_bad(capsys, ["synth", str(tmp_path / "r2"), "--preset", "room", "--tables", "0"], "--tables", "must be 1 to 40")
+    assert not (tmp_path / "r2").exists()

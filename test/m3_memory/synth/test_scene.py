@@ -63,3 +63,33 @@ def test_two_views_agree_in_3d(scene):
         return p[np.linalg.norm(p[:, :2], axis=1) < 0.6]  # the table region both views see
     dist, _ = cKDTree(near(pa)).query(near(pb))
     assert np.median(dist) < 0.01
+
+
+ROOM = SynthConfig.room(width=96, height=72, n_frames=96)
+
+
+def test_room_preset_has_tables_of_named_objects():
+    room = SyntheticScene(ROOM)
+    assert SynthConfig.room().n_frames == 300 and ROOM.tables == 4
+    names = room.object_names
+    assert len(set(names)) == len(names) and [o.id for o in room.objects] == list(range(1, len(names) + 1))
+    assert names[:5] == [o.name for o in SyntheticScene(CFG).objects]  # the first table is the tabletop's
+    tables = {n.split("(table ")[1].rstrip(")") for n in names[5:]}
+    assert tables == {"2", "3", "4"}
+    centres = np.array([room.object(n).center[:2] for n in names])
+    assert np.ptp(centres[:, 0]) > 1.5 and np.ptp(centres[:, 1]) > 1.5  # spread over the room, not one table
+    with pytest.raises(ValueError, match="preset"):
+        SynthConfig(preset="garden")
+
+
+def test_room_path_is_continuous_and_visits_every_table():
+    room = SyntheticScene(ROOM)
+    eyes = np.array([T[:3, 3] for T in room.poses])
+    steps = np.linalg.norm(np.diff(eyes, axis=0), axis=1)
+    assert steps.max() < 0.4 and np.ptp(eyes[:, 0]) > 2.0  # walks across the room without jumps
+    seen = set()
+    for i in range(0, ROOM.n_frames, 4):
+        f = room.render(i)
+        assert (f.depth > 0).mean() > 0.95  # walls and floor close the room: no sky
+        seen |= {name for name, m in f.masks.items() if m.sum() > 20}
+    assert {n.split(" (table ")[1] if "(table" in n else "1)" for n in seen} == {"1)", "2)", "3)", "4)"}
