@@ -289,6 +289,7 @@ class _Logging:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``m3`` command; returns the exit code (see :mod:`m3_memory.errors`)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (m3 build --nproc relaunches it)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     logs = None

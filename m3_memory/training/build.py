@@ -16,6 +16,7 @@ memory; a failed final write keeps the checkpoint and says how to resume.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from m3_memory.conventions import scale_intrinsics
 from m3_memory.device import describe_device, out_of_memory_hint, use_device
-from m3_memory.errors import BuildFailed, InputError, os_problem
+from m3_memory.errors import BuildFailed, InputError, M3Error, os_problem
 from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.base import known_models
 from m3_memory.foundation.cache import shared_features
@@ -51,6 +52,7 @@ from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.robot_pose import RobotPose
 from m3_memory.training.config import TrainConfig
+from m3_memory.training.distributed import Group, RankLost, fault_injection, join, rank_log
 from m3_memory.training.init import init_from_rgbd
 from m3_memory.training.options import preset_config
 from m3_memory.training.trainer import Trainer, View, scene_extent
@@ -216,16 +218,20 @@ class Prepared:
 
 def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationModel], cache_root: str | Path | None = None,
             show_progress: bool = True, say: Progress | None = None, lap: Callable[[str], None] | None = None,
-            **recording_options) -> Prepared:
+            ranks: int = 1, **recording_options) -> Prepared:
     """Read ``recording``, extract (cached) features of ``models``, reduce them to principal
     scene components (train views only) and initialise Gaussians from RGB-D: the common start of
-    a memory build and of a distillation baseline trained with the same budget."""
+    a memory build and of a distillation baseline trained with the same budget. ``ranks``: the
+    processes of a data-parallel launch, refused when more than the training views."""
     say = say or (lambda stage, fraction, message: None)
     lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
     frames, frame_index = usable_frames(rec, recording)
     train_idx, test_idx = split_views(len(frames), cfg.test_every)
+    if ranks > len(train_idx):
+        raise InputError(f"{ranks} ranks", f"more ranks (processes) than the {len(train_idx)} training views of "
+                         f"{recording}; launch at most {len(train_idx)}")
     lap("read")
 
     features: dict[str, list[torch.Tensor]] = {}
@@ -286,16 +292,46 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     dev = use_device(device, "build")
     cfg = config or preset_config("fast" if fast else "auto", dev)
     names = model_names(model, weights)
-    check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
-    if not Path(recording).exists():
-        open_recording(recording)  # the reader's own one-line error (missing, link loop)
-    with parent_folders(out), OutputLock(out):  # the lock file lives beside the output
-        check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
-        _remove_stale_temporaries(out)
-        with out_of_memory_hint(dev, "--train.max-side (image resolution), --train.max-gaussians or "
-                                "--train.feature-pixels"):
+    group = join(dev)
+    handler = rank_log(out, group.rank) if group.active else None
+    if handler is not None:
+        log.info("build: rank %d of %d on %s (%s)", group.rank, group.world, describe_device(group.device), group.backend)
+    try:
+        group.check_same({"config": cfg.to_json(), "recording": str(Path(recording).resolve()), "models": names,
+                          "weights": weights, "out": str(out.resolve()), "resume": resume, "overwrite": overwrite,
+                          "robot_pose": repr(robot_pose), "options": recording_options, "device": dev.type})
+        if not group.main:  # rank 0 checks, locks and writes the output
             return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop,
-                                 cache_root, show_progress, robot_pose, dev, **recording_options)
+                                 cache_root, False, robot_pose, group, **recording_options)
+        check_output(out, allow_existing=overwrite, need_bytes=estimated_bytes(cfg, len(names)))
+        if not Path(recording).exists():
+            open_recording(recording)  # the reader's own one-line error (missing, link loop)
+        with parent_folders(out), OutputLock(out):  # the lock file lives beside the output
+            check_output(out, allow_existing=overwrite)  # again, now that no other build can write it
+            _remove_stale_temporaries(out)
+            with out_of_memory_hint(group.device, "--train.max-side (image resolution), --train.max-gaussians or "
+                                    "--train.feature-pixels"):
+                return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop,
+                                     cache_root, show_progress, robot_pose, group, **recording_options)
+    except M3Error as err:
+        if handler is None:
+            raise
+        named = _on_rank(err, group.rank)
+        handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (named,), None))
+        raise named from None
+    finally:
+        if handler is not None:
+            logging.getLogger("m3").removeHandler(handler)
+            handler.close()
+        group.close()
+
+
+def _on_rank(err: M3Error, rank: int) -> M3Error:
+    """``err`` with ``rank k: `` ahead of its input, so the line says which rank failed."""
+    named = copy.copy(err)
+    named.source = f"rank {rank}: {err.source}" if not err.source.startswith(f"rank {rank}") else err.source
+    named.args = (f"{named.source}: {named.problem}",)
+    return named
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -327,8 +363,10 @@ def estimated_bytes(cfg: TrainConfig, n_models: int) -> int:
 def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: list[str], weights: str | None,
                   overwrite: bool, resume: bool, progress: Progress | None, should_stop: Callable[[], bool] | None,
                   cache_root: str | Path | None, show_progress: bool, robot_pose: RobotPose | None,
-                  device: torch.device, **recording_options) -> BuildReport:
-    """:func:`build_memory` once the output is checked and locked."""
+                  group: Group, **recording_options) -> BuildReport:
+    """:func:`build_memory` once the output is checked and locked (rank 0; the other ranks of a
+    launch train with it and return before evaluation and writing)."""
+    device = group.device
     ckpt_path = checkpoint_path(out)
     report = BuildReport(out, device=describe_device(device))
     say = progress or (lambda stage, fraction, message: None)
@@ -342,26 +380,31 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
 
     say("read", 0.0, f"loading {', '.join(names)}")
     models = [load_model(n, weights=weights, device=str(device)) for n in names]
-    prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, **recording_options)
+    prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, ranks=group.world, **recording_options)
     banks, slices, test_idx = prep.banks, prep.slices, prep.test_idx
     report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
     report.robot_pose = robot_pose if robot_pose is not None else prep.recording.robot_pose(prep.frames[-1].stamp)
     train, test = prep.train, prep.test
     refine = cfg.pose_refine if cfg.pose_refine is not None else getattr(prep.recording, "poses_mode", None) == "odometry"
     trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train), device,
-                      [v.name for v in train] if refine else ())
+                      [v.name for v in train] if refine else (), group)
     identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
                 "models": [fm.checkpoint for fm in models]}
     history: list[dict] = []
-    if resume:
+    if resume and group.main:
         ckpt = _load_checkpoint(ckpt_path, identity)
         trainer.load_state_dict(ckpt["trainer"])
         history = ckpt["history"]
-    report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent, device).evaluate(test) if test else {}
+    group.sync_trainer(trainer)  # every rank starts from rank 0's state
+    if group.main and test:
+        report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent, device).evaluate(test)
     lap("init")
 
     run_training(trainer, train, test, cfg, ckpt_path, identity, history, say, should_stop, show_progress)
     lap("train")
+    if not group.main:
+        report.iterations, report.num_gaussians = trainer.iteration, trainer.params["means"].shape[0]
+        return report
 
     say("evaluate", 0.0, f"scoring {len(test)} held-out views")
     report.final = trainer.evaluate(test, refine_poses=True)
@@ -436,38 +479,67 @@ def torch_threads(count: int) -> Iterator[None]:
 def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
            history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
     """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
-    (:class:`BuildStopped` after a checkpoint to ``ckpt_path``)."""
+    (:class:`BuildStopped` after a checkpoint to ``ckpt_path``).
+
+    Each iteration takes the next ``cfg.batch(ranks)`` views of a seeded random order (the same
+    on every rank). With several ranks (``trainer.group``) every rank runs this loop; they stop
+    together (a stop asked on any rank stops all at the same iteration), and only rank 0
+    evaluates, shows progress and writes checkpoints, after checking that every rank holds the
+    same Gaussians."""
+    group = trainer.group
+    batch = cfg.batch(group.world)
+    if batch % group.world:
+        raise InputError("--train.views-per-iteration", f"{batch} views per iteration do not split over {group.world} "
+                         f"ranks; use a multiple of {group.world} (or 0: one per rank)")
+    if batch > len(train):
+        raise InputError("--train.views-per-iteration", f"{batch} views per iteration but only {len(train)} training "
+                         "views")
     order = torch.Generator().manual_seed(cfg.seed + trainer.iteration)
     if trainer.iteration == 0:  # gsplat's strategies draw split positions from the global generator (restored on resume)
         torch.manual_seed(cfg.seed)
     queue: list[int] = []
     saved = None
-    bar = Bar(cfg.iterations, "training", "it", initial=trainer.iteration, show=show_progress)
+    bar = Bar(cfg.iterations, "training", "it", initial=trainer.iteration, show=show_progress and group.main)
     postfix: dict[str, str] = {}
+
+    def checkpoint() -> bool:
+        group.check_identical(trainer, trainer.iteration)
+        return group.main and _save_checkpoint(ckpt_path, trainer, identity, history)
+
     with _StopFlag(should_stop) as stop, torch_threads(cfg.torch_threads):
-        while trainer.iteration < cfg.iterations:
-            if stop():
-                written = _save_checkpoint(ckpt_path, trainer, identity, history)
-                bar.close()
-                raise BuildStopped(trainer.iteration, ckpt_path, stop.signum, written)
-            if not queue:
-                queue = torch.randperm(len(train), generator=order).tolist()
-            terms = trainer.step(train[queue.pop()])
-            it = trainer.iteration
-            if not math.isfinite(terms["loss"]):
-                bar.close()
-                last = f"last good checkpoint {ckpt_path} (iteration {saved})" if saved else "no checkpoint was saved yet"
-                raise BuildFailed("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
-                                 "check the recording's poses and depth or lower the learning rates")
-            history.append({"iteration": it, **terms})
-            if test and (it % cfg.eval_every == 0 or it == cfg.iterations):
-                metrics = trainer.evaluate(test[:cfg.eval_views])
-                history.append({"iteration": it, **metrics})
-                postfix["psnr"] = f"{metrics['psnr']:.2f}"
-            if it % cfg.checkpoint_every == 0 and _save_checkpoint(ckpt_path, trainer, identity, history):
-                saved = it
-            postfix["loss"] = f"{terms['loss']:.4f}"
-            postfix["N"] = str(trainer.params["means"].shape[0])
-            bar.update(1, **postfix)
-            say("train", it / cfg.iterations, f"iteration {it}/{cfg.iterations} loss {terms['loss']:.4f}")
+        try:
+            while trainer.iteration < cfg.iterations:
+                fault_injection(group.rank, trainer.iteration + 1)
+                if group.any(stop(), "the stop check"):
+                    written = checkpoint()
+                    bar.close()
+                    raise BuildStopped(trainer.iteration, ckpt_path, stop.signum, written or not group.main)
+                views = []
+                for _ in range(batch):
+                    if not queue:
+                        queue = torch.randperm(len(train), generator=order).tolist()
+                    views.append(train[queue.pop()])
+                terms = trainer.step(views)
+                it = trainer.iteration
+                if not math.isfinite(terms["loss"]):
+                    bar.close()
+                    last = f"last good checkpoint {ckpt_path} (iteration {saved})" if saved else "no checkpoint was saved yet"
+                    raise BuildFailed("training", f"loss became {terms['loss']} at iteration {it}; {last}; "
+                                     "check the recording's poses and depth or lower the learning rates")
+                history.append({"iteration": it, **terms})
+                if group.main and test and (it % cfg.eval_every == 0 or it == cfg.iterations):
+                    metrics = trainer.evaluate(test[:cfg.eval_views])
+                    history.append({"iteration": it, **metrics})
+                    postfix["psnr"] = f"{metrics['psnr']:.2f}"
+                if it % cfg.checkpoint_every == 0 and checkpoint():
+                    saved = it
+                postfix["loss"] = f"{terms['loss']:.4f}"
+                postfix["N"] = str(trainer.params["means"].shape[0])
+                bar.update(1, **postfix)
+                say("train", it / cfg.iterations, f"iteration {it}/{cfg.iterations} loss {terms['loss']:.4f}")
+        except RankLost as lost:
+            bar.close()
+            kept = f"the checkpoint {ckpt_path} of iteration {saved} resumes with --resume" if saved else \
+                f"{ckpt_path} (if present) is the last checkpoint; continue with --resume"
+            raise RankLost(lost.source, f"{lost.problem}; no memory written; {kept}") from None
     bar.close()

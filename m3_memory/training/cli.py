@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from m3_memory.device import add_device_option
@@ -43,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot-pose", metavar="X,Y,Z,YAW", help="where the robot's base_link stands in the recording's "
                    "world frame (metres, yaw radians about z; --robot-pose=-1,... when x is negative); default: the "
                    "recording's own (tf world->base_link), if any")
+    p.add_argument("--nproc", type=int, metavar="N", help="train data-parallel in N processes on this machine "
+                   "(runs torchrun --nproc-per-node N for you; one per GPU on CUDA; for several machines run torchrun "
+                   "--nnodes yourself)")
     add_device_option(p)
     add_train_options(p)
     p.set_defaults(func=cmd_build)
@@ -62,7 +67,45 @@ def parse_robot_pose(text: str) -> RobotPose:
     return RobotPose.from_xyz_yaw(*values, source=f"m3 build --robot-pose {text}")
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """An ``m3`` command line without its ``--nproc N`` (or ``--nproc=N``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _quiet_other_ranks() -> None:
+    """Ranks other than 0 of a launch show only errors on stderr (their log files get the rest)."""
+    for handler in logging.getLogger("m3").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    from m3_memory.training import distributed
+
+    rank = int(os.environ.get("RANK", "0"))
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise InputError("--nproc", f"needs at least one process, got {args.nproc}")
+        if distributed.launched():
+            if args.nproc != int(os.environ["WORLD_SIZE"]):
+                raise InputError("--nproc", f"{args.nproc} inside a launch of {os.environ['WORLD_SIZE']} processes; "
+                                 "leave --nproc out under torchrun")
+        elif args.nproc > 1:
+            return distributed.launch(without_nproc(args.argv), args.nproc, Path(args.out))
+    if distributed.launched() and rank != 0:
+        _quiet_other_ranks()
+    return _build(args, rank)
+
+
+def _build(args: argparse.Namespace, rank: int) -> int:
     from m3_memory.device import resolve_device
     from m3_memory.training.build import BuildStopped, build_memory
     from m3_memory.training.options import train_config
@@ -101,8 +144,11 @@ def cmd_build(args: argparse.Namespace) -> int:
                               resume=args.resume, config=cfg, fmt=args.format, robot_pose=robot_pose, progress=progress,
                               device=device, **options)
     except BuildStopped as stop:
-        print(f"m3: {stop}", file=sys.stderr)
+        if rank == 0:
+            print(f"m3: {stop}", file=sys.stderr)
         return EXIT_TERMINATED if stop.signum == signal.SIGTERM else EXIT_INTERRUPTED
+    if rank != 0:
+        return 0
     print("\n".join(report.lines()))
     print(f"pictures: {report.out / 'report'}")
     return 0

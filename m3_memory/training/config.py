@@ -57,6 +57,10 @@ class TrainConfig:
     densify_scale: float = 0.01  # of the scene extent: clone below, split above
     prune_opacity: float = 0.005
     opacity_reset_every: int = 3000
+    # views rendered per optimisation step (the global batch; the loss is their mean): 0 means one
+    # per rank of a data-parallel launch (one in a single process, 3DGS's step); else a multiple
+    # of the number of ranks, each rank rendering its share (training/distributed.py)
+    views_per_iteration: int = 0
     strategy: str = "default"  # density control: gsplat's DefaultStrategy (with the budget) or MCMCStrategy (CUDA)
     # bookkeeping
     eval_every: int = 500
@@ -77,7 +81,7 @@ class TrainConfig:
                   ("temperature", self.temperature > 0), ("strategy", self.strategy in ("default", "mcmc")),
                   ("depth_weight", self.depth_weight >= 0), ("depth_loss", self.depth_loss in ("relative", "inverse")),
                   ("lr_pose", self.lr_pose > 0), ("pose_refine_eval_steps", self.pose_refine_eval_steps >= 0),
-                  ("torch_threads", self.torch_threads >= 0)]
+                  ("torch_threads", self.torch_threads >= 0), ("views_per_iteration", self.views_per_iteration >= 0)]
         for name, ok in checks:
             if not ok:
                 raise InputError(f"training option {name}", f"invalid value {getattr(self, name)!r}")
@@ -103,6 +107,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}")
         return cls(**d)
+
+    def batch(self, ranks: int = 1) -> int:
+        """The global batch of views per iteration for a launch of ``ranks`` processes
+        (:attr:`views_per_iteration`, 0: one per rank)."""
+        return self.views_per_iteration or ranks
 
     def identity(self) -> str:
         """Hash of everything except the iteration count and bookkeeping, so a checkpoint can

@@ -2,7 +2,8 @@
 attention, optimise Gaussians (and optionally the projections) with the authors' losses.
 
 Cameras are :class:`View` s prepared by the build (images at training resolution, gsplat
-intrinsics). One view per iteration, as 3DGS does.
+intrinsics). ``TrainConfig.views_per_iteration`` views per iteration (3DGS: one), split over
+the ranks of a data-parallel launch (:mod:`~m3_memory.training.distributed`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,30 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from gsplat.strategy import MCMCStrategy
 
 from m3_memory.conventions import invert_T
 from m3_memory.errors import BuildFailed
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.render.rasterization import rasterization
+from m3_memory.render.rasterization import means2d_grad, rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
+from m3_memory.training.distributed import Group
+from m3_memory.training.losses import (
+    Decoder,
+    depth_errors,
+    depth_loss,
+    feature_loss,
+    lookup,
+    map_pixel_centres,
+    psnr,
+    rgb_loss,
+    sample_pixels,
+)
 from m3_memory.training.poses import PoseCorrections
-from m3_memory.training.losses import (Decoder, depth_errors, depth_loss, feature_loss, lookup, map_pixel_centres, psnr,
-                                      rgb_loss, sample_pixels)
-from m3_memory.training.strategy import DensityControl
+from m3_memory.training.strategy import PER_GAUSSIAN, DensityControl
 
 
 @dataclass
@@ -72,11 +84,14 @@ class Trainer:
     memory banks (memory attention) here, a learned decoder in a distillation baseline."""
 
     def __init__(self, gaussians: Gaussians, banks: dict[str, MemoryBank], slices: dict[str, tuple[int, int]],
-                 cfg: TrainConfig, extent: float, device: torch.device | str = "cpu", pose_views: Sequence[str] = ()
-                 ) -> None:
+                 cfg: TrainConfig, extent: float, device: torch.device | str = "cpu", pose_views: Sequence[str] = (),
+                 group: Group | None = None) -> None:
         """``pose_views``: names of the training views whose poses are refined
-        (:mod:`~m3_memory.training.poses`; none: poses are kept as given)."""
+        (:mod:`~m3_memory.training.poses`; none: poses are kept as given). ``group``: this
+        process's rank in a data-parallel launch (:mod:`~m3_memory.training.distributed`;
+        None: one process)."""
         self.cfg, self.extent, self.slices = cfg, extent, slices
+        self.group = group if group is not None else Group(device=torch.device(device))
         self.device = torch.device(device)  # parameters, optimiser state, banks and rendering live here
         # own copies: a learned projection must not leak into banks shared with other trainers
         self.banks = {k: replace(b, W=b.W.detach().clone().to(self.device), psc=b.psc.to(self.device))
@@ -152,13 +167,62 @@ class Trainer:
         return rgb_out, queries, d, meta
 
     # -- one iteration ---------------------------------------------------------------------
-    def step(self, view: View) -> dict[str, float]:
-        """One optimisation step on ``view``; returns the loss terms."""
-        cfg = self.cfg
+    def step(self, batch: View | Sequence[View]) -> dict[str, float]:
+        """One optimisation step on the global ``batch`` of views (one view: 3DGS's step); returns
+        the loss terms averaged over the batch.
+
+        The loss is the mean over the batch of each view's loss. In a launch of several ranks
+        (``group``) each rank renders its slice of the batch and the gradients are summed over the
+        ranks, which is the same gradient; density control sees every view's projected centres."""
+        batch = [batch] if isinstance(batch, View) else list(batch)
+        cfg, group = self.cfg, self.group
+        if len(batch) % group.world:
+            raise ValueError(f"a batch of {len(batch)} views does not split over {group.world} ranks")
         self.iteration += 1
         means_lr = _lr_schedule(cfg.lr_position * self.extent, cfg.lr_position_final * self.extent, self.iteration,
                                 cfg.iterations)
         self.optimizers["means"].param_groups[0]["lr"] = means_lr
+        share = len(batch) // group.world
+        # the random pixels of every view of the batch, drawn in batch order on every rank
+        pixels = [sample_pixels(v.size[1], v.size[0], cfg.feature_pixels, self.generator) for v in batch]
+        mine = range(group.rank * share, (group.rank + 1) * share)
+        names = ["rgb", "depth", *(f"cos.{n}" for n in self.decoders), "loss"]
+        sums = torch.zeros(2 * len(names), dtype=torch.float64)  # per term: sum over views, number of views
+        loss, metas = None, []
+        for i in mine:
+            view_loss, terms, meta = self._view_loss(batch[i], pixels[i])
+            loss = view_loss / len(batch) if loss is None else loss + view_loss / len(batch)
+            metas.append(meta)
+            for k, v in terms.items():
+                sums[2 * names.index(k)] += v
+                sums[2 * names.index(k) + 1] += 1
+        group.all_reduce(sums, "the loss terms")
+        terms = {k: float(sums[2 * j] / sums[2 * j + 1]) for j, k in enumerate(names) if sums[2 * j + 1] > 0}
+        if not math.isfinite(terms["loss"]):
+            return terms
+        for meta in metas:
+            self.density.pre_backward(self.params, self.optimizers, self.iteration, meta)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._reduce_gradients()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        info = self._density_info(metas, len(batch))
+        before = {k: self.params[k] for k in PER_GAUSSIAN}
+        if group.main:
+            self.density.post_backward(self.params, self.optimizers, self.iteration, info, means_lr)
+        changed = isinstance(self.density.strategy, MCMCStrategy) or any(self.params[k] is not t for k, t in before.items())
+        if group.any(changed, "density control"):
+            group.broadcast_gaussians(self.params, self.optimizers, PER_GAUSSIAN)
+        if self.params["means"].shape[0] == 0:
+            raise BuildFailed("training", f"every Gaussian was pruned at iteration {self.iteration} (opacity below "
+                             f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
+        return terms
+
+    def _view_loss(self, view: View, uv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict]:
+        """(loss of ``view``, its terms, the rasterizer's meta); ``uv`` [P, 2]: the feature pixels."""
+        cfg = self.cfg
         use_depth = cfg.depth_weight > 0 and bool((view.depth > 0).any())
         rgb, queries, depth, meta = self.render(view, depth=use_depth)
         loss = rgb_loss(rgb, view.rgb.to(self.device), cfg.ssim_weight)
@@ -167,27 +231,51 @@ class Trainer:
             d_loss = depth_loss(depth, view.depth.to(self.device), cfg.depth_loss)
             loss = loss + cfg.depth_weight * d_loss
             terms["depth"] = d_loss.item()
-        width, height = view.size
-        uv = sample_pixels(height, width, cfg.feature_pixels, self.generator).to(self.device)
+        uv = uv.to(self.device)
         for name, decode in self.decoders.items():
             a, b = self.slices[name]
             f_loss, cos = feature_loss(queries[..., a:b], view.features[name].to(self.device), decode, uv)
             loss = loss + cfg.feature_weight * f_loss
             terms[f"cos.{name}"] = cos.item()
         terms["loss"] = loss.item()
-        if not math.isfinite(terms["loss"]):
-            return terms
-        self.density.pre_backward(self.params, self.optimizers, self.iteration, meta)
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimizer in self.optimizers.values():
-            optimizer.step()
-        self.density.post_backward(self.params, self.optimizers, self.iteration, meta, means_lr)
-        if self.params["means"].shape[0] == 0:
-            raise BuildFailed("training", f"every Gaussian was pruned at iteration {self.iteration} (opacity below "
-                             f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")
-        return terms
+        return loss, terms, meta
+
+    def _reduce_gradients(self) -> None:
+        """Sum every optimised tensor's gradient over the ranks (one all-reduce of one flat
+        buffer); a gradient missing on every rank stays missing (Adam skips that tensor)."""
+        if not self.group.active:
+            return
+        tensors = [p for o in self.optimizers.values() for g in o.param_groups for p in g["params"]]
+        present = torch.tensor([p.grad is not None for p in tensors], dtype=torch.float32, device=self.device)
+        flat = torch.cat([present] + [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                                      for p in tensors])
+        self.group.all_reduce(flat, "the gradient all-reduce")
+        at = len(tensors)
+        for k, p in enumerate(tensors):
+            n = p.numel()
+            if flat[k] > 0:
+                p.grad = flat[at:at + n].view_as(p).to(p.dtype).clone()
+            at += n
+
+    def _density_info(self, metas: list[dict], batch: int) -> dict:
+        """gsplat's ``info`` of the whole batch for density control: the projected centres'
+        gradients [B, N, 2] (normalised per view by its size, so ``width`` and ``height`` are 2)
+        and radii [B, N, 2] of every view on every rank, in batch order."""
+        if batch == 1 and not self.group.active:
+            return metas[0]
+        for meta in metas:
+            if meta.get("gaussian_ids") is not None:
+                raise ValueError("density control over a batch of views needs unpacked rendering")
+        n = self.params["means"].shape[0]
+        grads = []
+        for meta in metas:
+            g = means2d_grad(meta)
+            grads.append(g if g is not None else torch.zeros(meta["radii"].shape[0], n, 2, device=self.device))
+        grads = self.group.all_gather(torch.cat(grads).float(), "density statistics")  # [B, N, 2]
+        radii = self.group.all_gather(torch.cat([m["radii"] for m in metas]).int(), "density statistics")
+        holder = torch.zeros_like(grads, requires_grad=True)
+        holder.grad = grads
+        return {"means2d": holder, "radii": radii, "width": 2, "height": 2, "n_cameras": batch, "gaussian_ids": None}
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
