@@ -297,9 +297,10 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     if handler is not None:
         log.info("build: rank %d of %d on %s (%s)", group.rank, group.world, describe_device(group.device), group.backend)
     try:
-        group.check_same({"config": cfg.to_json(), "recording": str(Path(recording).resolve()), "models": names,
-                          "weights": weights, "out": str(out.resolve()), "resume": resume, "overwrite": overwrite,
-                          "robot_pose": repr(robot_pose), "options": recording_options, "device": dev.type})
+        if group.active:
+            group.check_same({"config": cfg.to_json(), "recording": str(Path(recording).resolve()), "models": names,
+                              "weights": weights, "out": str(out.resolve()), "resume": resume, "overwrite": overwrite,
+                              "robot_pose": repr(robot_pose), "options": recording_options, "device": dev.type})
         if not group.main:  # rank 0 checks, locks and writes the output
             return _build_locked(recording, out, cfg, names, weights, overwrite, resume, progress, should_stop,
                                  cache_root, False, robot_pose, group, **recording_options)
