@@ -171,9 +171,15 @@ def _strict(Rn: torch.Tensor, theta: float, block: int, basis: torch.Tensor | No
                 near = [close[r].nonzero().squeeze(1).tolist() for r in range(rows.numel())]
         found = (_members(Rn, X, cols, rows, theta) if basis is None else
                  _members_prefiltered(Rn, X_all[rows], res_all[rows], X, res, cols, rows, theta))
-        for r, j in enumerate(rows.tolist()):
-            J = found[r]
-            if used[j] or used[J].any() or _witness(Rn, j, [members[k] for k in near[r]], theta):
+        # used only grows, so a row with a used member at the block's start fails whatever comes
+        # before it in the block: one gather for the whole block; only the others are visited in order
+        counts = torch.tensor([J.numel() for J in found], device=Rn.device)
+        hit = torch.zeros(rows.numel(), dtype=torch.long, device=Rn.device).index_add_(
+            0, torch.repeat_interleave(torch.arange(rows.numel(), device=Rn.device), counts),
+            used[torch.cat(found)].long())  # [b]: used members of each J at the block's start
+        for r in (hit == 0).nonzero().squeeze(1).tolist():
+            j, J = int(rows[r]), found[r]
+            if used[J].any() or _witness(Rn, j, [members[k] for k in near[r]], theta):
                 continue
             kept.append(j)
             members.append(J)
@@ -198,17 +204,14 @@ def _pairs(Q: torch.Tensor, X: torch.Tensor, limit: float, res_q: torch.Tensor |
            res_x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) pairs with ``Q X^T (+ res_q res_x^T) >= limit``, grouped by row with
     columns increasing; formed in column tiles so each ``[b, tile]`` block stays in cache."""
-    r, c = [], []
+    hits = torch.empty(Q.shape[0], X.shape[0], dtype=torch.bool, device=Q.device)  # [b, m]
     for start in range(0, X.shape[0], TILE):
         S = Q @ X[start:start + TILE].T  # [b, tile]
         if res_q is not None:
             S.addr_(res_q, res_x[start:start + TILE])
-        rr, cc = (S >= limit).nonzero(as_tuple=True)
-        r.append(rr)
-        c.append(cc + start)
-    r, c = torch.cat(r), torch.cat(c)
-    order = torch.argsort(r, stable=True)
-    return r[order], c[order]
+        torch.ge(S, limit, out=hits[:, start:start + TILE])
+    r, c = hits.nonzero(as_tuple=True)  # row-major: grouped by row, columns increasing
+    return r, c
 
 
 def _members(Rn: torch.Tensor, X: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
