@@ -16,7 +16,6 @@ memory; a failed final write keeps the checkpoint and says how to resume.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -329,10 +328,10 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
 
 def _on_rank(err: M3Error, rank: int) -> M3Error:
     """``err`` with ``rank k: `` ahead of its input, so the line says which rank failed."""
-    named = copy.copy(err)
-    named.source = f"rank {rank}: {err.source}" if not err.source.startswith(f"rank {rank}") else err.source
-    named.args = (f"{named.source}: {named.problem}",)
-    return named
+    if not err.source.startswith(f"rank {rank}"):
+        err.source = f"rank {rank}: {err.source}"
+        err.args = (f"{err.source}: {err.problem}",)
+    return err
 
 
 def _remove_stale_temporaries(out: Path) -> None:

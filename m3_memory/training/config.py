@@ -33,7 +33,8 @@ class TrainConfig:
     feature_weight: float = 0.5  # times (cosine distance + MSE), per model
     feature_pixels: int = 2000
     depth_weight: float = 1.0  # times the expected-depth loss on the sensor's valid depth pixels; 0: off
-    depth_loss: str = "inverse"  # "inverse" (L1 on inverse depth) or "relative" (L1 / depth); see losses.depth_loss and bench/depth_supervision.py
+    # "inverse" (L1 on inverse depth) or "relative" (L1 / depth); see losses.depth_loss and bench/depth_supervision.py
+    depth_loss: str = "inverse"
     # camera pose refinement (training/poses.py): per-view SE(3) corrections learned with the Gaussians;
     # None: on when the recording's poses come from odometry, off for given (ground-truth, robot) poses
     pose_refine: bool | None = None

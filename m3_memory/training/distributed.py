@@ -315,6 +315,8 @@ def launch(argv: list[str], nproc: int, out: Path) -> int:
     args = get_args_parser().parse_args(["--nnodes", "1", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
                                          "--master-port", str(free_port()), "--max-restarts", "0", "-m",
                                          "m3_memory.cli", *argv])
+    # torchrun's default is one thread per rank; share this machine's cores instead
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     log.info("launching %d ranks: torchrun --nproc-per-node %d -m m3_memory.cli %s", nproc, nproc, " ".join(argv))
     try:
         run(args)

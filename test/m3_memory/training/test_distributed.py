@@ -16,7 +16,7 @@ import torch
 from m3_memory.errors import EXIT_BAD_INPUT, EXIT_BUILD_FAILED
 from m3_memory.memory.artifact import load_memory
 from m3_memory.synth import SynthConfig, write_synthetic
-from m3_memory.training.build import build_memory, checkpoint_path
+from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path
 from m3_memory.training.cli import without_nproc
 from m3_memory.training.config import TrainConfig
 from m3_memory.training.distributed import KILL_ENV, Group, free_port
@@ -136,9 +136,22 @@ def test_a_rank_dying_stops_the_build_and_the_checkpoint_resumes_with_one_proces
     assert not out.exists() and checkpoint_path(out).is_file()
     ckpt = torch.load(checkpoint_path(out), map_location="cpu", weights_only=False)
     assert ckpt["trainer"]["iteration"] == 10
-    resumed = build_memory(scene, out, model="clip-fixture", config=TrainConfig.fast(**RUN), resume=True,
-                           cache_root=tmp_path / "cache", show_progress=False)
-    assert resumed.iterations == 30 and load_memory(out).gaussians.means.shape[0] == resumed.num_gaussians
+    calls = {"n": 0}
+
+    def stop_after_five() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(BuildStopped):  # one process continues the 2-process checkpoint for 5 iterations
+        build_memory(scene, out, model="clip-fixture", config=TrainConfig.fast(**RUN), resume=True,
+                     cache_root=tmp_path / "cache", show_progress=False, should_stop=stop_after_five)
+    ckpt = torch.load(checkpoint_path(out), map_location="cpu", weights_only=False)
+    assert ckpt["trainer"]["iteration"] == 15
+    run = _m3("build", str(scene), "--model", "clip-fixture", "--out", str(out), "--nproc", "2", "--resume",
+              *_options(RUN), env={"M3_CACHE": str(tmp_path / "cache")}, timeout=300)  # and two finish it
+    assert run.returncode == 0, run.stderr[-3000:]
+    memory = load_memory(out)
+    assert "30 iterations" in run.stdout and len(memory.gaussians) > 0 and not checkpoint_path(out).exists()
 
 
 @pytest.mark.slow
