@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -285,11 +286,17 @@ def log_folder(out: str | Path) -> Path:
 
 def fault_injection(rank: int, iteration: int) -> None:
     """Tests: ``$M3_TEST_KILL_RANK_AT=<rank>:<iteration>`` kills that rank (SIGKILL, as a crash)
-    when it starts that iteration."""
-    spec = os.environ.get(KILL_ENV)
-    if spec and spec == f"{rank}:{iteration}":
-        log.warning("fault injection: rank %d killed at iteration %d", rank, iteration)
-        os.kill(os.getpid(), signal.SIGKILL)
+    when it starts that iteration; ``<rank>:<iteration>:hang`` makes it stop answering instead
+    (it sleeps until it is killed)."""
+    spec = os.environ.get(KILL_ENV, "")
+    if spec.removesuffix(":hang") != f"{rank}:{iteration}":
+        return
+    if spec.endswith(":hang"):
+        log.warning("fault injection: rank %d hangs at iteration %d", rank, iteration)
+        while True:
+            time.sleep(60)
+    log.warning("fault injection: rank %d killed at iteration %d", rank, iteration)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def free_port() -> int:

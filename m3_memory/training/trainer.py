@@ -187,7 +187,7 @@ class Trainer:
         pixels = [sample_pixels(v.size[1], v.size[0], cfg.feature_pixels, self.generator) for v in batch]
         mine = range(group.rank * share, (group.rank + 1) * share)
         names = ["rgb", "depth", *(f"cos.{n}" for n in self.decoders), "loss"]
-        sums = torch.zeros(2 * len(names), dtype=torch.float64)  # per term: sum over views, number of views
+        sums = [0.0] * (2 * len(names))  # per term: sum over views, number of views
         loss, metas = None, []
         for i in mine:
             view_loss, terms, meta = self._view_loss(batch[i], pixels[i])
@@ -196,8 +196,9 @@ class Trainer:
             for k, v in terms.items():
                 sums[2 * names.index(k)] += v
                 sums[2 * names.index(k) + 1] += 1
-        group.all_reduce(sums, "the loss terms")
-        terms = {k: float(sums[2 * j] / sums[2 * j + 1]) for j, k in enumerate(names) if sums[2 * j + 1] > 0}
+        if group.active:  # on the device: NCCL reduces only CUDA tensors
+            sums = group.all_reduce(torch.tensor(sums, dtype=torch.float64, device=self.device), "the loss terms").tolist()
+        terms = {k: sums[2 * j] / sums[2 * j + 1] for j, k in enumerate(names) if sums[2 * j + 1] > 0}
         if not math.isfinite(terms["loss"]):
             return terms
         for meta in metas:

@@ -4,6 +4,7 @@ that disagree are refused or stopped cleanly. NCCL/CUDA needs GPUs and is not ru
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,19 +81,18 @@ def test_a_batch_of_views_steps_on_the_mean_of_their_losses(synth, tiny_build):
     assert not torch.equal(a.params["means"], before)
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
-    """Same seed, same global batch of 2 views per iteration: ``m3 build --nproc 2`` (gloo on
-    loopback) gives the Gaussians and held-out metrics of the 1-process build, within 1e-4."""
+def _equivalence(tmp_path: Path, device: str, tolerance: float) -> None:
+    """Build the synthetic scene in one process and with ``--nproc 2`` on ``device``; assert
+    the same Gaussian count, Gaussians and held-out metrics within ``tolerance``."""
     scene = write_synthetic(tmp_path / "synth", SynthConfig(width=160, height=120, n_frames=10), realsense=False,
                             rosbag2=False, show_progress=False).folder
     start = time.perf_counter()
     one = build_memory(scene, tmp_path / "one.m3", model="clip-fixture", config=TrainConfig.fast(**RUN),
-                       cache_root=tmp_path / "cache", show_progress=False)
+                       cache_root=tmp_path / "cache", show_progress=False, device=device)
     one_s = time.perf_counter() - start
     start = time.perf_counter()
     run = _m3("build", str(scene), "--model", "clip-fixture", "--out", str(tmp_path / "two.m3"), "--nproc", "2",
-              *_options(RUN), env={"M3_CACHE": str(tmp_path / "cache2")})
+              "--device", device, *_options(RUN), env={"M3_CACHE": str(tmp_path / "cache2")})
     two_s = time.perf_counter() - start
     assert run.returncode == 0, run.stderr[-3000:]
     print(f"1 process {one_s:.1f} s, 2 processes {two_s:.1f} s (wall, with start-up)")
@@ -103,18 +103,30 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
         x, y = getattr(a.gaussians, name), getattr(b.gaussians, name)
         worst[name] = float((x - y).abs().max())
     print("largest differences:", worst)
-    assert max(worst.values()) < TOLERANCE, worst
-    report = (tmp_path / "two.m3" / "report" / "report.json").read_text()
-    import json
-
-    final = json.loads(report)["final"]
+    assert max(worst.values()) < tolerance, worst
+    final = json.loads((tmp_path / "two.m3" / "report" / "report.json").read_text())["final"]
     for key, value in one.final.items():
-        assert abs(final[key] - value) < TOLERANCE, (key, final[key], value)
+        assert abs(final[key] - value) < tolerance, (key, final[key], value)
     # one progress bar's worth of output: the other rank's stderr stays quiet, its log has its stages
     logs = tmp_path / "two.m3.logs"
     assert {p.name for p in logs.iterdir()} == {"rank0.log", "rank1.log"}
     assert "rank 1 of 2" in (logs / "rank1.log").read_text()
-    assert "memory:" in run.stdout and run.stdout.count("memory:") == 1
+    assert run.stdout.count("memory:") == 1
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    """Same seed, same global batch of 2 views per iteration: ``m3 build --nproc 2`` (gloo on
+    loopback) gives the Gaussians and held-out metrics of the 1-process build, within 1e-4."""
+    _equivalence(tmp_path, "cpu", TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL data parallelism needs two CUDA devices")
+def test_two_gpus_equal_one_gpu_on_the_same_global_batch(tmp_path):
+    """The same on two GPUs (NCCL). gsplat's backward accumulates with atomics, so the runs are
+    not bit-reproducible; 1e-3 is a guess, as no two-GPU machine was available to measure it."""
+    _equivalence(tmp_path, "cuda", 1e-3)
 
 
 @pytest.mark.slow
@@ -152,6 +164,25 @@ def test_a_rank_dying_stops_the_build_and_the_checkpoint_resumes_with_one_proces
     assert run.returncode == 0, run.stderr[-3000:]
     memory = load_memory(out)
     assert "30 iterations" in run.stdout and len(memory.gaussians) > 0 and not checkpoint_path(out).exists()
+
+
+@pytest.mark.slow
+def test_a_rank_that_stops_answering_times_out_the_others(tmp_path):
+    """Rank 1 hangs at iteration 5: rank 0 gives up after the collective timeout (20 s here),
+    the launch stops both and exits 3 with rank 0's line; no memory is written."""
+    scene = write_synthetic(tmp_path / "synth", SynthConfig(width=64, height=48, n_frames=6), realsense=False,
+                            rosbag2=False, show_progress=False).folder
+    out = tmp_path / "hangs.m3"
+    start = time.perf_counter()
+    run = _m3("build", str(scene), "--model", "clip-fixture", "--out", str(out), "--nproc", "2",
+              *_options({**RUN, "max_side": 64}), env={KILL_ENV: "1:5:hang", "M3_DIST_TIMEOUT_S": "20",
+                                                       "M3_CACHE": str(tmp_path / "cache")}, timeout=300)
+    took = time.perf_counter() - start
+    print(f"hung launch took {took:.1f} s")
+    assert run.returncode == EXIT_BUILD_FAILED, run.stderr[-3000:]
+    last = [line for line in run.stderr.splitlines() if line.startswith("m3: error:")][-1]
+    assert last.startswith("m3: error: rank 0: another rank stopped answering"), last
+    assert not out.exists()
 
 
 @pytest.mark.slow
