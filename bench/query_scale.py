@@ -64,6 +64,7 @@ class BenchTextModel:
     feature decoded from a random query direction seeded by the text."""
 
     has_text = True
+    canonical_negatives = NEGATIVES
 
     def __init__(self, memory, blob_centres: torch.Tensor, blob_directions: torch.Tensor):
         self.bank = memory.banks["clip"]
@@ -180,12 +181,13 @@ def one_query(memory, camera, scale: float, text_model, text: str, dense: bool) 
     return out
 
 
-def dense_render_scores(memory, camera, text, negatives, method, model="clip", min_alpha=0.5, backend="auto", tol=0.0):
+def dense_render_scores(memory, camera, text, negatives, method, model="clip", min_alpha=0.5, backend="auto", tol=0.0,
+                        device="cpu"):
     """render_scores' reference: decode the [H, W, d] features (render_features), then score_map."""
     from m3_memory.query.relevancy import score_map
     from m3_memory.query.render import ScoredView, render_features
 
-    view = render_features(memory, camera, model, min_alpha, backend)
+    view = render_features(memory, camera, model, min_alpha, backend, device=device)
     score = torch.zeros(view.valid.shape)
     score[view.valid] = score_map(view.features[view.valid], text, negatives, method)
     return ScoredView(score, view.depth, view.alpha, view.valid)

@@ -33,7 +33,15 @@ from m3_memory.query.relevancy import (
     threshold_value,
 )
 from m3_memory.query.render import MIN_ALPHA, render_scores
-from m3_memory.query.spatial import MIN_OPACITY, NEIGHBOURS, best_cluster, dbscan, gaussian_scores, prepare_gaussians
+from m3_memory.query.spatial import (
+    MIN_OPACITY,
+    NEIGHBOURS,
+    best_cluster,
+    centre_means,
+    dbscan,
+    gaussian_scores,
+    prepare_gaussians,
+)
 from m3_memory.query.target import Box, check_depth, lift_region, oriented_box, robust_center
 
 DEFAULT_MIN_SCORE = {"relevancy": 0.1, "cosine": 0.3}  # measured on the fixture: bench/query.py "calibration"
@@ -217,15 +225,15 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
         result.message = f"found {text!r} in the image but no valid depth in its region"
         return result
     result.found, result.points_world = True, points
-    result.point_world, result.box = robust_center(points), oriented_box(points)
-    result.message = f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of the visible surface"
-    if config.object_centre:
-        members = object_gaussians(memory, points, t, neg, bound, config)
-        if len(members):
-            body = memory.gaussians.means[members].numpy().astype(np.float64)
-            result.gaussians, result.point_world, result.box = members, robust_center(body), oriented_box(body)
-            result.message = (f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of "
-                              f"{len(members)} memory Gaussians of the object")
+    members = object_gaussians(memory, points, t, neg, bound, config) if config.object_centre else []
+    if len(members):
+        body = centre_means(memory)[members]  # [m, 3]
+        result.gaussians, result.point_world, result.box = members, robust_center(body), oriented_box(body)
+        result.message = (f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of "
+                          f"{len(members)} memory Gaussians of the object")
+    else:
+        result.point_world, result.box = robust_center(points), oriented_box(points)
+        result.message = f"found {text!r}: {mask.sum()} pixels, score {result.score:.3f}, centre of the visible surface"
     return result
 
 
@@ -236,7 +244,7 @@ def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: t
     those above ``bound`` are clustered (DBSCAN) and the cluster holding most Gaussians within
     ``cluster_eps`` of the surface is the object. Empty when no cluster touches the surface (e.g. the
     object moved since the scan: then the live surface is the answer)."""
-    means = memory.gaussians.means.numpy().astype(np.float64)
+    means = centre_means(memory)  # [N, 3]
     lo, hi = points.min(0) - margin, points.max(0) + margin
     near = np.nonzero(np.all((means >= lo) & (means <= hi), axis=1))[0]
     if len(near) == 0:
@@ -247,7 +255,8 @@ def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: t
     labels = dbscan(means[cand], config.cluster_eps, config.cluster_min_points)
     if len(labels) == 0 or labels.max() < 0:
         return np.zeros(0, dtype=int)
-    touching = cKDTree(points).query(means[cand], distance_upper_bound=config.cluster_eps)[0] < np.inf  # [c]
+    surface = cKDTree(points, balanced_tree=False, compact_nodes=False)  # built once, queried once: the fast build
+    touching = surface.query(means[cand], distance_upper_bound=config.cluster_eps)[0] < np.inf  # [c]
     votes = np.bincount(labels[(labels >= 0) & touching], minlength=labels.max() + 1)
     if votes.max() == 0:
         return np.zeros(0, dtype=int)
@@ -263,7 +272,7 @@ def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig
     bright = torch.sigmoid(memory.gaussians.opacity_logits).numpy() >= MIN_OPACITY
     bound = threshold_value(score, bright, config.threshold)
     relevant = np.nonzero(bright & (score > bound))[0]
-    means = memory.gaussians.means.numpy().astype(np.float64)
+    means = centre_means(memory)
     members = relevant[best_cluster(means[relevant], score[relevant], config.cluster_eps, config.cluster_min_points)]
     result = QueryResult(text, False, float(score[members].mean()) if len(members) else 0.0, "", warnings=warnings)
     if len(members) == 0 or result.score < config.score_bound:

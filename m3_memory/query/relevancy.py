@@ -65,8 +65,9 @@ def unit_texts(text: torch.Tensor, negatives: torch.Tensor, method: str) -> torc
 
 def text_columns(bank: MemoryBank, text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:
     """``PSC x`` [t, 1 + k] for the unit text (and, for relevancy, negative) embeddings ``x``: the
-    dot product of a decoded feature ``a PSC`` with ``x`` is ``a (PSC x)``."""
-    return (bank.psc.detach().double() @ unit_texts(text, negatives, method).T).float()
+    dot product of a decoded feature ``a PSC`` with ``x`` is ``a (PSC x)``. In float32 (the bank's
+    own precision): converting a t = 8000, d = 1152 bank to float64 per text cost more than the product."""
+    return bank.psc.detach().float() @ unit_texts(text, negatives, method).float().T
 
 
 def unit_scores(features: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, method: str) -> torch.Tensor:

@@ -25,7 +25,8 @@ from m3_memory.memory.attention import bank_spectrum, memory_attention
 from m3_memory.query.camera import Camera
 from m3_memory.query.memo import memo
 from m3_memory.query.relevancy import SCORE_TOL, leading_components, query_norms, query_scores
-from m3_memory.render.rasterization import rasterization
+from m3_memory.render.cpu import StaticGaussians, rasterize_static
+from m3_memory.render.rasterization import choose_backend, rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 
@@ -83,11 +84,26 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
     queries = memory.queries_of(model)[keep]  # [n, l]
     viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None].to(g.means.device)  # [1, 4, 4] world -> camera
     K = gsplat_K(torch.from_numpy(camera.K).float())[None].to(g.means.device)  # [1, 3, 3]
+    if (choose_backend(g.means.device) if backend == "auto" else backend) == "cpu":  # only projection and compositing
+        out, alpha = rasterize_static(static_gaussians(memory).subset(keep), queries, viewmat[0], K[0], camera.width,
+                                      camera.height)
+        return _keep(views, key, (out[..., :-1], out[..., -1], alpha[..., 0]))
     with torch.no_grad():
         out, alpha, _ = rasterization(g.means[keep], g.quats[keep], g.log_scales[keep].exp(),
                                       torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
                                       camera.height, render_mode="RGB+ED", backend=backend)
     return _keep(views, key, (out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]))
+
+
+def static_gaussians(memory: Memory) -> StaticGaussians:
+    """The memory's camera-independent render quantities (3D covariances, opacities), computed once
+    per loaded memory (and device) and kept: a query's render then only projects and composites."""
+    g = memory.gaussians
+    key = tuple((id(x), x._version) for x in (g.means, g.quats, g.log_scales, g.opacity_logits))
+    store = memo(memory)
+    if store.get("static", (None,))[0] != key:
+        store["static"] = (key, StaticGaussians.of(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits)))
+    return store["static"][1]
 
 
 def _view_key(memory: Memory, camera: Camera, model: str, backend: str) -> tuple:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import Memory
@@ -41,6 +43,11 @@ def centre_tree(memory: Memory) -> cKDTree:
     return store["tree"]
 
 
+def centre_means(memory: Memory) -> np.ndarray:
+    """The Gaussians' centres [N, 3] as float64 (m): the k-d tree's own copy (:func:`centre_tree`), read-only."""
+    return centre_tree(memory).data
+
+
 def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np.ndarray | None = None) -> torch.Tensor:
     """Opacity-weighted sums [n, l] of the queries of each Gaussian's ``neighbours`` nearest Gaussians
     (itself included) for the Gaussians ``index``; for all of them (None) computed once per memory."""
@@ -52,7 +59,7 @@ def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np
     store, key = memo(memory), ("queries", model, k)
     if key in store:  # all of them were computed (prepare_gaussians)
         return store[key] if index is None else store[key][torch.from_numpy(np.asarray(index))]
-    at = g.means.numpy().astype(np.float64) if index is None else g.means.numpy()[np.asarray(index)].astype(np.float64)
+    at = centre_means(memory) if index is None else centre_means(memory)[np.asarray(index)]
     _, nn = centre_tree(memory).query(at, k=k)  # [n, k]
     nn = torch.from_numpy(nn.reshape(len(at), k))
     summed = (torch.sigmoid(g.opacity_logits)[nn][..., None] * queries[nn]).sum(1)  # [n, l]
@@ -136,7 +143,44 @@ def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEI
 
 
 def dbscan(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """open3d DBSCAN labels [M] (-1 = noise) of points [M, 3] (m)."""
+    """DBSCAN labels [M] (-1 = noise) of points [M, 3] (m): the labels of open3d's ``cluster_dbscan``
+    (:func:`dbscan_open3d`, the reference), from one k-d tree pair search and a connected-components
+    pass. A point is core when at least ``min_points`` points (itself included) lie within ``eps``;
+    clusters are the connected components of the cores within ``eps`` of each other, numbered in
+    the order of their lowest-index core (open3d's expansion order); a non-core point within ``eps``
+    of cores joins the lowest-numbered of their clusters, else it is noise. The one difference: a
+    pair exactly ``eps`` apart counts here, not in open3d (a tie of float64 distances). Single-threaded,
+    about half open3d's CPU time on 30k points of a 2 cm neighbourhood (no OpenMP threads to wait on)."""
+    n = len(points)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    tree = cKDTree(np.asarray(points, dtype=np.float64), balanced_tree=False, compact_nodes=False)  # the fast build
+    pairs = tree.query_pairs(eps, output_type="ndarray")  # [p, 2], i < j
+    core = np.bincount(pairs.ravel(), minlength=n) + 1 >= min_points  # [n]: neighbours within eps, itself included
+    is_core = core[pairs]  # [p, 2]
+    linked = pairs[is_core.all(1)]  # core-core pairs
+    graph = coo_matrix((np.ones(len(linked), dtype=np.int8), (linked[:, 0], linked[:, 1])), shape=(n, n))
+    component = connected_components(graph, directed=False)[1]  # [n]
+    labels = np.full(n, -1)
+    cores = np.nonzero(core)[0]  # ascending
+    if len(cores) == 0:
+        return labels
+    found, first = np.unique(component[cores], return_index=True)  # each cluster's lowest-index core
+    number = np.empty(component.max() + 1, dtype=int)
+    number[found[np.argsort(first)]] = np.arange(len(found))
+    labels[cores] = number[component[cores]]
+    edge = pairs[is_core[:, 0] != is_core[:, 1]]  # core - border pairs
+    if len(edge):
+        c_first = is_core[is_core[:, 0] != is_core[:, 1], 0]
+        centre, border = np.where(c_first, edge[:, 0], edge[:, 1]), np.where(c_first, edge[:, 1], edge[:, 0])
+        order = np.lexsort((labels[centre], border))  # by border point, then cluster number
+        points_of, at = np.unique(border[order], return_index=True)
+        labels[points_of] = labels[centre[order[at]]]
+    return labels
+
+
+def dbscan_open3d(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
+    """open3d's DBSCAN labels [M] (-1 = noise) of points [M, 3] (m): the reference of :func:`dbscan`."""
     import open3d as o3d
 
     if len(points) == 0:

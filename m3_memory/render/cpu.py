@@ -17,13 +17,14 @@ import logging
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 
 from m3_memory.outputs import write_atomic
-from m3_memory.render.reference import ALPHA_MIN, project, record_info
+from m3_memory.render.reference import ALPHA_MIN, project, quat_to_rotmat, record_info
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "composite.cpp"
 MAX_EXTENT = 3.33  # sigmas
@@ -135,12 +136,20 @@ def rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor
     means2d, conics, depths, valid = project(means.float(), quats.float(), scales.float(), viewmat.float(), K.float(),
                                              width, height, near, far, eps2d)
     means2d = record_info(info, means2d, conics, valid, width, height)
+    conic3 = torch.stack([conics[:, 0, 0], conics[:, 0, 1], conics[:, 1, 1]], dim=-1)  # [N, 3]
+    return _composite(means2d, conic3, depths, valid, opacities.float(), colors.float(), width, height, expected_depth)
+
+
+def _composite(means2d: torch.Tensor, conic3: torch.Tensor, depths: torch.Tensor, valid: torch.Tensor,
+               opacities: torch.Tensor, colors: torch.Tensor, width: int, height: int, expected_depth: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected Gaussians (centres [N, 2] px, conics [N, 3] as xx, xy, yy, depths [N] m, valid [N])
+    -> (colors [H, W, D (+1 expected depth)], alphas [H, W, 1]), front to back through the compositor."""
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
     order = order[valid[order]]  # front to back, culled ones dropped
-    con = conics[order]
-    conic3 = torch.stack([con[:, 0, 0], con[:, 0, 1], con[:, 1, 1]], dim=-1)  # [n, 3]
-    op = opacities.float()[order]
-    feats = colors.float()[order]
+    conic3 = conic3[order]
+    op = opacities[order]
+    feats = colors[order]
     if expected_depth:
         feats = torch.cat([feats, depths[order, None]], dim=1)
     with torch.no_grad():
@@ -155,3 +164,86 @@ def rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor
     if expected_depth:
         out = torch.cat([out[..., :-1], out[..., -1:] / alpha.clamp_min(1e-10)], dim=-1)
     return out, alpha
+
+
+@dataclass(frozen=True)
+class StaticGaussians:
+    """What rendering needs of Gaussians that no camera changes, computed once (:meth:`of`) for
+    rendering them from many cameras without gradients (a loaded memory's queries): means [N, 3]
+    (m), the world-frame 3D covariance ``R S S R^T`` [N, 6] as xx, xy, xz, yy, yz, zz (m^2, float32),
+    opacities [N] in [0, 1] and the largest scale [N] (m)."""
+
+    means: torch.Tensor
+    cov: torch.Tensor
+    opacities: torch.Tensor
+    max_scale: torch.Tensor
+
+    @classmethod
+    def of(cls, means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor
+           ) -> "StaticGaussians":
+        """From means [N, 3], quats [N, 4] wxyz, linear scales [N, 3] (m) and opacities [N] in [0, 1]."""
+        with torch.no_grad():
+            M = quat_to_rotmat(quats.float()) * scales.float()[:, None, :]  # [N, 3, 3] = R_q S
+            c = M @ M.transpose(1, 2)  # [N, 3, 3]
+            cov = torch.stack([c[:, 0, 0], c[:, 0, 1], c[:, 0, 2], c[:, 1, 1], c[:, 1, 2], c[:, 2, 2]], dim=-1)
+            return cls(means.float().contiguous(), cov.contiguous(), opacities.float().contiguous(),
+                       scales.float().amax(dim=1))
+
+    def subset(self, index: torch.Tensor) -> "StaticGaussians":
+        return StaticGaussians(self.means[index], self.cov[index], self.opacities[index], self.max_scale[index])
+
+
+def project_static(g: StaticGaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                   near: float = 0.01, far: float = 1e10, eps2d: float = 0.3
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~m3_memory.render.reference.project` from the kept 3D covariances, without gradients:
+    (means2d [N, 2] px, conics [N, 3] as xx, xy, yy, depths [N] m, valid [N] bool). The same formulas
+    (gsplat's clamp of x/z and y/z, ``eps2d``), written per component instead of as batched 3x3
+    products: ``cov2d = (J R) Sigma (J R)^T``, the Jacobian's two rows applied to R's rows first."""
+    with torch.no_grad():
+        R, t = viewmat[:3, :3].float(), viewmat[:3, 3].float()
+        p = g.means @ R.T + t  # [N, 3] camera frame
+        x, y, z = p.unbind(-1)
+        fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+        tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+        lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
+        lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
+        z_safe = torch.where(z > near, z, torch.ones_like(z))
+        inv_z = 1 / z_safe
+        tx = (x * inv_z).clamp(-lim_x_neg, lim_x_pos)  # x / z clamped (gsplat's tx / z)
+        ty = (y * inv_z).clamp(-lim_y_neg, lim_y_pos)
+        # rows of J R: J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]] with tx, ty the clamped x, y
+        a = (fx * inv_z)[:, None]  # [N, 1]
+        u = a * (R[0] - tx[:, None] * R[2])  # [N, 3] first row of J R
+        v = (fy * inv_z)[:, None] * (R[1] - ty[:, None] * R[2])  # [N, 3] second row
+        xx, xy, xz, yy, yz, zz = g.cov.unbind(-1)
+
+        def sigma(w: torch.Tensor) -> torch.Tensor:  # Sigma w, [N, 3]
+            w0, w1, w2 = w.unbind(-1)
+            return torch.stack([xx * w0 + xy * w1 + xz * w2, xy * w0 + yy * w1 + yz * w2, xz * w0 + yz * w1 + zz * w2], -1)
+
+        su = sigma(u)
+        c00 = (u * su).sum(-1) + eps2d
+        c01 = (v * su).sum(-1)
+        c11 = (v * sigma(v)).sum(-1) + eps2d
+        det = c00 * c11 - c01 * c01
+        valid = (z > near) & (z < far) & (det > 0)
+        inv_det = 1 / torch.where(valid, det, torch.ones_like(det))
+        conic3 = torch.stack([c11 * inv_det, -c01 * inv_det, c00 * inv_det], dim=-1)  # [N, 3]
+        means2d = torch.stack([fx * x * inv_z + cx, fy * y * inv_z + cy], dim=-1)
+        return means2d, conic3, z, valid
+
+
+def rasterize_static(g: StaticGaussians, colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int,
+                     height: int, near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
+                     expected_depth: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rasterize_cpu` of Gaussians whose camera-independent part is kept (:class:`StaticGaussians`),
+    without gradients: only the projection (:func:`project_static`) and the compositing run per camera.
+    colors [N, D]; viewmat [4, 4] world-to-camera; K [3, 3] (gsplat's pixel convention) ->
+    (colors [H, W, D (+1 expected depth)], alphas [H, W, 1]); agrees with :func:`rasterize_cpu` to
+    float32 rounding (tested)."""
+    if library() is None:
+        raise RuntimeError("no C++ compiler (g++) found for the fast CPU rasterizer; use rasterize_reference")
+    means2d, conic3, depths, valid = project_static(g, viewmat, K, width, height, near, far, eps2d)
+    with torch.no_grad():
+        return _composite(means2d, conic3, depths, valid, g.opacities, colors.float(), width, height, expected_depth)

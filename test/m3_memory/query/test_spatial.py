@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import load_memory
 from m3_memory.query.api import QueryConfig, query_gaussians, query_text, text_model_for
 from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import score_map
-from m3_memory.query.spatial import gaussian_features
+from m3_memory.query.spatial import dbscan, dbscan_open3d, gaussian_features
 from m3_memory.synth import SynthConfig, SyntheticScene
 
 
@@ -54,3 +55,32 @@ def test_object_centre_is_the_same_from_every_view(memory, scene):
     body_err = [np.linalg.norm(p - duck) for p in body]
     assert max(body_err) < 0.03
     assert np.ptp(np.array(body), axis=0).max() < np.ptp(np.array(surface), axis=0).max()
+
+
+def clustered_points(seed: int) -> np.ndarray:
+    """Blobs of several densities and sizes, a few touching ones, and uniform noise: [M, 3] m."""
+    rng = np.random.default_rng(seed)
+    blobs = [rng.normal(c, s, (n, 3)) for c, s, n in zip(rng.random((12, 3)) * 0.3, rng.uniform(0.004, 0.02, 12),
+                                                         rng.integers(20, 800, 12))]
+    return rng.permutation(np.concatenate([*blobs, rng.random((600, 3)) * 0.3]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("eps, min_points", [(0.02, 5), (0.01, 3), (0.03, 12)])
+def test_dbscan_labels_are_open3d_s(seed, eps, min_points):
+    """The k-d tree + connected-components DBSCAN gives open3d's labels, numbering, noise and
+    border points (joined to the lowest-numbered cluster near them) included."""
+    points = clustered_points(seed)
+    ref = dbscan_open3d(points, eps, min_points)
+    fast = dbscan(points, eps, min_points)
+    assert ref.max() >= 2 and (ref == -1).any()  # several clusters and some noise: the cases are exercised
+    border = np.bincount(cKDTree(points).query_pairs(eps, output_type="ndarray").ravel(), minlength=len(points)) + 1
+    assert ((border < min_points) & (ref >= 0)).any()  # non-core points that joined a cluster
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_dbscan_edge_cases():
+    assert dbscan(np.zeros((0, 3)), 0.02, 5).shape == (0,)
+    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 1), [0, 1, 2])  # every point its own core
+    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 2), [-1, -1, -1])  # no core
+    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 2), dbscan_open3d(np.eye(3), 0.02, 2))

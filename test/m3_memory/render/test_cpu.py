@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from m3_memory.render.cpu import library, rasterize_cpu
+from m3_memory.render.cpu import StaticGaussians, library, rasterize_cpu, rasterize_static
 from m3_memory.render.reference import rasterize_reference
 
 pytestmark = pytest.mark.skipif(library() is None, reason="no C++ compiler for the CPU rasterizer")
@@ -72,3 +72,28 @@ def test_sparse_output_gradients_match_reference():
         scale = ref.abs().max().clamp_min(1.0)
         assert (fast - ref).abs().max() <= 1e-3 * scale, name
     assert g_ref[4][:, 2:6].abs().sum() > 0  # the sampled channels do get gradients
+
+
+@pytest.mark.parametrize("n, seed", [(400, 5), (3000, 6)])
+def test_static_gaussians_render_as_the_fast_rasterizer(n, seed):
+    """Kept 3D covariances, per-component projection (rasterize_static) vs rasterize_cpu (the
+    reference): the same images, including Gaussians behind the camera and off the image edges."""
+    means, quats, scales, opacities, colors = scene(n, seed, channels=16)
+    means[: n // 10, 2] = -0.5  # behind the camera: culled
+    means[n // 10: n // 5, 0] += 3.0  # off the image's right edge: clamped Jacobian
+    view = torch.eye(4)
+    view[:3, :3] = torch.tensor([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]]) @ torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 0.98, -0.2], [0.0, 0.2, 0.98]])  # a rotated camera: every covariance term matters
+    view[:3, 3] = torch.tensor([0.05, -0.02, 0.1])
+    ref, a_ref = rasterize_cpu(means, quats, scales, opacities, colors, view, K, W, H)
+    static = StaticGaussians.of(means, quats, scales, opacities)
+    fast, a_fast = rasterize_static(static, colors, view, K, W, H)
+    assert a_ref.max() > 0.9 and (a_ref < 0.1).any()  # covered and empty pixels
+    torch.testing.assert_close(a_fast, a_ref, atol=1e-5, rtol=0)
+    hit = a_ref[..., 0] > 1e-3
+    torch.testing.assert_close(fast[..., :-1], ref[..., :-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast[..., -1][hit], ref[..., -1][hit], atol=1e-5, rtol=1e-5)
+    sub = torch.arange(0, n, 3)
+    part, _ = rasterize_static(static.subset(sub), colors[sub], view, K, W, H)
+    torch.testing.assert_close(part, rasterize_cpu(means[sub], quats[sub], scales[sub], opacities[sub], colors[sub], view,
+                                                   K, W, H)[0], atol=1e-5, rtol=1e-5)
