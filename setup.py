@@ -16,7 +16,8 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
         ("share/" + package_name + "/urdf", glob("urdf/*")),
     ],
-    package_data={"m3_memory.foundation": ["fixture_data/*"], "m3_memory.render": ["csrc/*.cpp"]},
+    package_data={"m3_memory.foundation": ["fixture_data/*"], "m3_memory.render": ["csrc/*.cpp"],
+                  "m3_memory.query": ["csrc/*.cpp"]},
     zip_safe=True,
     python_requires=">=3.10",  # here, not in pyproject.toml: colcon reads setup.py and cannot parse the SpecifierSet setuptools >= 61 makes of requires-python
     entry_points={"console_scripts": ["m3 = m3_memory.cli:main",

@@ -47,22 +47,22 @@ class _CompileError(Exception):
     """The compiler's command and its last error lines."""
 
 
-def compile_library() -> tuple[Path | None, str]:
-    """Build (or find, in :func:`kernel_cache`) the compositor's shared library: (path, "") or
-    (None, why it could not be built: the compiler's own error lines)."""
+def compile_library(source: Path = SOURCE) -> tuple[Path | None, str]:
+    """Build (or find, in :func:`kernel_cache`) the shared library of a C++ ``source`` (default: the
+    compositor): (path, "") or (None, why it could not be built: the compiler's own error lines)."""
     cxx = compiler()
     if cxx is None:
         return None, f"no C++ compiler found ({os.environ.get('CXX', 'g++')} is not on PATH; $CXX names another)"
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = kernel_cache() / f"composite-{digest}.so"
+    digest = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    target = kernel_cache() / f"{source.stem}-{digest}.so"
     if target.exists():
         return target, ""
 
     def build(tmp: Path) -> None:
-        done = subprocess.run([cxx, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
+        done = subprocess.run([cxx, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True)
         if done.returncode != 0:
             lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            raise _CompileError(f"{cxx} {' '.join(FLAGS)} {SOURCE.name} failed (exit {done.returncode})"
+            raise _CompileError(f"{cxx} {' '.join(FLAGS)} {source.name} failed (exit {done.returncode})"
                                 + "".join(f" | {line}" for line in lines[-6:]))
 
     try:

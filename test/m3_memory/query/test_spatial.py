@@ -8,7 +8,14 @@ from m3_memory.memory.artifact import load_memory
 from m3_memory.query.api import QueryConfig, query_gaussians, query_text, text_model_for
 from m3_memory.query.camera import Camera
 from m3_memory.query.relevancy import score_map
-from m3_memory.query.spatial import dbscan, dbscan_open3d, gaussian_features
+from m3_memory.query.spatial import (
+    cluster_library,
+    dbscan,
+    dbscan_open3d,
+    dbscan_pairs,
+    gaussian_features,
+)
+from m3_memory.render.cpu import compiler
 from m3_memory.synth import SynthConfig, SyntheticScene
 
 
@@ -67,20 +74,28 @@ def clustered_points(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("eps, min_points", [(0.02, 5), (0.01, 3), (0.03, 12)])
-def test_dbscan_labels_are_open3d_s(seed, eps, min_points):
-    """The k-d tree + connected-components DBSCAN gives open3d's labels, numbering, noise and
-    border points (joined to the lowest-numbered cluster near them) included."""
+@pytest.mark.parametrize("fn", [dbscan, dbscan_pairs])
+def test_dbscan_labels_are_open3d_s(fn, seed, eps, min_points):
+    """The grid kernel and the k-d tree + connected-components DBSCAN give open3d's labels,
+    numbering, noise and border points (joined to the lowest-numbered cluster near them) included."""
     points = clustered_points(seed)
     ref = dbscan_open3d(points, eps, min_points)
-    fast = dbscan(points, eps, min_points)
+    fast = fn(points, eps, min_points)
     assert ref.max() >= 2 and (ref == -1).any()  # several clusters and some noise: the cases are exercised
     border = np.bincount(cKDTree(points).query_pairs(eps, output_type="ndarray").ravel(), minlength=len(points)) + 1
     assert ((border < min_points) & (ref >= 0)).any()  # non-core points that joined a cluster
     np.testing.assert_array_equal(fast, ref)
 
 
-def test_dbscan_edge_cases():
-    assert dbscan(np.zeros((0, 3)), 0.02, 5).shape == (0,)
-    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 1), [0, 1, 2])  # every point its own core
-    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 2), [-1, -1, -1])  # no core
-    np.testing.assert_array_equal(dbscan(np.eye(3), 0.02, 2), dbscan_open3d(np.eye(3), 0.02, 2))
+def test_the_grid_kernel_is_built_and_used():
+    assert cluster_library() is not None or compiler() is None
+
+
+@pytest.mark.parametrize("fn", [dbscan, dbscan_pairs])
+def test_dbscan_edge_cases(fn):
+    assert fn(np.zeros((0, 3)), 0.02, 5).shape == (0,)
+    np.testing.assert_array_equal(fn(np.eye(3), 0.02, 1), [0, 1, 2])  # every point its own core
+    np.testing.assert_array_equal(fn(np.eye(3), 0.02, 2), [-1, -1, -1])  # no core
+    np.testing.assert_array_equal(fn(np.eye(3) - 5.0, 0.02, 2), dbscan_open3d(np.eye(3) - 5.0, 0.02, 2))  # negative cells
+    far = np.array([[0.0, 0, 0], [0.01, 0, 0], [1e5, 0, 0], [1e5 + 0.01, 0, 0]])  # past the grid: the pairs path
+    np.testing.assert_array_equal(fn(far, 0.02, 2), [0, 0, 1, 1])
