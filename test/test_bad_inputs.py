@@ -271,6 +271,11 @@ CASES = [
       lambda c: c["other_resolution"], "another resolution"),
     C("build-zero-iterations", lambda c: ["build", str(c.scene), "--model", "clip-fixture", "--iterations", "0", "--out",
                                           c.out("m.m3")], lambda c: "iterations", ""),
+    C("build-zero-processes", lambda c: [*BUILD, str(c.scene), "--nproc", "0", "--out", c.out("m.m3")],
+      lambda c: "--nproc", "at least one process"),
+    C("build-views-per-iteration-negative", lambda c: [*BUILD, str(c.scene), "--train.views-per-iteration", "-1",
+                                                      "--out", c.out("m.m3")], lambda c: "views_per_iteration",
+      "invalid value"),
     # m3 query
     C("query-missing-memory", lambda c: ["query", c.out("none.m3"), "duck", "--out", c.out("q")],
       lambda c: c.out("none.m3"), "does not exist"),
