@@ -25,7 +25,8 @@ in turn; wall and CPU (``process_time``, all threads) milliseconds, p50/p95:
   ``text_to_target_fast_same_queries``); ``max_abs_diff`` fast vs dense over the valid pixels;
 - the Gaussian-level query (``query_gaussians``): ``prepare`` (``api.prepare``, what the nodes do
   after loading: k-d tree, neighbourhood queries, every Gaussian's unit feature) and per query
-  after it. It runs first, so the text rows after it use what it kept (``prepared``); where it
+  after it. It runs first on each memory (every row's memory is prepared, as the query node's
+  is after loading), so the text rows after it use what it kept (``prepared``); where it
   is over ``--gaussian-budget`` the object-centre step scores its Gaussians on each query.
 Dense runs are skipped where one would take more than ``--dense-budget`` seconds (estimated from
 the multiply-adds at the rate measured on the first configuration); the JSON says so, and records
@@ -131,10 +132,13 @@ def uptime() -> str:
 
 
 def stats(ms: list[float], cpu: list[float] | None = None) -> dict:
-    """p50/p95 of wall milliseconds and, given, of this process's CPU milliseconds (all its threads)."""
-    out = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(ms)}
+    """p50/p95 and min of wall milliseconds and, given, of this process's CPU milliseconds (all its
+    threads); on a loaded machine the min is the closest to an idle one."""
+    out = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "min_ms": float(min(ms)),
+           "n": len(ms)}
     if cpu:
-        out.update(cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95)))
+        out.update(cpu_p50_ms=float(np.percentile(cpu, 50)), cpu_p95_ms=float(np.percentile(cpu, 95)),
+                   cpu_min_ms=float(min(cpu)))
     return out
 
 
@@ -292,6 +296,9 @@ def main() -> None:
     ap.add_argument("--grid-banks", nargs="+", default=["decaying", "iid"], choices=["iid", "decaying"],
                     help="banks of the rest of the grid (every t, d, N and resolution)")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 1.0], help="render_scale values per row")
+    ap.add_argument("--resolutions", nargs="+", default=["320x240", "640x480"], help="grid camera sizes as WxH")
+    ap.add_argument("--grid-targets", nargs="+", default=None,
+                    help="grid (t, d) as TxD (default: every t in 500, 2000, 8000 with d = 768 and 1152)")
     ap.add_argument("--out", default=str(RESULTS / "query_scale.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -300,8 +307,10 @@ def main() -> None:
     targets = [(n, (320, 240), t, d) for n in args.gaussians for t, d in ((2000, 768), (8000, 1152))]
     configs = [(kind, *c) for kind in args.banks for c in targets if (c[2], c[3]) in args.targets]
     if not args.quick:
-        grid = [(n, res, t, d) for n in args.gaussians for res in ((320, 240), (640, 480)) for d in (768, 1152)
-                for t in (500, 2000, 8000)]
+        sizes = [tuple(int(v) for v in x.split("x")) for x in args.resolutions]
+        pairs = ([tuple(int(v) for v in x.split("x")) for x in args.grid_targets] if args.grid_targets
+                 else [(t, d) for d in (768, 1152) for t in (500, 2000, 8000)])
+        grid = [(n, res, t, d) for n in args.gaussians for res in sizes for t, d in pairs]
         configs += [x for x in ((kind, *c) for kind in args.grid_banks for c in grid) if x not in configs]
     result = {"bench": "query_scale", "device": "cpu", "threads": args.threads, "platform": platform.platform(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__, "l": L, "repeats": args.repeats,
@@ -321,17 +330,19 @@ def main() -> None:
                                       "why": f"over the bench's wall-time budget of {args.budget_min} min"})
             continue
         key = (kind, n, t, d)
-        if key not in memories:
+        fresh = key not in memories
+        if fresh:
             memories.clear()
             memories[key] = random_memory(n, t, d, kind)
         memory, text_model = memories[key]
         cams = cameras(w, h)
         gaussian = None
-        if (w, h) == (320, 240):  # the Gaussian-level query and what loading would prepare for it
+        if fresh:  # the Gaussian-level query and what loading would prepare for it (as the query node does)
             est = n * t * (d + L) / rate
             gaussian = (gaussian_query(memory, text_model, args.repeats) if est <= args.gaussian_budget
                         else {"skipped": f"prepare estimated {est:.0f} s > budget {args.gaussian_budget:.0f} s"})
             print("  gaussian query", gaussian, flush=True)
+            prepared = "prepare_ms" in gaussian  # for every row of this memory
         for scale in args.scales:
             load_before = os.getloadavg()
             pixels = int(w * scale) * int(h * scale)
@@ -350,7 +361,7 @@ def main() -> None:
             repeats, dense_repeats = (3, 1) if slow else (args.repeats, args.dense_repeats)
             row = {"bank": kind, "gaussians": n, "width": w, "height": h, "t": t, "d": d, "render_scale": scale,
                    "pixels": pixels, "load_before": load_before,
-                   "prepared": gaussian is not None and "prepare_ms" in gaussian}
+                   "prepared": prepared}
             res = run_config(memory, cams, scale, text_model, repeats, dense_repeats if dense_ok else 0)
             if "score_dense" in res:
                 rate = macs / (res["score_dense"]["p50_ms"] / 1000)
@@ -372,8 +383,10 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Text -> 3D target p95 (wall ms) at the 320x240 camera, 60k Gaussians: cold and warm camera, surface
-    only, dense; one panel per render_scale in the run, the targets as lines."""
+    """Text -> 3D target p95 at the 320x240 camera, 60k Gaussians: cold and warm camera, surface only,
+    dense; one panel per render_scale in the run, the targets as lines. CPU milliseconds of the
+    process (about an idle core's wall time for a 1-thread run; wall times on the shared machine
+    are several times longer), a dot at the cold query's min where recorded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,13 +403,16 @@ def plot(result: dict, path: Path) -> None:
         sub = [r for r in rows if r["render_scale"] == scale]
         x = np.arange(len(sub))
         for j, (key, label) in enumerate(bars):
-            ax.bar(x + 0.2 * (j - 1.5), [r[key]["p95_ms"] if key in r else 0 for r in sub], 0.2, label=label)
+            ax.bar(x + 0.2 * (j - 1.5), [r[key]["cpu_p95_ms"] if key in r else 0 for r in sub], 0.2, label=label)
+        lows = [(i, r["text_to_target_fast"]["cpu_min_ms"]) for i, r in enumerate(sub) if "cpu_min_ms" in r["text_to_target_fast"]]
+        if lows:
+            ax.plot([x[i] - 0.3 for i, _ in lows], [v for _, v in lows], "k.", label="cold, min")
         ax.set_xticks(x, [f"{r['bank']}\nt={r['t']}\nd={r['d']}" for r in sub], fontsize=7)
         ax.set_yscale("log")
         ax.axhline(100, color="k", ls="--", lw=0.8)
         ax.axhline(150, color="k", ls=":", lw=0.8)
         ax.set_title(f"320x240 camera, render_scale {scale}, 60k Gaussians, {result['threads']} thread(s)", fontsize=9)
-    axes[0][0].set_ylabel("text -> 3D target, p95 wall ms")
+    axes[0][0].set_ylabel("text -> 3D target, p95 CPU ms")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
