@@ -20,5 +20,5 @@ def memo(memory: Memory) -> dict:
     ref, store = _STORES.get(id(means), (None, None))
     if ref is None or ref() is not means:
         store = {}
-        _STORES[id(means)] = (weakref.ref(means, lambda _, key=id(means): _STORES.pop(key, None)), store)
+        _STORES[id(means)] = (weakref.ref(means, lambda _, key=id(means), stores=_STORES: stores.pop(key, None)), store)
     return store
