@@ -48,9 +48,10 @@ class FeatureSummary:
     seconds: float
 
     def lines(self) -> list[str]:
+        views = "views" if "preview" in self.bank else "training views"
         return [f"{self.model} ({self.checkpoint}): {self.frames} frames, maps {self.map_hw[0]}x{self.map_hw[1]}x"
                 f"{self.feature_dim}",
-                f"  principal scene components of {self.train_frames} training views: {self.kept} of {self.features} "
+                f"  principal scene components of {self.train_frames} {views}: {self.kept} of {self.features} "
                 f"feature vectors ({self.compression:.1f}x smaller, {self.psc_mb:.1f} MB), theta {self.threshold}, "
                 f"rule {self.rule}{' (read from the cache)' if self.reused else ''}",
                 f"  bank: {self.bank}",
@@ -109,8 +110,9 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
     train = split_views(len(maps), test_every)[0] if stride == 1 else list(range(len(maps)))
     comp = scene_components(model, [maps[i] for i in train], [indices[i] for i in train], theta, rule, recording.path,
                             cache_root, use_cache=stride == 1)
-    bank = (str(bank_path(model, recording.path, comp.frames, theta, rule, cache_root)) if stride == 1 else
-            f"preview of every {stride}th frame, not used by m3 build")
+    bank = (f"{bank_path(model, recording.path, comp.frames, theta, rule, cache_root)} (m3 build of this recording "
+            f"with {model.name}, theta {theta}, rule {rule} and --train.test-every {test_every} reads it)" if stride == 1 else
+            f"a preview (--stride {stride}), not stored: m3 build reduces its own training views")
     summary = FeatureSummary(model.name, model.checkpoint, len(maps), len(train), tuple(maps[0].shape[:2]),
                              maps[0].shape[-1], comp.features, comp.psc.shape[0], theta, rule,
                              comp.features / comp.psc.shape[0], comp.psc.numel() * 4 / 2**20, bank, comp.reused,
