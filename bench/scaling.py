@@ -10,18 +10,32 @@
   evenly spaced subsets of 15 / 48 / 150 / 500 frames: component count and PSC time.
 - ``features``: seconds per frame of the dense CLIP ViT-L/14@336 and SigLIP so400m/14@384
   paths (random weights, float32, on the CPU, at their native short side).
+- ``ranks``: the data-parallel preparation of a build (feature maps of every frame into a
+  fresh cache, principal scene components of the training views) on the synthetic room
+  (``SynthConfig.room``, ``--room-frames``, default 48 and 300) with 1 and 2 processes
+  launched by ``torchrun`` (gloo, loopback): wall seconds per stage, speed-up, peak resident
+  memory per rank, and that both runs keep the same components.
+- ``dbuild``: ``m3 build --nproc 1`` and ``--nproc 2`` (torchrun, gloo) of the room at
+  ``--room-frames`` frames, fast preset, fixture CLIP, ``--iterations`` iterations of a global
+  batch of 2 views (the same work in both): wall and stage seconds, training seconds per
+  iteration, speed-up, and the peak resident memory of the largest process.
+- ``allreduce``: seconds of one gloo all-reduce of 1 to 64 MB of float32 between 2 processes
+  (the gradient exchange of a data-parallel build step), for bench/SCALING.md.
 
     python bench/scaling.py [--iterations 600] [--frames 15 48 150 500]
         # writes bench/results/scaling.json and scaling.png
+    python bench/scaling.py --parts ranks [--room-frames 48 300] [--nprocs 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +94,170 @@ def one_build(frames: int, iterations: int, work: Path) -> dict:
                                "arithmetic": f"build {wall:.1f} s - train {stages['train']:.1f} s + "
                                              f"{per_it:.3f} s/it x {FULL_ITERATIONS} it"}
     return row
+
+
+def room_scan(frames: int, folder: Path) -> Path:
+    """The synthetic room (four tables) with ``frames`` frames, written once into ``folder``."""
+    from m3_memory.synth import SynthConfig, write_synthetic
+
+    out = folder / f"room{frames}"
+    if not (out / "scene").is_dir():
+        write_synthetic(out, SynthConfig.room(n_frames=frames), realsense=False, rosbag2=False, show_progress=False)
+    return out / "scene"
+
+
+RANKS_ARCH = "ViT-B-16"  # the ranks part's feature model: open_clip CLIP ViT-B/16, random weights, 224 px short side
+
+
+def ranks_model(work: Path):
+    """The ranks part's foundation model (its random weights written once into ``work``)."""
+    from m3_memory.foundation import load_model
+
+    return load_model("clip", weights=str(random_weights(RANKS_ARCH, work)), arch=RANKS_ARCH, image_size=224)
+
+
+def ranks_child(frames: int, work: Path) -> dict | None:
+    """One rank of the data-parallel preparation under torchrun (the process group from its
+    environment); rank 0 returns every rank's row, the others None."""
+    import torch
+    import torch.distributed as dist
+
+    from m3_memory import distributed
+    from m3_memory.foundation.cache import shared_features
+    from m3_memory.memory.components import default_threshold, scene_components, split_views, usable_frames
+    from m3_memory.recording import open_recording
+
+    dist.init_process_group("gloo")
+    try:
+        scene = room_scan(frames, work)  # written before the launch: only read here
+        cache = work / f"cache_room{frames}_n{distributed.world_size()}"
+        model = ranks_model(work)
+        row = {"rank": distributed.rank(), "threads": torch.get_num_threads()}
+        distributed.barrier()
+        t0 = time.perf_counter()
+        views, indices = usable_frames(open_recording(scene), scene)
+        row["read_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+        mine = []
+        original = model.encode_frame
+        model.encode_frame = lambda frame, index: (mine.append(index), original(frame, index))[1]
+        maps = shared_features(model, views, indices, scene, cache)
+        row["features_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+        train = split_views(len(views), 8)[0]
+        comp = scene_components(model, [maps[i] for i in train], [indices[i] for i in train], default_threshold(model),
+                                "strict", scene, cache)
+        row["psc_s"] = time.perf_counter() - t0
+        row.update({"frames_encoded": len(mine), "components": int(comp.kept.numel()), "peak_rss_mb": peak_mb(),
+                    "kept_sha": hashlib.sha256(comp.kept.numpy().tobytes()).hexdigest()[:16], "load": os.getloadavg()})
+        rows = [row]
+        if distributed.active():
+            rows = [None] * distributed.world_size()
+            dist.all_gather_object(rows, row)
+        return ({"frames": frames, "processes": len(rows), "model": f"clip {RANKS_ARCH} random weights, 224 px",
+                 "ranks": rows} if distributed.rank() == 0 else None)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(frames: int, nproc: int, work: Path) -> dict:
+    """``torchrun --nproc-per-node nproc`` of :func:`ranks_child`: its rows, wall time of the
+    whole launch (process start and imports included) and the load before and after."""
+    room_scan(frames, work)
+    random_weights(RANKS_ARCH, work)
+    shutil.rmtree(work / f"cache_room{frames}_n{nproc}", ignore_errors=True)  # every run encodes afresh
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
+           "--master-port", str(29500 + nproc), __file__, "--child", "ranks", "--work", str(work), "--frames", str(frames)]
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - t0
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            row = json.loads(line[7:])
+            row.update({"launch_wall_s": wall, "load_before": load, "load_after": os.getloadavg(),
+                        "command": " ".join(["torchrun", *cmd[3:]])})
+            return row
+    return {"frames": frames, "processes": nproc, "status": "failed", "stderr": done.stderr[-2000:]}
+
+
+def run_allreduce(work: Path, repeats: int) -> dict:
+    """``torchrun --nproc-per-node 2`` of :func:`allreduce_child`."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", "29510", __file__, "--child", "allreduce", "--work", str(work), "--repeats", str(repeats)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"status": "failed", "stderr": done.stderr[-2000:]}
+
+
+def dbuild_child(frames: int, nproc: int, iterations: int, work: Path, threads: int = 0) -> dict:
+    """``m3 build --nproc nproc`` of the room scan (fast preset, fixture CLIP, ``iterations``
+    iterations of a global batch of 2 views, a fresh feature cache), run from this process so
+    that RUSAGE_CHILDREN's peak is the largest rank's of this build alone. threads: torch and
+    OpenMP threads of a one-process build (0: torch's default, all cores); ``--nproc 2`` gives
+    each rank cores / 2 (one here)."""
+    import re
+
+    scene = room_scan(frames, work)
+    cache = work / f"cache_build{frames}_n{nproc}"
+    shutil.rmtree(cache, ignore_errors=True)
+    cmd = [sys.executable, "-m", "m3_memory.cli", "build", str(scene), "--model", "clip-fixture", "--fast",
+           "--iterations", str(iterations), "--train.views-per-iteration", "2", "--out", str(work / f"room{frames}_n{nproc}.m3"),
+           "--overwrite", "--nproc", str(nproc)]
+    env = {**os.environ, "M3_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    if threads:
+        cmd += ["--train.torch-threads", str(threads)]
+        env["OMP_NUM_THREADS"] = str(threads)
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    row = {"frames": frames, "processes": nproc, "threads": threads or "default", "iterations": iterations,
+           "views_per_iteration": 2,
+           "wall_s": wall, "returncode": done.returncode, "load_before": load, "load_after": os.getloadavg(),
+           "peak_rss_mb_largest_process": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+           "command": " ".join(["m3", *cmd[3:]])}
+    timing = next((line for line in done.stdout.splitlines() if line.startswith("time: ")), None)
+    if done.returncode or timing is None:
+        row["stderr"] = done.stderr[-2000:]
+        return row
+    row["stages_s"] = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", timing)}
+    row["train_s_per_iteration"] = row["stages_s"]["train"] / iterations
+    row["summary"] = done.stdout.strip().splitlines()[:3]
+    return row
+
+
+ALLREDUCE_MB = (1, 4, 16, 64)  # gradient sizes timed by the allreduce part
+
+
+def allreduce_child(repeats: int) -> dict | None:
+    """Seconds of one gloo all-reduce (sum) of float32 tensors of ``ALLREDUCE_MB`` megabytes,
+    the median of ``repeats`` after a warm-up; rank 0 returns the row."""
+    import statistics
+
+    import torch
+    import torch.distributed as dist
+
+    from m3_memory import distributed
+
+    dist.init_process_group("gloo")
+    try:
+        rows = []
+        for mb in ALLREDUCE_MB:
+            x = torch.ones(mb * 2**20 // 4)
+            dist.all_reduce(x)
+            times = []
+            for _ in range(repeats):
+                distributed.barrier()
+                t0 = time.perf_counter()
+                dist.all_reduce(x)
+                times.append(time.perf_counter() - t0)
+            median = statistics.median(times)
+            rows.append({"mb": mb, "s": median, "gb_per_s": mb / 1024 / median, "repeats": repeats})
+        return ({"processes": distributed.world_size(), "backend": "gloo, loopback", "rows": rows,
+                 "load": os.getloadavg()} if distributed.rank() == 0 else None)
+    finally:
+        dist.destroy_process_group()
 
 
 def random_weights(arch: str, folder: Path) -> Path:
@@ -151,7 +329,13 @@ def psc_scaling(work: Path, frame_counts: list[int], image_size: int) -> dict:
 
 def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
-    if args.child == "build":
+    if args.child == "dbuild":
+        row = dbuild_child(args.frames[0], args.nprocs[0], args.iterations, work, args.threads)
+    elif args.child in ("ranks", "allreduce"):
+        row = ranks_child(args.frames[0], work) if args.child == "ranks" else allreduce_child(args.repeats)
+        if row is None:
+            return
+    elif args.child == "build":
         row = one_build(args.frames[0], args.iterations, work)
     elif args.child == "features":
         row = feature_timing(work, args.repeats)
@@ -175,8 +359,8 @@ def plot(out: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    builds = [b for b in out["build"] if "stages_s" in b]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    builds = [b for b in out.get("build", []) if "stages_s" in b]
     f = [b["frames"] for b in builds]
     ax = axes[0]
     for stage in ("read", "features", "psc", "init", "train", "evaluate", "write"):
@@ -184,7 +368,7 @@ def plot(out: dict, path: Path) -> None:
     ax.loglog(f, [b["build_wall_s"] for b in builds], "k--", label="build (wall)")
     ax.set_xlabel("frames")
     ax.set_ylabel("seconds")
-    ax.set_title(f"fast build, {builds[0]['iterations'] if builds else '?'} iterations")
+    ax.set_title(f"fast build, {'/'.join(str(b['iterations']) for b in builds) or '?'} iterations")
     ax.legend(fontsize=7)
     ax = axes[1]
     ax.loglog(f, [b["peak_rss_mb"] for b in builds], "o-")
@@ -204,6 +388,29 @@ def plot(out: dict, path: Path) -> None:
             ax.loglog(fr, [feats[name]["s_per_frame"] * n for n in fr], "--", label=f"{name} features s (x frames)")
     ax.set_xlabel("frames")
     ax.set_title(f"d = {psc.get('d', '?')} random-weight features")
+    dbuild = [r for r in out.get("dbuild", []) if "stages_s" in r and r.get("threads") != "default" or r.get("processes") == 2]
+    for nproc, marker in ((1, "o-"), (2, "s-")):
+        rows = sorted((r for r in dbuild if r["processes"] == nproc and "stages_s" in r), key=lambda r: r["frames"])
+        if rows:
+            fr = [r["frames"] for r in rows]
+            ax.loglog(fr, [r["wall_s"] for r in rows], marker, label=f"room build, {nproc} x 1 thread: wall s")
+            ax.loglog(fr, [r["stages_s"]["train"] for r in rows], marker.replace("-", "--"),
+                      label=f"room build, {nproc} x 1 thread: train s ({rows[0]['iterations']} it)")
+    if dbuild and not psc.get("rows"):
+        ax.set_title("m3 build --nproc 1 vs 2 (room, fast preset)")
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    ranks = [r for r in out.get("ranks", []) if "ranks" in r]
+    for nproc, marker in ((1, "o-"), (2, "s-")):
+        rows = sorted((r for r in ranks if r["processes"] == nproc), key=lambda r: r["frames"])
+        if rows:
+            fr = [r["frames"] for r in rows]
+            ax.loglog(fr, [max(k["features_s"] + k["psc_s"] for k in r["ranks"]) for r in rows], marker,
+                      label=f"{nproc} process{'es' if nproc > 1 else ''}: features + PSC s")
+            ax.loglog(fr, [max(k["peak_rss_mb"] for k in r["ranks"]) for r in rows], marker.replace("-", ":"),
+                      label=f"{nproc} process{'es' if nproc > 1 else ''}: peak MB per rank")
+    ax.set_xlabel("room frames")
+    ax.set_title("data-parallel preparation (torchrun, gloo)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -215,7 +422,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=FULL_ITERATIONS)
     parser.add_argument("--psc-image-size", type=int, default=336, help="short side (px) of the PSC features")
     parser.add_argument("--repeats", type=int, default=2, help="frames timed per feature model")
-    parser.add_argument("--parts", nargs="+", default=["build", "psc", "features"])
+    parser.add_argument("--parts", nargs="+", default=["build", "psc", "features"],
+                        help="build, psc, features, ranks, allreduce, dbuild")
+    parser.add_argument("--room-frames", type=int, nargs="+", default=[48, 300], help="ranks: room scan lengths")
+    parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2], help="ranks, dbuild: process counts")
+    parser.add_argument("--threads", type=int, default=0, help="dbuild: threads of a one-process build (0: default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--work", type=Path, default=None, help="keep scans here (default: a temporary folder)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -234,7 +445,30 @@ def main() -> None:
         common = ["--iterations", str(args.iterations), "--repeats", str(args.repeats),
                   "--psc-image-size", str(args.psc_image_size)]
         for part in args.parts:
-            if part == "build":
+            if part == "ranks":
+                done = {(r["frames"], r["processes"]): r for r in out.get("ranks", []) if "frames" in r}
+                for frames in args.room_frames:
+                    for nproc in args.nprocs:
+                        done[frames, nproc] = run_ranks(frames, nproc, work)
+                        print("ranks", frames, nproc, json.dumps(done[frames, nproc]), flush=True)
+                        out["ranks"] = [done[k] for k in sorted(done)]
+                        args.out.write_text(json.dumps(out, indent=1))
+            elif part == "dbuild":
+                done = {(r["frames"], r["processes"], str(r.get("threads", "default"))): r
+                        for r in out.get("dbuild", []) if "frames" in r}
+                for frames in args.room_frames:
+                    room_scan(frames, work)
+                    for nproc in args.nprocs:
+                        key = (frames, nproc, str(args.threads or "default"))
+                        done[key] = run_child("dbuild", work, [*common, "--frames", str(frames), "--nprocs", str(nproc),
+                                                               "--threads", str(args.threads)])
+                        print("dbuild", frames, nproc, json.dumps(done[key]), flush=True)
+                        out["dbuild"] = [done[k] for k in sorted(done)]
+                        args.out.write_text(json.dumps(out, indent=1))
+            elif part == "allreduce":
+                out["allreduce"] = run_allreduce(work, max(args.repeats, 5))
+                print("allreduce", json.dumps(out["allreduce"]), flush=True)
+            elif part == "build":
                 rows = {r["frames"]: r for r in out.get("build", []) if "frames" in r}
                 for frames in args.frames:
                     rows[frames] = run_child("build", work, [*common, "--frames", str(frames)])
