@@ -1,8 +1,11 @@
 """Where tensors live: the one ``--device`` setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) of
 every command and node, resolved once here.
 
-``auto`` is the first CUDA device when PyTorch sees one, else the CPU. A CUDA device that is not
-there is a one-line :class:`InputError` naming it and what is available (exit 2). Running out of
+``auto`` is the first CUDA device when PyTorch sees one, else the CPU. That fallback is warned about
+once per process by :func:`warn_cpu_fallback`, which the work (a build's features and training,
+feature extraction, a query, an evaluation) calls once its inputs are read, so that a bad input
+still ends with its one error line; ``--device cpu`` chooses the CPU without a warning. A CUDA
+device that is not there is a one-line :class:`InputError` naming it and what is available (exit 2). Running out of
 GPU memory becomes a one-line error naming the settings to lower (:func:`out_of_memory_hint`).
 Memories and checkpoints are saved from CPU tensors and loaded with ``map_location``, so a
 memory built on CUDA opens on a CPU-only machine and the reverse.
@@ -26,6 +29,7 @@ log = logging.getLogger("m3")
 
 CHOICES_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N"
 _SPEC = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
+_fallback = {"pending": False, "warned": False}  # auto resolved to the CPU / that was warned about (this process)
 
 
 def available() -> str:
@@ -51,7 +55,10 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         raise InputError(f"device {spec}", f"unknown device; use {CHOICES_HELP}")
     kind, index = match.group(1), match.group(2)
     if kind == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        _fallback["pending"] = not _fallback["warned"]
+        return torch.device("cpu")
     if kind == "cpu":
         return torch.device("cpu")
     index = int(index or 0)
@@ -61,6 +68,19 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if index >= torch.cuda.device_count():
         raise InputError(f"device {spec}", f"no such CUDA device; available: {available()}")
     return torch.device("cuda", index)
+
+
+def warn_cpu_fallback() -> None:
+    """Warn, once per process, that ``--device auto`` resolved to the CPU because PyTorch sees no
+    CUDA device (nothing when that did not happen, or when the CPU was asked for)."""
+    if not _fallback["pending"]:
+        return
+    import torch
+
+    _fallback.update(pending=False, warned=True)
+    log.warning("no CUDA device is available (PyTorch %s, CUDA build %s), so --device auto computes on the CPU, "
+                "where a build takes many times longer; pass --device cpu to choose it without this warning",
+                torch.__version__, torch.version.cuda or "none")
 
 
 def describe_device(device: torch.device) -> str:

@@ -71,3 +71,14 @@ def make(store):
 
     return message_factory(store)
 
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_warnings():
+    """Each test sees the once-per-process warnings as a new process would (``--device auto``
+    falling back to the CPU), whatever ran before it."""
+    from m3_memory.device import _fallback
+
+    _fallback.update(pending=False, warned=False)
+    yield
+    _fallback.update(pending=False, warned=False)

@@ -469,7 +469,7 @@ def test_sigterm_stops_a_build_with_one_line_and_exit_143(ctx, tmp_path, when):
     """SIGTERM (ros2 launch, systemd, Slurm): one line, exit 143, no memory, no lock; while
     training it checkpoints first, so --resume can continue."""
     out, log = tmp_path / "term.m3", tmp_path / "m3.log"
-    proc = _m3(*BUILD[:-1], "5000", str(ctx.scene), "--out", str(out), log=log)
+    proc = _m3(*BUILD[:-1], "5000", str(ctx.scene), "--out", str(out), "--device", "cpu", log=log)  # no CPU warning
     stage = "iteration" if when == "while training" else "loading"
     needle = "build: iteration" if when == "while training" else "build: loading"
     _wait_for(lambda: log.is_file() and needle in log.read_text(), proc, 120)
@@ -488,7 +488,7 @@ def test_sigterm_stops_a_build_with_one_line_and_exit_143(ctx, tmp_path, when):
 
 def test_sigint_is_exit_130(ctx, tmp_path):
     out, log = tmp_path / "int.m3", tmp_path / "m3.log"
-    proc = _m3(*BUILD[:-1], "5000", str(ctx.scene), "--out", str(out), log=log)
+    proc = _m3(*BUILD[:-1], "5000", str(ctx.scene), "--out", str(out), "--device", "cpu", log=log)
     _wait_for(lambda: log.is_file() and "build: iteration" in log.read_text(), proc, 120)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -555,7 +555,7 @@ def test_build_failed_is_exit_3(ctx, tmp_path, capsys, monkeypatch):
         return {**terms, "loss": float("nan")}
 
     monkeypatch.setattr(Trainer, "step", nan_step)
-    code, err = run_case([*BUILD, str(ctx.scene), "--out", str(tmp_path / "nan.m3")], capsys)
+    code, err = run_case([*BUILD, str(ctx.scene), "--out", str(tmp_path / "nan.m3"), "--device", "cpu"], capsys)
     assert code == EXIT_BUILD_FAILED and "loss became nan" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "nan.m3").exists() and not lock_path(tmp_path / "nan.m3").exists()
 

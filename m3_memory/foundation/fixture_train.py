@@ -19,11 +19,11 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from m3_memory.conventions import backproject
 from m3_memory.foundation.base import model_input
 from m3_memory.foundation.fixture import ARCH, CLASSES, WEIGHTS, register_fixture_arch
+from m3_memory.progress import progress
 from m3_memory.synth import SynthConfig, SyntheticScene
 
 SYNONYMS = {
@@ -94,7 +94,7 @@ def train(out: Path, steps: int = 1500, seed: int = 0, show_progress: bool = Tru
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     rng = np.random.default_rng(seed)
-    for _ in tqdm(range(steps), desc="train fixture CLIP", disable=None if show_progress else True):
+    for _ in progress(range(steps), "train fixture CLIP", unit="step", show=show_progress):
         rgb, cls = train_views[rng.integers(len(train_views))]
         if rng.random() < 0.5:
             rgb, cls = rgb[:, ::-1].copy(), cls[:, ::-1].copy()

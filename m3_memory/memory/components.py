@@ -33,6 +33,7 @@ from m3_memory.foundation.cache import cache_folder
 from m3_memory.memory.psc import DEFAULT_THRESHOLDS, principal_scene_components
 from m3_memory.memory.trace import ComponentSources, sources_of_rows
 from m3_memory.outputs import write_atomic
+from m3_memory.progress import progress
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.plausibility import PlausibilityTally
@@ -48,13 +49,14 @@ def default_threshold(model: FoundationModel) -> float:
     return model.psc_threshold if model.psc_threshold is not None else DEFAULT_THRESHOLDS.get(model.name, 0.8)
 
 
-def usable_frames(recording: Recording, source: str | Path) -> tuple[list[Frame], list[int]]:
+def usable_frames(recording: Recording, source: str | Path, show_progress: bool = True) -> tuple[list[Frame], list[int]]:
     """The frames of ``recording`` a memory is built from (those without an unusable problem,
     see :mod:`m3_memory.recording.plausibility`) and each one's index in the recording. Logs one
     warning per kind of problem; a recording with no usable frame is an :class:`InputError`
-    naming ``source``."""
+    naming ``source``. Reading shows progress (:mod:`m3_memory.progress`) unless not ``show_progress``."""
     frames, indices, tally = [], [], PlausibilityTally()
-    for i, frame in enumerate(recording):
+    reading = progress(recording, f"read {recording.path.name}", unit="frame", show=show_progress, leave=False)
+    for i, frame in enumerate(reading):
         if not any(problem.unusable for problem in tally.add(frame)):
             frames.append(frame)
             indices.append(i)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from m3_memory.device import warn_cpu_fallback
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.foundation.cache import shared_features
@@ -100,7 +101,8 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
         raise InputError("--test-every", f"must be >= 2, got {test_every}")
     theta = default_threshold(model) if threshold is None else threshold
     t0 = time.perf_counter()
-    frames, indices = usable_frames(recording, recording.path)
+    frames, indices = usable_frames(recording, recording.path, show_progress)
+    warn_cpu_fallback()  # the inputs are good: the work starts
     frames, indices = frames[::stride], indices[::stride]
     maps = shared_features(model, frames, indices, recording.path, cache_root, lambda it, total: progress(
         it, f"features {model.name}", total=total, unit="frame", show=show_progress, leave=False))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from m3_memory.device import warn_cpu_fallback
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.foundation.loaded import model_for_checkpoint, tokenizer
@@ -201,6 +202,7 @@ def query_text(memory: Memory, text: str, camera: Camera, depth: np.ndarray | No
     text, t, neg, warnings = _prepare(memory, text, config, text_model)
     if depth is not None:
         depth = check_depth(depth, camera)
+    warn_cpu_fallback()  # the inputs are good: the work starts
     view = render_scores(memory, camera.scaled(config.render_scale) if config.render_scale < 1 else camera, t, neg,
                          config.method, config.model, config.min_alpha, config.backend, device=config.device)
     H, W = camera.height, camera.width
@@ -268,6 +270,7 @@ def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig
     """Find ``text`` among the Gaussians themselves: decode each Gaussian's query, score it, cluster
     the relevant ones in 3D (DBSCAN) and return the best cluster's median point, means and box."""
     text, t, neg, warnings = _prepare(memory, text, config, text_model)
+    warn_cpu_fallback()  # the inputs are good: the work starts
     score = gaussian_scores(memory, t, neg, config.method, config.model, config.neighbours)  # [N]
     bright = torch.sigmoid(memory.gaussians.opacity_logits).numpy() >= MIN_OPACITY
     bound = threshold_value(score, bright, config.threshold)

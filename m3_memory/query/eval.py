@@ -33,9 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from m3_memory.device import warn_cpu_fallback
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.memory.artifact import Memory
+from m3_memory.progress import progress
 from m3_memory.query.camera import Camera
 from m3_memory.query.labels import upsampled
 from m3_memory.query.metrics import image_quality, lpips_unavailable, retrieval
@@ -169,7 +171,8 @@ class Row:
     seconds_per_view: float
     pairs: list[dict] = field(default_factory=list)
     retrieval: dict[str, float] = field(default_factory=dict)  # I2T@k, T2I@k
-    image: dict[str, float | None] | None = None  # mean PSNR (dB), SSIM, LPIPS over the views, depth error (m); None: renders no colour
+    # mean PSNR (dB), SSIM, LPIPS over the views, depth error (m); None: renders no colour
+    image: dict[str, float | None] | None = None
 
     def to_json(self) -> dict:
         return {"name": self.name, "parameters": self.parameters, "cosine": self.cosine, "cosine_distance": 1 - self.cosine,
@@ -225,9 +228,11 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
     objects = sorted({o for v in views for o, m in v.masks.items() if m.mean() >= MIN_MASK_FRACTION})
     if not objects:
         raise InputError("masks", "no object mask covers any held-out view: nothing to ground")
+    warn_cpu_fallback()
     emb = text_model.encode_text([text_of(o) for o in objects] + list(negatives))  # [k + n, d]
     text, neg = dict(zip(objects, emb[:len(objects)])), emb[len(objects):]
-    targets = [text_model.encode_image(v.rgb) for v in views]  # [h, w, d] each
+    targets = [text_model.encode_image(v.rgb) for v in progress(views, "eval: the model's own maps", unit="view",
+                                                                leave=False)]  # [h, w, d] each
     present = np.array([[o in v.masks and v.masks[o].mean() >= MIN_MASK_FRACTION for o in objects] for v in views])
     no_lpips = lpips_unavailable()
     rows = []
@@ -236,7 +241,7 @@ def evaluate(predictors: Sequence[Predictor], views: Sequence[EvalView], text_mo
         inter = {"paper": [], "query": []}
         union = {"paper": [], "query": []}
         pairs, maps, quality, depths = [], [], [], []
-        for v, target in zip(views, targets):
+        for v, target in progress(list(zip(views, targets)), f"eval {p.name}", unit="view", leave=False):
             start = time.perf_counter()
             f = p.features(v)
             seconds += time.perf_counter() - start

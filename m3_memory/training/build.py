@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from m3_memory.conventions import scale_intrinsics
-from m3_memory.device import describe_device, out_of_memory_hint, use_device
+from m3_memory.device import describe_device, out_of_memory_hint, use_device, warn_cpu_fallback
 from m3_memory.errors import BuildFailed, InputError, M3Error, os_problem
 from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.base import known_models
@@ -226,11 +226,12 @@ def prepare(recording: str | Path, cfg: TrainConfig, models: list[FoundationMode
     lap = lap or (lambda stage: None)
     say("read", 0.0, f"reading {recording}")
     rec = open_recording(recording, **recording_options)
-    frames, frame_index = usable_frames(rec, recording)
+    frames, frame_index = usable_frames(rec, recording, show_progress)
     train_idx, test_idx = split_views(len(frames), cfg.test_every)
     if ranks > len(train_idx):
         raise InputError(f"{ranks} ranks", f"more ranks (processes) than the {len(train_idx)} training views of "
                          f"{recording}; launch at most {len(train_idx)}")
+    warn_cpu_fallback()
     lap("read")
 
     features: dict[str, list[torch.Tensor]] = {}
@@ -380,6 +381,10 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
 
     say("read", 0.0, f"loading {', '.join(names)}")
     models = [load_model(n, weights=weights, device=str(device)) for n in names]
+    identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
+                "models": [fm.checkpoint for fm in models]}
+    # before the work, so that a bad one is a one-line error
+    ckpt = _load_checkpoint(ckpt_path, identity) if resume and group.main else None
     prep = prepare(recording, cfg, models, cache_root, show_progress, say, lap, ranks=group.world, **recording_options)
     banks, slices, test_idx = prep.banks, prep.slices, prep.test_idx
     report.models = [f"{e.name} ({banks[e.name].psc.shape[0]} components)" for e in prep.entries]
@@ -388,11 +393,8 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     refine = cfg.pose_refine if cfg.pose_refine is not None else getattr(prep.recording, "poses_mode", None) == "odometry"
     trainer = Trainer(prep.gaussians, banks, slices, cfg, scene_extent(train), device,
                       [v.name for v in train] if refine else (), group)
-    identity = {"config": cfg.identity(), "recording": str(Path(recording).resolve()),
-                "models": [fm.checkpoint for fm in models]}
     history: list[dict] = []
-    if resume and group.main:
-        ckpt = _load_checkpoint(ckpt_path, identity)
+    if ckpt is not None:
         trainer.load_state_dict(ckpt["trainer"])
         history = ckpt["history"]
     group.sync_trainer(trainer)  # every rank starts from rank 0's state

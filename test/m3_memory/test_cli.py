@@ -175,17 +175,23 @@ def test_help_documents_the_exit_codes():
 
 @pytest.mark.slow
 def test_redirected_fast_build_logs_progress(tmp_path, synth):
-    """A fast build with stderr in a file (no terminal) says how training goes, with the loss."""
+    """A fast build with stderr in a file (no terminal) says how each long stage goes (reading,
+    features, training with the loss) and, on a machine without CUDA, once that auto chose the CPU."""
+    import torch
+
     log = tmp_path / "build.log"
     with log.open("w") as f:
         done = subprocess.run([sys.executable, "-m", "m3_memory.cli", "build", str(synth.folder), "--model", "clip-fixture",
                                "--fast", "--iterations", "30", "--out", str(tmp_path / "scene.m3")], stdout=f, stderr=f,
-                              env={**__import__("os").environ, "M3_PROGRESS_EVERY_S": "0.2", "M3_CACHE": str(tmp_path)})
+                              env={**__import__("os").environ, "M3_PROGRESS_EVERY_S": "0", "M3_CACHE": str(tmp_path)})
     text = log.read_text()
     assert done.returncode == 0, text
     lines = [line for line in text.splitlines() if line.startswith("m3: training: ")]
     assert lines and all("loss" in line for line in lines), text
     assert lines[-1].startswith("m3: training: 30/30 it (100%)")
+    for stage in (f"read {synth.folder.name}: 10/10 frame", "features clip: 10/10 frame"):
+        assert f"m3: {stage} (100%)" in text, text
+    assert text.count("--device auto computes on the CPU") == (not torch.cuda.is_available()), text
 
 
 def test_doctor_reports_the_environment(capsys, monkeypatch, tmp_path):

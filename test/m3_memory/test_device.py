@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from m3_memory.cli import main
-from m3_memory.device import describe_device, out_of_memory_hint, resolve_device, use_device
+from m3_memory.device import describe_device, out_of_memory_hint, resolve_device, use_device, warn_cpu_fallback
 from m3_memory.errors import InputError
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without CUDA")
@@ -18,6 +18,35 @@ def test_auto_and_cpu_resolve():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert describe_device(torch.device("cpu")).startswith("cpu (")
+
+
+def test_auto_on_the_cpu_warns_once_when_the_work_starts_and_an_explicit_cpu_never(caplog, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="m3"):
+        assert resolve_device("cpu") == torch.device("cpu")
+        warn_cpu_fallback()
+        assert not caplog.records
+        assert resolve_device("auto") == torch.device("cpu")
+        assert not caplog.records  # resolving says nothing: a bad input read next still ends with one line
+        warn_cpu_fallback()
+        assert resolve_device(None) == torch.device("cpu")
+        warn_cpu_fallback()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("no CUDA device is available") and "--device auto computes on the CPU" in warnings[0]
+
+
+@pytest.mark.parametrize("command", [["features", "REC", "--model", "clip-fixture", "--out", "f"],
+                                     ["query", "MEM", "yellow bath duck", "--out", "q"]])
+@pytest.mark.parametrize("spec", ["auto", "cpu"])
+def test_commands_warn_about_the_cpu_only_when_auto_chose_it(command, spec, synth, built_memory, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = [str(synth.folder) if a == "REC" else str(built_memory[0]) if a == "MEM" else a for a in command]
+    argv = [str(tmp_path / a) if a in ("f", "q") else a for a in argv]
+    assert main([*argv, "--device", spec]) == 0
+    err = capsys.readouterr().err
+    assert err.count("--device auto computes on the CPU") == (spec == "auto"), err
 
 
 @pytest.mark.parametrize("spec", ["tpu", "cpu:1", "cuda:x", "gpu", ""])

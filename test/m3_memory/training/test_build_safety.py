@@ -83,7 +83,8 @@ def test_failed_final_write_keeps_the_checkpoint_and_says_how_to_resume(synth, t
         raise enospc(str(path))
 
     monkeypatch.setattr(artifact, "write_ply", full_disk)
-    code = main(["build", str(synth.folder), "--model", "clip-fixture", "--fast", "--iterations", "3", "--out", str(out)])
+    code = main(["build", str(synth.folder), "--model", "clip-fixture", "--fast", "--iterations", "3", "--out", str(out),
+                 "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_BUILD_FAILED and len(err.splitlines()) == 1, err
     assert err.startswith(f"m3: error: {out}: the memory could not be written (no space left on the device); training "
