@@ -10,7 +10,7 @@ from pathlib import Path
 
 from m3_memory.device import add_device_option
 from m3_memory.errors import InputError, SafetyRefusal, first_line
-from m3_memory.outputs import MB, check_output
+from m3_memory.outputs import MB, beside, check_output
 
 GRASP_OUTPUT_BYTES = 64 * MB  # plan.json, trajectory.json, the sim's PNG and GIF
 
@@ -65,7 +65,7 @@ def cmd_grasp(args: argparse.Namespace) -> int:
     device = use_device(args.device, "grasp")
     if args.backend not in BACKENDS:
         raise InputError("--backend", f"unknown backend '{args.backend}' (choose {', '.join(BACKENDS)})")
-    out = check_output(args.out or f"grasp_{Path(args.memory).name.rstrip('/')}", allow_existing=True,
+    out = check_output(args.out or beside(args.memory, "grasp"), allow_existing=True,
                        need_bytes=GRASP_OUTPUT_BYTES)
     if args.urdf is not None and not Path(args.urdf).is_file():
         raise InputError(args.urdf, "URDF file not found" if not Path(args.urdf).is_dir() else "is a folder, not a URDF")
@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--back-to-start", action="store_true", help="unitree: after the grasp, fold the arm back with the "
                                                                 "SDK's backToStart")
     p.add_argument("--urdf", help="robot description (default: the project's urdf/b1_z1.urdf)")
-    p.add_argument("--out", help="output folder (default: ./grasp_<memory name>)")
+    p.add_argument("--out", help="output folder (default: <memory>_grasp beside the memory)")
     p.add_argument("--json", action="store_true", help="print the plan and execution report as JSON")
     p.add_argument("--no-gif", action="store_true", help="sim: write the PNG only")
     add_device_option(p)

@@ -35,7 +35,7 @@ from m3_memory.errors import (
     first_line,
     os_problem,
 )
-from m3_memory.outputs import check_output
+from m3_memory.outputs import beside, check_output
 from m3_memory.training.config import TrainConfig
 
 log = logging.getLogger("m3")
@@ -89,7 +89,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from m3_memory.recording.inspect import inspect_recording
 
-    sheet = Path(args.sheet) if args.sheet else Path(f"{Path(args.recording).name.rstrip('/')}_sheet.png")
+    sheet = Path(args.sheet) if args.sheet else beside(args.recording, "sheet", ".png")
     check_output(sheet, folder=False, allow_existing=True, need_bytes=8 << 20)
     rec = _open(args)
     summary = inspect_recording(rec, sheet=sheet)
@@ -111,7 +111,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.model not in known_models():
         raise InputError(args.model, f"unknown foundation model; known: {', '.join(known_models())}")
     device = use_device(args.device, "features")
-    out = check_output(args.out or f"features_{Path(args.recording).name}", allow_existing=True, need_bytes=64 << 20)
+    out = check_output(args.out or beside(args.recording, "features"), allow_existing=True, need_bytes=64 << 20)
     rec = _open(args)
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
     if args.model == "precomputed":
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="summarise a recording and write a contact-sheet PNG")
     p.add_argument("recording")
     _add_recording_options(p)
-    p.add_argument("--sheet", help="contact-sheet PNG path (default: <recording name>_sheet.png)")
+    p.add_argument("--sheet", help="contact-sheet PNG path (default: <recording>_sheet.png beside the recording)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_inspect)
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="a preview on every k-th frame (not used by m3 build)")
     p.add_argument("--test-every", type=int, default=TrainConfig.test_every,
                    help="hold out every k-th view, as m3 build --train.test-every does (default: %(default)s)")
-    p.add_argument("--out", help="output folder (default: ./features_<recording name>)")
+    p.add_argument("--out", help="output folder (default: <recording>_features beside the recording)")
     add_device_option(p)
     p.set_defaults(func=cmd_features)
 

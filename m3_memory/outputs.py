@@ -40,6 +40,15 @@ def write_atomic(path: Path, write: Callable[[Path], object], prefix: str | None
         raise
 
 
+def beside(source: str | Path, what: str, suffix: str = "") -> Path:
+    """Where a command writes when no output is given: ``<folder of source>/<stem of
+    source>_<what><suffix>`` (``scene.m3`` -> ``scene_query``), beside its input and never in the
+    working directory. ``source`` is made absolute (not resolving links), so the path printed
+    says where the output is from anywhere."""
+    source = Path(os.path.abspath(source))
+    return source.parent / f"{source.stem}_{what}{suffix}"
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists (``.`` for a relative path with none)."""
     for candidate in (path, *path.parents):

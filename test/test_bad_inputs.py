@@ -371,12 +371,13 @@ def run_case(argv: list[str], capture) -> tuple[int, str]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input(case: Case, ctx: Ctx, capfd, monkeypatch):
-    """Exit code of the taxonomy, one line naming the input and the problem, nothing written
-    (default outputs go to the working directory, which is under ``ctx.root``). Captured at the
-    file descriptors, so what C++ libraries print (open3d, librealsense) counts too."""
+    """Exit code of the taxonomy, one line naming the input and the problem, nothing written:
+    not beside the inputs (where default outputs go: the scan, the memory and the files of
+    ``ctx.root``) nor in the working directory (under ``ctx.root``). Captured at the file
+    descriptors, so what C++ libraries print (open3d, librealsense) counts too."""
     (ctx.root / "cwd").mkdir(exist_ok=True)
     monkeypatch.chdir(ctx.root / "cwd")
-    watched = (ctx.root, ctx.memory.parent)
+    watched = (ctx.root, ctx.memory.parent, ctx.scene.parent)
     before = _files(*watched)
     code, err = run_case(case.argv(ctx), capfd)
     assert code == case.code, err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from m3_memory.device import add_device_option
 from m3_memory.errors import InputError
-from m3_memory.outputs import MB, check_output
+from m3_memory.outputs import MB, beside, check_output
 
 QUERY_OUTPUT_BYTES = 16 * MB  # heatmap.png, target.ply, eval.json and eval.png: a few MB at most
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gaussians", action="store_true", help="query the Gaussians in 3D instead of rendering a view")
     p.add_argument("--model", default="clip", help="which of the memory's models answers (default: clip)")
     p.add_argument("--weights", help="the text model's weights file, when the memory was built from one")
-    p.add_argument("--out", default="query", help="folder for heatmap.png and target.ply (default: ./query)")
+    p.add_argument("--out", help="folder for heatmap.png and target.ply (default: <memory>_query beside the memory)")
     p.add_argument("--explain", action="store_true", help="also write explain.png: the query view, the heatmap and the "
                    "source patches memory attention drew on for the target, with their weights")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-stride", type=int, default=8, metavar="S",
                    help="--labels: image pixels per feature-map pixel (default: 8)")
     p.add_argument("--label-dim", type=int, default=64, metavar="D", help="--labels: embedding dimension (default: 64)")
-    p.add_argument("--out", default="eval", help="folder for eval.json and eval.png (default: ./eval)")
+    p.add_argument("--out", help="folder for eval.json and eval.png (default: <memory>_eval beside the memory)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_device_option(p)
     p.set_defaults(func=cmd_eval)
@@ -79,12 +79,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     from m3_memory.device import use_device
     from m3_memory.memory.artifact import load_memory, write_ply
-    from m3_memory.query.api import (QueryConfig, find_in_memory, gaussians_in_box, prepare, query_gaussians, query_text,
-                                     text_model_for)
+    from m3_memory.query.api import QueryConfig, find_in_memory, gaussians_in_box, prepare, query_gaussians, query_text, text_model_for
     from m3_memory.query.camera import Camera, read_pose_file
     from m3_memory.query.picture import heatmap_overlay
 
-    out = check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    out = check_output(args.out or beside(args.memory, "query"), allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
     if args.depth_scale is not None and not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
         raise InputError("--depth-scale", f"must be a positive number of metres, got {args.depth_scale}")
     if args.depth and args.view is None and args.pose is None:
@@ -165,7 +164,8 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     from m3_memory.query.labels import LabelMapConfig, label_eval
     from m3_memory.training.config import TrainConfig
 
-    check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    args.out = str(check_output(args.out or beside(args.memory, "eval"), allow_existing=True,
+                                need_bytes=QUERY_OUTPUT_BYTES))
     for name, value, low in (("--iterations", args.iterations, 1), ("--label-stride", args.label_stride, 1),
                              ("--label-dim", args.label_dim, 2)):
         if value is not None and value < low:
@@ -217,7 +217,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from m3_memory.query.eval import MemoryMaps, RawMaps, apc_segm_masks, evaluate, heldout_views, image_cells, write_report
     from m3_memory.recording import open_recording
 
-    check_output(args.out, allow_existing=True, need_bytes=QUERY_OUTPUT_BYTES)
+    args.out = str(check_output(args.out or beside(args.memory, "eval"), allow_existing=True,
+                                need_bytes=QUERY_OUTPUT_BYTES))
     if args.baseline_dim < 1:
         raise InputError("--baseline-dim", f"must be >= 1, got {args.baseline_dim}")
     device = use_device(args.device, "eval")

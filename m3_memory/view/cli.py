@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from m3_memory.errors import InputError, MissingDependency
-from m3_memory.outputs import MB, check_output
+from m3_memory.outputs import MB, beside, check_output
 
 SCREENSHOT_WIDTH = 480  # --screenshot renders each half at least this wide (pixels)
 INSTALL = "pip install viser yourdfpy (or pip install 'm3_memory[view]')"
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--screenshot", metavar="OUT.png", help="render one frame headless and exit (no browser, no server): "
                    "colour | relevancy with the target and its box from --view, the trace sheet below")
     p.add_argument("--view", type=int, default=0, help="--screenshot: the memory's source camera N (default: 0)")
-    p.add_argument("--out", default="view", help="folder the 'save' button writes to (default: ./view)")
+    p.add_argument("--out", help="folder the 'save' button writes to (default: <memory>_view beside the memory)")
     p.add_argument("--model", default="clip", help="which of the memory's models answers (default: clip)")
     p.add_argument("--weights", help="the text model's weights file, when the memory was built from one")
     p.set_defaults(func=cmd_view)
@@ -51,7 +51,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         _require("viser")
         if args.robot:
             _require("yourdfpy")
-        check_output(args.out, allow_existing=True, need_bytes=16 * MB)
+        args.out = str(check_output(args.out or beside(args.memory, "view"), allow_existing=True, need_bytes=16 * MB))
     from m3_memory.memory.artifact import load_memory
     from m3_memory.query.api import QueryConfig
     from m3_memory.view.session import ViewSession
@@ -66,7 +66,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.query:
         viewer.query.value = args.query
         viewer.ask(args.query)
-    print(f"m3 view: {viewer.url} (Ctrl-C to stop)", flush=True)
+    print(f"m3 view: {viewer.url} (Ctrl-C to stop; 'save' writes into {args.out})", flush=True)
     try:
         while True:
             time.sleep(3600)
