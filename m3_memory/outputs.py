@@ -26,18 +26,63 @@ log = logging.getLogger("m3")
 MB = 1 << 20
 
 
+class Staged:
+    """An output (a file or a folder) written whole or not at all.
+
+    :attr:`tmp` is a path that does not exist yet, in a private folder beside ``path``
+    (``<prefix>XXXXXXXX.tmp``, default prefix ``.<name>-``); the writer creates the output there.
+    :meth:`commit` renames it to ``path``: replacing what is there when ``replace``, else refusing
+    with FileExistsError (also when it appeared meanwhile). :meth:`discard` removes it. As a
+    ``with`` block (``with Staged(path) as tmp:``) it commits when the block ends without an
+    error and discards otherwise, so ``path`` is either the new output or untouched.
+    """
+
+    def __init__(self, path: str | Path, replace: bool = True, prefix: str | None = None):
+        self.path, self.replace = Path(path), replace
+        self.work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-" if prefix is None else prefix, suffix=".tmp",
+                                          dir=self.path.parent))
+        self.tmp = self.work / self.path.name
+
+    def commit(self) -> Path:
+        """Move the output into place (and the private folder away); returns ``path``."""
+        path, old = self.path, self.work / ".old"
+        try:
+            if not os.path.lexists(self.tmp):
+                raise FileNotFoundError(errno.ENOENT, "nothing was written", str(self.tmp))
+            if os.path.lexists(path) and not self.replace:
+                raise FileExistsError(errno.EEXIST, "exists and is not replaced", str(path))
+            if self.replace and os.path.isdir(path) and not os.path.islink(path):
+                os.replace(path, old)  # a folder cannot be renamed over a non-empty one
+            try:
+                (os.replace if self.replace else os.rename)(self.tmp, path)
+            except OSError as err:
+                if os.path.lexists(old):
+                    os.replace(old, path)  # the previous output back
+                if not self.replace and err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    raise FileExistsError(errno.EEXIST, "appeared while writing and is not replaced", str(path)) from None
+                raise
+        finally:
+            self.discard()
+        return path
+
+    def discard(self) -> None:
+        """Remove the private folder and whatever was written there."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, kind, err, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 def write_atomic(path: Path, write: Callable[[Path], object], prefix: str | None = None) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path`` (unique to this call; its name
-    starts with ``prefix``, default ``.<name>.``), then rename it to ``path``. Whatever fails
-    removes the temporary and is raised; ``path`` is then untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}." if prefix is None else prefix, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(tmp_path)`` the file ``path`` through :class:`Staged` (replacing what is there)."""
+    with Staged(path, prefix=prefix) as tmp:
+        write(tmp)
 
 
 def beside(source: str | Path, what: str, suffix: str = "") -> Path:

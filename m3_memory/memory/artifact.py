@@ -21,12 +21,8 @@ never leaves a half-written memory. Loading checks version, files and checksums.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -38,6 +34,7 @@ from m3_memory.conventions import WORLD_FRAME
 from m3_memory.errors import InputError, missing_reason
 from m3_memory.memory.attention import MemoryBank
 from m3_memory.memory.trace import ComponentSources, read_trace, trace_meta
+from m3_memory.outputs import Staged
 from m3_memory.robot_pose import RobotPose
 
 FORMAT = "m3-memory"
@@ -251,8 +248,8 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
         if name not in memory.banks or len(sources) != memory.banks[name].psc.shape[0]:
             raise InputError(name, f"trace of {len(sources)} components does not match the memory bank")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with Staged(path, replace=replace) as tmp:
+        tmp.mkdir()
         write_ply(tmp / PLY, memory.gaussians)
         tensors = {}
         for name, bank in memory.banks.items():
@@ -273,23 +270,6 @@ def save_memory(path: str | Path, memory: Memory, extra: Callable[[Path], None] 
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if extra is not None:
             extra(tmp)
-        if os.path.lexists(path) and replace:
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        elif os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "exists and is not replaced", str(path))
-        else:
-            try:
-                os.rename(tmp, path)  # refuses a non-empty directory that appeared since the check
-            except OSError as err:
-                if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
-                    raise FileExistsError(errno.EEXIST, "appeared while writing and is not replaced", str(path)) from None
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
 
 

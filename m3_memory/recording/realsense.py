@@ -14,9 +14,7 @@ present. Recordings without it get ``T_world_cam = None``, or RGB-D odometry wit
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from m3_memory.conventions import OPTICAL_FRAME, WORLD_FRAME, depth_to_u16
 from m3_memory.errors import InputError, missing_dependency
+from m3_memory.outputs import Staged
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.rosmsg import deserialize, pose_of, serialize, tf_message, transform_msg
@@ -255,12 +254,8 @@ def write_realsense_db3(frames: Iterable[Frame], path: str | Path, fps: int = 30
     """
     rs = _rs()
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(suffix=".db3", prefix=f".{path.stem}-", dir=path.parent)
-    os.close(fd)
-    os.remove(tmp_name)  # librealsense creates the file itself
-    tmp = Path(tmp_name)
     poses: list[tuple[int, np.ndarray]] = []
-    try:
+    with Staged(path) as tmp:  # librealsense creates the file itself
         device = sensors = None
         for i, frame in enumerate(frames):
             if device is None:
@@ -291,10 +286,6 @@ def write_realsense_db3(frames: Iterable[Frame], path: str | Path, fps: int = 30
         del recorder, sensors, device  # the recorder writes and closes the file on destruction
         if poses:
             _append_tf(tmp, poses)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

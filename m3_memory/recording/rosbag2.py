@@ -14,9 +14,6 @@ file, so all three are accepted.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +24,7 @@ import numpy as np
 
 from m3_memory.conventions import OPTICAL_FRAME, WORLD_FRAME, depth_to_u16, invert_T, make_T
 from m3_memory.errors import InputError
+from m3_memory.outputs import Staged
 from m3_memory.recording.base import Recording
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.realsense import POSE_MODES
@@ -388,9 +386,7 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
     store = typestore()
     T = store.types
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    tmp = work / path.name
-    try:
+    with Staged(path, replace=False) as tmp:
         with Writer(tmp, version=8, storage_plugin=plugins[storage]) as writer:
             conn = {name: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
                     for name, topic, msgtype, qos in (
@@ -432,7 +428,4 @@ def write_ros2_bag(frames: Iterable[Frame], path: str | Path, storage: str = "sq
                     put("tf", tf_message(dynamic), TF_MESSAGE, f.stamp)
             if count == 0:
                 raise InputError(path, "no frames to write")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return path

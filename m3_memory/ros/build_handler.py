@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from m3_memory.errors import InputError, M3Error
+from m3_memory.outputs import Staged
 from m3_memory.recording import detect_format, open_recording
 from m3_memory.recording.rosbag2 import CAMERA_INFO, IMAGE, TF_MESSAGE, _latched_qos
 from m3_memory.recording.rosmsg import typestore
@@ -109,7 +108,7 @@ class BagRecorder:
         if self.path.exists():
             raise InputError(self.path, "already exists; the recorder will not overwrite it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}-", dir=self.path.parent))
+        self.staged = Staged(self.path, replace=False)
         self.topics = dict(topics)
         self.counts = dict.fromkeys(topics, 0)  # messages written per topic
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -122,7 +121,7 @@ class BagRecorder:
         opened.wait()
         if self.error is not None:
             self.thread.join()
-            shutil.rmtree(self.work, ignore_errors=True)
+            self.staged.discard()
             raise InputError(self.path, f"cannot write a bag there: {self.error!r}")
 
     def _writer(self, opened: threading.Event) -> None:
@@ -130,7 +129,7 @@ class BagRecorder:
         from rosbags.rosbag2 import Writer
 
         try:
-            writer = Writer(self.work / self.path.name, version=8)
+            writer = Writer(self.staged.tmp, version=8)
             writer.open()
             store = typestore()
             connections = {topic: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=(
@@ -175,19 +174,17 @@ class BagRecorder:
         self._stop()
         silent = [t for t in required if self.counts[t] == 0]
         if self.error is not None or silent:
-            shutil.rmtree(self.work, ignore_errors=True)
+            self.staged.discard()
             if self.error is not None:
                 raise InputError(self.path, f"writing the bag failed: {self.error!r}")
             raise InputError(", ".join(silent), "no messages received while recording (is the camera driver running? "
                              "check with ros2 topic hz)")
-        (self.work / self.path.name).rename(self.path)
-        shutil.rmtree(self.work, ignore_errors=True)
-        return self.path
+        return self.staged.commit()
 
     def abort(self) -> None:
         """Stop and delete everything recorded."""
         self._stop()
-        shutil.rmtree(self.work, ignore_errors=True)
+        self.staged.discard()
 
     def summary(self) -> str:
         """Messages written so far per topic, in one line."""

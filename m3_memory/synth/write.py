@@ -12,9 +12,7 @@ the bag also holds the stance as tf world -> base_link (a librealsense ``.db3`` 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from m3_memory.conventions import GL_FROM_CV, depth_to_u16
+from m3_memory.outputs import Staged
 from m3_memory.progress import progress
 from m3_memory.recording.frame import Frame
 from m3_memory.recording.images import write_png
@@ -48,11 +47,9 @@ def write_nerfstudio_folder(frames: Iterable[Frame], out: Path, objects: list[di
     All frames must share one camera. K is converted from m3's OpenCV pixel-centre
     convention to nerfstudio/COLMAP's (+0.5 px).
     """
-    out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with Staged(out) as tmp:
         for sub in ("images", "depth", "labels"):
-            (tmp / sub).mkdir()
+            (tmp / sub).mkdir(parents=True)
         entries, K, size = [], None, None
         for i, f in enumerate(progress(frames) if progress else frames):
             if K is None:
@@ -77,13 +74,7 @@ def write_nerfstudio_folder(frames: Iterable[Frame], out: Path, objects: list[di
                 "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2] + 0.5, "cy": K[1, 2] + 0.5,
                 "depth_unit_scale_factor": 0.001, "m3_objects": objects or [], **(extra or {}), "frames": entries}
         (tmp / "transforms.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out)
 
 
 def write_synthetic(out_dir: str | Path, cfg: SynthConfig | None = None, realsense: bool = True,

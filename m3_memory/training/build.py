@@ -337,17 +337,21 @@ def _on_rank(err: M3Error, rank: int) -> M3Error:
 
 def _remove_stale_temporaries(out: Path) -> None:
     """Remove what killed builds of ``out`` left beside it: checkpoint temporaries of processes
-    that are gone and unfinished memory directories (:func:`save_memory`'s ``.<name>-XXXXXXXX``;
-    with the lock held no other build of ``out`` is writing them)."""
+    that are gone and unfinished memory directories (:func:`save_memory`'s ``.<name>-XXXXXXXX.tmp``,
+    see :class:`m3_memory.outputs.Staged`; with the lock held no other build of ``out`` is writing
+    them)."""
     if not out.parent.is_dir():
         return
-    memory_tmp = re.compile(rf"\.{re.escape(out.name)}-(old-)?[a-z0-9_]{{8}}")
+    memory_tmp = re.compile(rf"\.{re.escape(out.name)}-(old-)?[a-z0-9_]{{8}}(\.tmp)?")
     ckpt_tmp = re.compile(rf"\.{re.escape(out.name)}\.ckpt\.(\d+)\..+\.tmp")
     for entry in out.parent.iterdir():
         ckpt = ckpt_tmp.fullmatch(entry.name)
         if ckpt and not pid_alive(int(ckpt.group(1))):
             log.warning("%s: removing the checkpoint temporary of a build that was killed", entry)
-            entry.unlink(missing_ok=True)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
         elif memory_tmp.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
             log.warning("%s: removing the unfinished memory of a build that was killed", entry)
             shutil.rmtree(entry)

@@ -57,7 +57,7 @@ def test_failed_checkpoint_write_removes_its_temporary_and_training_goes_on(synt
     names = []
 
     def full_disk(obj, f):
-        names.append(Path(f"/proc/self/fd/{f.fileno()}").resolve().name)
+        names.append(Path(f"/proc/self/fd/{f.fileno()}").resolve().parent.name)  # the private folder beside it
         f.write(b"x" * 4096)  # a partial file, as a real full disk leaves
         raise enospc(f.name)
 
