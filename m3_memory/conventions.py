@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import transforms3d.quaternions as tq
 
+from m3_memory.errors import InputError
+
 DEPTH_PNG_SCALE = 1000.0  # uint16 PNG units per metre (millimetres)
 WORLD_FRAME = "world"  # the fixed frame a recording's poses are given in, unless it names another
 OPTICAL_FRAME = "camera_color_optical_frame"  # realsense-ros: the colour camera, OpenCV axes
@@ -88,6 +90,28 @@ def rigid_error(T: np.ndarray) -> str | None:
     if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0.999:
         return "pose rotation is not orthonormal with determinant +1 (non-rigid pose)"
     return None
+
+
+def fit_transform(src: np.ndarray, dst: np.ndarray, with_scale: bool = False, unique: bool = False,
+                  what: str = "alignment") -> np.ndarray:
+    """The rigid motion T [4, 4] that best maps points ``src`` [n, 3] onto ``dst`` [n, 3] (metres),
+    least squares over ``|dst_i - T src_i|`` (Umeyama 1991); ``with_scale`` also fits a scale s,
+    returned as a similarity ``[[s R, t], [0, 1]]``. Points on one line leave the rotation about
+    it free: one of the equally good rotations is returned, or with ``unique`` a one-line
+    InputError naming ``what``, as for fewer than 3 point pairs. (scipy's
+    ``Rotation.align_vectors`` fits the rotation alone; here one SVD gives the rotation, the scale
+    and whether the rotation is determined.)"""
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise InputError(what, f"needs the same 3 or more points in both frames, got {len(src)} and {len(dst)}")
+    ms, md = src.mean(0), dst.mean(0)
+    U, D, Vt = np.linalg.svd((dst - md).T @ (src - ms) / len(src))  # of the cross-covariance [3, 3]
+    if unique and D[1] < 1e-12 * max(D[0], 1e-300):
+        raise InputError(what, "the points lie on one line: the rotation about it is undetermined")
+    S = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])  # a rotation, never a reflection
+    R = U @ S @ Vt
+    s = float(np.trace(np.diag(D) @ S) / ((src - ms) ** 2).sum(1).mean()) if with_scale else 1.0
+    return make_T(s * R, md - s * R @ ms)
 
 
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3_memory.conventions import OPTICAL_FRAME, invert_T, rigid_error
+from m3_memory.conventions import OPTICAL_FRAME, fit_transform, invert_T, rigid_error
 from m3_memory.errors import InputError
 from m3_memory.memory.artifact import Memory
 from m3_memory.share import share_file
@@ -172,18 +172,8 @@ def fit_alignment(T_memory_cams: Sequence[np.ndarray], T_c0_cams: Sequence[np.nd
     (``T_c0_cams``, e.g. :meth:`RobotChain.c0_T_ct`). Least squares over the camera centres
     (Umeyama); ``with_scale`` also fits a scale (a COLMAP memory without metric depth), returned
     as a similarity ``[[s R, t], [0, 1]]``. Needs 3 or more cameras not on one line."""
-    A = np.array([T[:3, 3] for T in T_c0_cams], dtype=np.float64)  # [n, 3] in c0
-    B = np.array([T[:3, 3] for T in T_memory_cams], dtype=np.float64)  # [n, 3] in the memory
-    if len(A) != len(B) or len(A) < 3:
-        raise InputError("alignment", f"needs the same 3 or more cameras in both frames, got {len(A)} and {len(B)}")
-    ma, mb = A.mean(0), B.mean(0)
-    Sigma = (B - mb).T @ (A - ma) / len(A)
-    U, D, Vt = np.linalg.svd(Sigma)
-    if D[1] < 1e-12 * max(D[0], 1e-300):
-        raise InputError("alignment", "the cameras lie on one line: the rotation is undetermined")
-    S = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ S @ Vt
-    s = float(np.trace(np.diag(D) @ S) / ((A - ma) ** 2).sum(1).mean()) if with_scale else 1.0
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = s * R, mb - s * R @ ma
-    return T
+    if len(T_c0_cams) != len(T_memory_cams) or len(T_c0_cams) < 3:
+        raise InputError("alignment", f"needs the same 3 or more cameras in both frames, got {len(T_c0_cams)} and "
+                         f"{len(T_memory_cams)}")
+    return fit_transform([T[:3, 3] for T in T_c0_cams], [T[:3, 3] for T in T_memory_cams], with_scale, unique=True,
+                         what="alignment of the camera centres")

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
-from m3_memory.conventions import invert_T, make_T, motion_size, rotation_deg
+from m3_memory.conventions import fit_transform, invert_T, motion_size, rotation_deg
 from m3_memory.errors import InputError
 from m3_memory.recording.frame import Frame
 
@@ -453,9 +452,7 @@ def trajectory_errors(T_est: list[np.ndarray], T_gt: list[np.ndarray]) -> dict:
                  "rpe_trans_mean_m": None, "rpe_trans_max_m": None, "rpe_rot_mean_deg": None, "rpe_rot_max_deg": None}
     if n >= 3:
         p_est = _positions(T_est)
-        mu_est, mu_gt = p_est.mean(axis=0), p_gt.mean(axis=0)
-        rot, _ = Rotation.align_vectors(p_gt - mu_gt, p_est - mu_est)  # p_gt - mu_gt ~ R (p_est - mu_est)
-        T_fit = make_T(rot.as_matrix(), mu_gt - rot.apply(mu_est))
+        T_fit = fit_transform(p_est, p_gt)  # p_gt ~ T_fit p_est
         p_rigid = p_est @ T_fit[:3, :3].T + T_fit[:3, 3]
         out["ate_rigid_rmse_m"], out["ate_rigid_max_m"] = _rmse_max(np.linalg.norm(p_rigid - p_gt, axis=1))
     if n >= 2:
@@ -471,5 +468,5 @@ def trajectory_errors(T_est: list[np.ndarray], T_gt: list[np.ndarray]) -> dict:
     return out
 
 
-__all__ = ["GraphEdge", "Odometry", "OdometryConfig", "PairResult", "Trajectory", "estimate_poses", "estimate_trajectory", "fill_depth_gaps", "register_pair",
-           "trajectory_errors"]
+__all__ = ["GraphEdge", "Odometry", "OdometryConfig", "PairResult", "Trajectory", "estimate_poses", "estimate_trajectory",
+           "fill_depth_gaps", "register_pair", "trajectory_errors"]

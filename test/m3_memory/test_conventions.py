@@ -91,3 +91,28 @@ def test_scale_intrinsics_keeps_the_image_edges():
     half = scale_intrinsics(K, 0.5, 0.5)
     np.testing.assert_allclose(half, intrinsics_matrix(250.0, 200.0, 159.5, 119.5))  # centre of 320 x 240
     np.testing.assert_allclose(scale_intrinsics(half, 2.0, 2.0), K)
+
+
+def test_fit_transform_recovers_a_motion_and_a_similarity_and_says_when_it_is_undetermined():
+    from scipy.spatial.transform import Rotation
+
+    from m3_memory.conventions import fit_transform, make_T
+    from m3_memory.errors import InputError
+
+    rng = np.random.default_rng(5)
+    src = rng.normal(size=(7, 3))  # [n, 3]
+    T = make_T(Rotation.random(random_state=4).as_matrix(), [0.3, -1.2, 2.0])
+    dst = src @ T[:3, :3].T + T[:3, 3]
+    np.testing.assert_allclose(fit_transform(src, dst), T, atol=1e-9)
+    S = T.copy()
+    S[:3, :3] *= 0.4
+    np.testing.assert_allclose(fit_transform(src, src @ S[:3, :3].T + S[:3, 3], with_scale=True), S, atol=1e-9)
+    mirrored = dst * [1.0, 1.0, -1.0]  # the best rotation, never a reflection
+    assert np.linalg.det(fit_transform(src, mirrored)[:3, :3]) > 0.999
+    line = np.outer(np.arange(5.0), [1.0, 2.0, 0.5])  # [5, 3] on one line
+    fitted = fit_transform(line, line @ T[:3, :3].T + T[:3, 3])  # some rotation about the line: still exact
+    np.testing.assert_allclose(line @ fitted[:3, :3].T + fitted[:3, 3], line @ T[:3, :3].T + T[:3, 3], atol=1e-9)
+    with pytest.raises(InputError, match="one line"):
+        fit_transform(line, line, unique=True)
+    with pytest.raises(InputError, match="3 or more"):
+        fit_transform(src[:2], dst[:2])
