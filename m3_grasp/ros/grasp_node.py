@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -23,7 +22,7 @@ from m3_grasp.state import ArmState
 from m3_memory.errors import InputError
 from m3_memory.ros.build_handler import StageFeedback
 from m3_memory.ros.callbacks import CallbackGuard, OneAtATime, log_outcome
-from m3_memory.ros.node_support import LATCHED, TfLookup, declare_parameters, finish_goal, make, on_parameter_change, spin
+from m3_memory.ros.node_support import LATCHED, TfLookup, declare_parameters, make, on_parameter_change, one_goal_server, spin
 from m3_memory.ros.query_handler import RELOAD
 from m3_msgs.action import Grasp
 
@@ -45,10 +44,8 @@ class GraspNode(Node):
         self.one = OneAtATime()
         self.create_subscription(JointState, "/joint_states", self.guard.wrap("joint_states", self.on_joint_state), 10,
                                  callback_group=ReentrantCallbackGroup())
-        # reentrant: goals are answered (rejected while busy) and tf keeps arriving while a goal runs
-        self.server = ActionServer(self, Grasp, "~/grasp", execute_callback=self.execute, goal_callback=self.on_goal,
-                                   cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
-                                   callback_group=ReentrantCallbackGroup())
+        self.server = one_goal_server(self, Grasp, "~/grasp", "grasp", self.guard, self.one, self.execute,
+                                      lambda reason: GraspResult(False, reason))
         on_parameter_change(self, self.guard, lambda: self.handler.params, self.update)
 
     def update(self, params: GraspParams) -> str:
@@ -72,31 +69,12 @@ class GraspNode(Node):
             return None
         return latest[1]
 
-    def on_goal(self, goal: Grasp.Goal) -> GoalResponse:
-        def decide() -> GoalResponse:
-            if self.one.claim():  # released when the goal's execution ends
-                return GoalResponse.ACCEPT
-            self.get_logger().warning("a grasp is running; goal rejected")
-            return GoalResponse.REJECT
-
-        return self.guard.call("Grasp goal request", decide, lambda reason: GoalResponse.REJECT)
-
-    def execute(self, goal_handle: ServerGoalHandle) -> Grasp.Result:
+    def execute(self, goal_handle: ServerGoalHandle) -> GraspResult:
+        """Plan and carry out one Grasp goal, with feedback per stage."""
         def feedback(fb: StageFeedback) -> None:
             goal_handle.publish_feedback(Grasp.Feedback(**fb.fields(make)))
 
-        try:
-            result = self.guard.call("Grasp goal", lambda: self.handler.execute_msg(
-                goal_handle.request, feedback, lambda: goal_handle.is_cancel_requested), lambda reason: GraspResult(False, reason))
-        finally:
-            self.one.release()
-        return self.guard.call("Grasp result", lambda: self.finish(goal_handle, result),
-                               lambda reason: Grasp.Result(success=False, message=f"{result.message} ({reason})"))
-
-    def finish(self, goal_handle: ServerGoalHandle, result: GraspResult) -> Grasp.Result:
-        msg = Grasp.Result(**result.fields(make))  # first: a result that cannot be built leaves the goal to be aborted
-        finish_goal(self, goal_handle, result.success, result.message)
-        return msg
+        return self.handler.execute_msg(goal_handle.request, feedback, lambda: goal_handle.is_cancel_requested)
 
 
 def main(args: list[str] | None = None) -> None:

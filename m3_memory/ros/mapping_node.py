@@ -8,7 +8,6 @@ Parameters apply from the next goal on.
 
 from __future__ import annotations
 
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -18,7 +17,7 @@ from std_msgs.msg import String
 
 from m3_memory.ros.build_handler import TF_STATIC_TOPIC, TF_TOPIC, BuildGoal, BuildJob, BuildResult, StageFeedback, Write
 from m3_memory.ros.callbacks import CallbackGuard, OneAtATime
-from m3_memory.ros.node_support import LATCHED, declare_parameters, finish_goal, make, on_parameter_change, spin
+from m3_memory.ros.node_support import LATCHED, declare_parameters, make, on_parameter_change, one_goal_server, spin
 from m3_memory.ros.params import MappingParams
 from m3_msgs.action import BuildMemory
 
@@ -34,22 +33,14 @@ class MappingNode(Node):
         self.one = OneAtATime()
         self.group = ReentrantCallbackGroup()
         self.status_pub = self.create_publisher(String, "~/status", LATCHED)
-        self.server = ActionServer(self, BuildMemory, "~/build_memory", execute_callback=self.execute, goal_callback=self.on_goal,
-                                   cancel_callback=lambda goal_handle: CancelResponse.ACCEPT, callback_group=self.group)
+        self.server = one_goal_server(self, BuildMemory, "~/build_memory", "build", self.guard, self.one, self.build,
+                                      lambda reason: BuildResult(False, reason),
+                                      lambda result: self.status_pub.publish(String(data=result.message)), self.group)
         on_parameter_change(self, self.guard, lambda: self.params, self.update)
 
     def update(self, params: MappingParams) -> str:
         self.params = params
         return "used from the next goal on"
-
-    def on_goal(self, goal: BuildMemory.Goal) -> GoalResponse:
-        def decide() -> GoalResponse:
-            if self.one.claim():  # released when the goal's execution ends
-                return GoalResponse.ACCEPT
-            self.get_logger().warning("a build is running; goal rejected")
-            return GoalResponse.REJECT
-
-        return self.guard.call("BuildMemory goal request", decide, lambda reason: GoalResponse.REJECT)
 
     def subscribe(self, topics: dict[str, str], write: Write):
         """Raw subscriptions feeding ``write``; returns the function that removes them."""
@@ -61,28 +52,14 @@ class MappingNode(Node):
                                          callback_group=self.group, raw=True) for topic, msgtype in topics.items()]
         return lambda: [self.destroy_subscription(s) for s in subs]
 
-    def execute(self, goal_handle: ServerGoalHandle) -> BuildMemory.Result:
-        try:
-            result = self.guard.call("BuildMemory goal", lambda: self.build(goal_handle),
-                                     lambda reason: BuildResult(False, reason))
-        finally:
-            self.one.release()
-        return self.guard.call("BuildMemory result", lambda: self.finish(goal_handle, result),
-                               lambda reason: BuildMemory.Result(success=False, message=reason))
-
     def build(self, goal_handle: ServerGoalHandle) -> BuildResult:
+        """Record (when the goal names no recording) and build one BuildMemory goal, with feedback."""
         job = BuildJob(BuildGoal.from_msg(goal_handle.request), self.params)
 
         def feedback(fb: StageFeedback) -> None:
             goal_handle.publish_feedback(BuildMemory.Feedback(**fb.fields(make)))
 
         return job.execute(self.subscribe, feedback, lambda: goal_handle.is_cancel_requested)
-
-    def finish(self, goal_handle: ServerGoalHandle, result: BuildResult) -> BuildMemory.Result:
-        msg = BuildMemory.Result(**result.fields(make))  # first: a result that cannot be built leaves the goal to be aborted
-        finish_goal(self, goal_handle, result.success, result.message)
-        self.status_pub.publish(String(data=result.message))
-        return msg
 
 
 def main(args: list[str] | None = None) -> None:

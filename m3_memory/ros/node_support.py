@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import CallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -23,7 +25,7 @@ from tf2_ros.transform_listener import TransformListener
 from m3_memory.errors import InputError
 from m3_memory.recording.rosmsg import pose_of
 from m3_memory.recording.tf import TfLookupError
-from m3_memory.ros.callbacks import CallbackGuard, describe, keep_spinning
+from m3_memory.ros.callbacks import CallbackGuard, OneAtATime, describe, keep_spinning
 from m3_memory.ros.convert import NS_PER_S, rclpy_value, stamp_ns
 from m3_memory.ros.params import changed, read_only
 from m3_memory.ros.params import describe as describe_params
@@ -125,3 +127,46 @@ def finish_goal(node: Node, goal_handle, success: bool, message: str) -> None:
     else:
         goal_handle.abort()
         node.get_logger().error(message)
+
+
+def one_goal_server(node: Node, action: type, name: str, what: str, guard: CallbackGuard, one: OneAtATime,
+                    run: Callable[[Any], Any], failed: Callable[[str], Any], on_result: Callable[[Any], None] = lambda r: None,
+                    group: CallbackGroup | None = None) -> ActionServer:
+    """An action server ``name`` of ``action`` that runs one goal at a time (``one``; a goal
+    while another runs is rejected with a warning "a <what> is running"). ``run(goal_handle)``
+    returns the outcome: an object with ``success``, ``message`` and ``fields(make)`` (the
+    result message's fields); an exception in it becomes ``failed(reason)``. The goal then ends
+    succeeded, canceled or aborted (:func:`finish_goal`), ``on_result(outcome)`` follows (e.g. a
+    status topic), and the result message is returned; a result that cannot be built aborts the
+    goal with the outcome's message and why. Cancel requests are accepted; the outcome says
+    whether one stopped the work. Callbacks run in ``group`` (default: a reentrant one, so goals
+    are answered while one runs)."""
+    kind = action.__name__
+
+    def on_goal(goal) -> GoalResponse:
+        def decide() -> GoalResponse:
+            if one.claim():  # released when the goal's execution ends
+                return GoalResponse.ACCEPT
+            node.get_logger().warning(f"a {what} is running; goal rejected")
+            return GoalResponse.REJECT
+
+        return guard.call(f"{kind} goal request", decide, lambda reason: GoalResponse.REJECT)
+
+    def execute(goal_handle):
+        try:
+            outcome = guard.call(f"{kind} goal", lambda: run(goal_handle), failed)
+        finally:
+            one.release()
+
+        def finish():
+            msg = action.Result(**outcome.fields(make))  # first: a result that cannot be built leaves the goal to be aborted
+            finish_goal(node, goal_handle, outcome.success, outcome.message)
+            on_result(outcome)
+            return msg
+
+        return guard.call(f"{kind} result", finish,
+                          lambda reason: action.Result(success=False, message=f"{outcome.message} ({reason})"))
+
+    return ActionServer(node, action, name, execute_callback=execute, goal_callback=on_goal,
+                        cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+                        callback_group=group or ReentrantCallbackGroup())
