@@ -216,8 +216,9 @@ class ClipModel(OpenClipModel):
        third of ``in_proj_weight`` / ``in_proj_bias``; ``ls_1`` applied when present), with no
        attention mixing, no residual and no MLP;
     4. ``ln_post`` and ``@ proj`` on every patch token -> [gh, gw, d].
-    Step 3 follows REFERENCE.md and F3RM's MaskCLIP extractor (``forward_v``), which keep only
-    the value features because adding the residual or running the MLP degrades them. The
+    Step 3 is how the authors' released M3 code and F3RM's MaskCLIP extractor (``forward_v``)
+    take dense CLIP features: only the value features, because adding the residual or running
+    the MLP degrades them (Zhou et al., "Extract Free Dense Labels from CLIP", ECCV 2022). The
     original MaskCLIP code (mmseg ``return_qkv``) instead adds the residual and runs ``ln_2``
     + MLP on the value tokens; we do not.
     """

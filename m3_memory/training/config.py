@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that shapes a build. Defaults are the released M3 code's (REFERENCE.md);
+    """Everything that shapes a build. Defaults are those of the authors' released M3 code (Zou et al., ICLR 2025);
     :meth:`fast` is the CPU preset. Lengths in metres, learning rates per Adam step."""
 
     iterations: int = 30_000

@@ -63,7 +63,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     """``--preset``, ``--config`` and ``--train.<field>`` for every :class:`TrainConfig` field."""
     parser.add_argument("--preset", choices=PRESETS, default="auto",
                         help="training schedule: fast (CPU: 600 iterations at 320 px), authors (30k iterations at full "
-                        "resolution, REFERENCE.md), auto (authors on CUDA, fast on the CPU; the default)")
+                        "resolution, as the authors' released M3 code), auto (authors on CUDA, fast on the CPU; the default)")
     parser.add_argument("--config", metavar="FILE.yaml", help="training options as YAML (field: value), over the preset")
     group = parser.add_argument_group("training options (over the preset and --config)")
     defaults = TrainConfig()
