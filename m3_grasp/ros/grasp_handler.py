@@ -38,9 +38,8 @@ from m3_memory.ros.convert import (
     Make,
     StampedPose,
     joint_trajectory_msg,
-    matrix_of_pose,
     pose_stamped_msg,
-    stamp_ns,
+    stamped_pose_of,
     vector3_msg,
 )
 from m3_memory.ros.params import param
@@ -125,11 +124,7 @@ class GraspGoal:
     @classmethod
     def from_msg(cls, msg) -> GraspGoal:
         """Read a Grasp goal message (rclpy or rosbags); InputError for a malformed target pose."""
-        target = None
-        if msg.target.header.frame_id:
-            target = StampedPose(matrix_of_pose(msg.target.pose, "target"), msg.target.header.frame_id.lstrip("/"),
-                                 stamp_ns(msg.target.header.stamp))
-        return cls(text=msg.text, target=target, backend=msg.backend)
+        return cls(text=msg.text, target=stamped_pose_of(msg.target, "target"), backend=msg.backend)
 
 
 @dataclass

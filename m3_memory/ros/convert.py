@@ -113,6 +113,14 @@ def matrix_of_pose(pose, where: str) -> np.ndarray:
     return T_from_quat_wxyz(quat_xyzw_to_wxyz(xyzw), xyz)
 
 
+def stamped_pose_of(msg, where: str) -> StampedPose | None:
+    """geometry_msgs/PoseStamped -> StampedPose (frame without a leading '/'), None when its frame
+    is empty (the field was left unset); InputError naming ``where`` for a malformed pose."""
+    if not msg.header.frame_id:
+        return None
+    return StampedPose(matrix_of_pose(msg.pose, where), msg.header.frame_id.lstrip("/"), stamp_ns(msg.header.stamp))
+
+
 def float_image_msg(make: Make, values: np.ndarray | None, frame_id: str, stamp: int):
     """sensor_msgs/Image 32FC1 of float values [H, W]; None -> an empty image (width 0)."""
     if values is None:

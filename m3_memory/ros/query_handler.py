@@ -17,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from m3_memory.conventions import make_T
+from m3_memory.device import resolve_device
 from m3_memory.errors import InputError, M3Error
 from m3_memory.recording.tf import TfLookupError
 from m3_memory.ros.convert import (
@@ -33,14 +35,16 @@ from m3_memory.ros.convert import (
     float_image_msg,
     intrinsics_of_fov,
     intrinsics_of_info,
-    matrix_of_pose,
     pose_stamped_msg,
     stamp_ns,
+    stamped_pose_of,
     target_marker_msg,
     vector3_msg,
 )
-from m3_memory.device import resolve_device
 from m3_memory.ros.params import QueryParams, threshold_of
+
+if TYPE_CHECKING:  # imported where a query runs
+    from m3_memory.query.api import QueryConfig
 
 RELOAD = ("memory", "model", "weights")  # parameters whose change loads the memory again
 FIXTURE_MODEL = "clip-fixture"  # the registry name of the fixture CLIP; memories record it as "clip"
@@ -85,10 +89,7 @@ class QueryRequest:
     @classmethod
     def from_msg(cls, msg) -> QueryRequest:
         """Read a QueryText request message (rclpy or rosbags); InputError for a malformed field."""
-        pose = None
-        if msg.camera_pose.header.frame_id:
-            pose = StampedPose(matrix_of_pose(msg.camera_pose.pose, "camera_pose"), msg.camera_pose.header.frame_id.lstrip("/"),
-                               stamp_ns(msg.camera_pose.header.stamp))
+        pose = stamped_pose_of(msg.camera_pose, "camera_pose")
         values = depth_of_image(msg.depth, "depth")
         depth = None if values is None else StampedImage(values, msg.depth.header.frame_id, stamp_ns(msg.depth.header.stamp))
         return cls(text=msg.text, target_frame=msg.target_frame.lstrip("/"), camera_frame=msg.camera_frame.lstrip("/"),
