@@ -124,16 +124,18 @@ def ranks_child(frames: int, work: Path) -> dict | None:
 
     from m3_memory import distributed
     from m3_memory.foundation.cache import shared_features
-    from m3_memory.memory.components import default_threshold, scene_components, split_views, usable_frames
+    from m3_memory.memory.components import default_threshold, scene_components, usable_frames
     from m3_memory.recording import open_recording
+    from m3_memory.split import split_views
 
     dist.init_process_group("gloo")
+    group = distributed.current()
     try:
         scene = room_scan(frames, work)  # written before the launch: only read here
-        cache = work / f"cache_room{frames}_n{distributed.world_size()}"
+        cache = work / f"cache_room{frames}_n{group.world}"
         model = ranks_model(work)
-        row = {"rank": distributed.rank(), "threads": torch.get_num_threads()}
-        distributed.barrier()
+        row = {"rank": group.rank, "threads": torch.get_num_threads()}
+        group.barrier("the bench")
         t0 = time.perf_counter()
         views, indices = usable_frames(open_recording(scene), scene)
         row["read_s"], t0 = time.perf_counter() - t0, time.perf_counter()
@@ -142,18 +144,18 @@ def ranks_child(frames: int, work: Path) -> dict | None:
         model.encode_frame = lambda frame, index: (mine.append(index), original(frame, index))[1]
         maps = shared_features(model, views, indices, scene, cache)
         row["features_s"], t0 = time.perf_counter() - t0, time.perf_counter()
-        train = split_views(len(views), 8)[0]
+        train = split_views(len(views))[0]
         comp = scene_components(model, [maps[i] for i in train], [indices[i] for i in train], default_threshold(model),
                                 "strict", scene, cache)
         row["psc_s"] = time.perf_counter() - t0
         row.update({"frames_encoded": len(mine), "components": int(comp.kept.numel()), "peak_rss_mb": peak_mb(),
                     "kept_sha": hashlib.sha256(comp.kept.numpy().tobytes()).hexdigest()[:16], "load": os.getloadavg()})
         rows = [row]
-        if distributed.active():
-            rows = [None] * distributed.world_size()
+        if group.active:
+            rows = [None] * group.world
             dist.all_gather_object(rows, row)
         return ({"frames": frames, "processes": len(rows), "model": f"clip {RANKS_ARCH} random weights, 224 px",
-                 "ranks": rows} if distributed.rank() == 0 else None)
+                 "ranks": rows} if group.rank == 0 else None)
     finally:
         dist.destroy_process_group()
 
@@ -241,6 +243,7 @@ def allreduce_child(repeats: int) -> dict | None:
     from m3_memory import distributed
 
     dist.init_process_group("gloo")
+    group = distributed.current()
     try:
         rows = []
         for mb in ALLREDUCE_MB:
@@ -248,14 +251,14 @@ def allreduce_child(repeats: int) -> dict | None:
             dist.all_reduce(x)
             times = []
             for _ in range(repeats):
-                distributed.barrier()
+                group.barrier("the bench")
                 t0 = time.perf_counter()
                 dist.all_reduce(x)
                 times.append(time.perf_counter() - t0)
             median = statistics.median(times)
             rows.append({"mb": mb, "s": median, "gb_per_s": mb / 1024 / median, "repeats": repeats})
-        return ({"processes": distributed.world_size(), "backend": "gloo, loopback", "rows": rows,
-                 "load": os.getloadavg()} if distributed.rank() == 0 else None)
+        return ({"processes": group.world, "backend": "gloo, loopback", "rows": rows,
+                 "load": os.getloadavg()} if group.rank == 0 else None)
     finally:
         dist.destroy_process_group()
 

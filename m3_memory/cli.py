@@ -105,6 +105,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from m3_memory.device import use_device
+    from m3_memory.distributed import join
     from m3_memory.foundation import known_models, load_model
     from m3_memory.memory.extract import extract_components
 
@@ -116,9 +117,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in (("arch", args.arch), ("image_size", args.image_size)) if v is not None}
     if args.model == "precomputed":
         kwargs = {"name": args.name or "precomputed"}
-    model = load_model(args.model, weights=args.weights, device=str(device), **kwargs)
-    summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride,
-                                 test_every=args.test_every)
+    group = join(device)  # under torchrun: the ranks share the frames, rank 0 reduces and writes
+    try:
+        model = load_model(args.model, weights=args.weights, device=str(group.device), **kwargs)
+        summary = extract_components(rec, model, out, threshold=args.threshold, rule=args.rule, stride=args.stride,
+                                     test_every=args.test_every)
+    finally:
+        group.close()
+    if not group.main:
+        return 0
     print("\n".join(summary.lines()))
     print(f"  wrote {out / f'psc_{model.name}.safetensors'}, {out / f'features_{model.name}.png'}")
     return 0

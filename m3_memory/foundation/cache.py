@@ -103,14 +103,14 @@ def shared_features(model: FoundationModel, frames: Sequence[Frame], indices: Se
     wrap(iterator, total): e.g. a progress bar around the maps this rank computes.
     """
     wrap = wrap or (lambda it, total: it)
-    rank, world = distributed.rank(), distributed.world_size()
-    if world == 1 or not model.cacheable:
+    group = distributed.current()
+    if not group.active or not model.cacheable:
         return list(wrap(cached_features(model, frames, recording_id, cache_root, indices=indices), len(frames)))
-    mine = range(rank, len(frames), world)
+    mine = range(group.rank, len(frames), group.world)
     for _ in wrap(cached_features(model, [frames[i] for i in mine], recording_id, cache_root,
                                   indices=[indices[i] for i in mine]), len(mine)):
         pass
-    distributed.barrier()
+    group.barrier("feature extraction")
     return list(cached_features(model, frames, recording_id, cache_root, indices=indices))
 
 

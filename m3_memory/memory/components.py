@@ -41,7 +41,6 @@ from m3_memory.recording.plausibility import PlausibilityTally
 log = logging.getLogger("m3")
 
 BANK_VERSION = 1  # part of the key: bump when what a stored bank means changes
-DEFAULT_TEST_EVERY = 8  # every 8th view is held out (TrainConfig.test_every's default)
 
 
 def default_threshold(model: FoundationModel) -> float:
@@ -67,14 +66,6 @@ def usable_frames(recording: Recording, source: str | Path, show_progress: bool 
     for line in tally.lines():
         log.warning("%s: %s", source, line)
     return frames, indices
-
-
-def split_views(count: int, test_every: int) -> tuple[list[int], list[int]]:
-    """Positions (0 .. count - 1) of the training and the held-out views: every
-    ``test_every``-th view from the first is held out, none when there is only one view."""
-    test = [i for i in range(count) if count > 1 and i % test_every == 0]
-    held = set(test)
-    return [i for i in range(count) if i not in held], test
 
 
 @dataclass
@@ -129,7 +120,8 @@ def scene_components(model: FoundationModel, maps: Sequence[torch.Tensor], frame
     flat = torch.cat([m.reshape(-1, m.shape[-1]) for m in maps])  # [sum h*w, d]
     path = bank_path(model, recording_id, frames, threshold, rule, cache_root)
     kept, reused = None, False
-    if distributed.rank() == 0:
+    group = distributed.current()
+    if group.main:
         if use_cache and path.is_file():
             kept = _read_kept(path, flat)
             reused = kept is not None
@@ -140,7 +132,7 @@ def scene_components(model: FoundationModel, maps: Sequence[torch.Tensor], frame
                 write_atomic(path, lambda tmp: save_file({"psc": psc.contiguous(), "kept": kept}, str(tmp), metadata={
                     "model": model.name, "checkpoint": model.checkpoint, "threshold": str(threshold), "rule": rule,
                     "frames": json.dumps(list(frames))}))
-    kept = distributed.broadcast_long(kept)
+    kept = group.broadcast_long(kept, "the principal scene components' broadcast")
     return SceneComponents(flat[kept], kept, list(frames), shapes, float(threshold), rule, reused)
 
 

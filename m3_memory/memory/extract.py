@@ -17,15 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from m3_memory import distributed
 from m3_memory.device import warn_cpu_fallback
 from m3_memory.errors import InputError
 from m3_memory.foundation import FoundationModel
 from m3_memory.foundation.cache import shared_features
-from m3_memory.memory.components import DEFAULT_TEST_EVERY, bank_path, default_threshold, scene_components, split_views, usable_frames
+from m3_memory.memory.components import bank_path, default_threshold, scene_components, usable_frames
 from m3_memory.outputs import write_atomic
 from m3_memory.progress import progress
 from m3_memory.recording.base import Recording
 from m3_memory.recording.inspect import THUMB_WIDTH, contact_sheet
+from m3_memory.split import HELD_OUT_EVERY, split_views
 
 
 @dataclass
@@ -82,7 +84,7 @@ def pca_colors(maps: list[torch.Tensor], seed: int = 0) -> list[np.ndarray]:
 
 def extract_components(recording: Recording, model: FoundationModel, out_dir: str | Path, threshold: float | None = None,
                        rule: str = "strict", stride: int = 1, png_frames: int = 4, cache_root: str | Path | None = None,
-                       show_progress: bool = True, test_every: int = DEFAULT_TEST_EVERY) -> FeatureSummary:
+                       show_progress: bool = True, test_every: int = HELD_OUT_EVERY) -> FeatureSummary:
     """Compute (or read cached) feature maps of the frames a build uses, reduce those of the
     training views (every ``test_every``-th view held out, as ``m3 build`` does) to principal
     scene components with :func:`scene_components`, which stores them in the feature cache where
@@ -92,6 +94,10 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
 
     stride > 1: a preview on every ``stride``-th usable frame, all of them reduced; no build
     uses it, so it is not stored in the cache.
+
+    Under ``torch.distributed`` (``torchrun -m m3_memory.cli features``) the ranks share the
+    frames (:func:`shared_features`), rank 0 reduces, and only rank 0 writes ``out_dir``; every
+    rank returns the summary.
     """
     from safetensors.torch import save_file
 
@@ -119,6 +125,8 @@ def extract_components(recording: Recording, model: FoundationModel, out_dir: st
                              maps[0].shape[-1], comp.features, comp.psc.shape[0], theta, rule,
                              comp.features / comp.psc.shape[0], comp.psc.numel() * 4 / 2**20, bank, comp.reused,
                              time.perf_counter() - t0)
+    if not distributed.current().main:
+        return summary
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = np.linspace(0, len(maps) - 1, min(png_frames, len(maps))).round().astype(int)

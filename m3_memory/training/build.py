@@ -36,13 +36,14 @@ import torch.nn.functional as F
 
 from m3_memory.conventions import scale_intrinsics
 from m3_memory.device import describe_device, out_of_memory_hint, use_device, warn_cpu_fallback
+from m3_memory.distributed import Group, RankLost, join
 from m3_memory.errors import BuildFailed, InputError, M3Error, os_problem
 from m3_memory.foundation import FoundationModel, load_model
 from m3_memory.foundation.base import known_models
 from m3_memory.foundation.cache import shared_features
 from m3_memory.memory.artifact import CameraView, Gaussians, Memory, ModelEntry, save_memory
 from m3_memory.memory.attention import MemoryBank
-from m3_memory.memory.components import default_threshold, scene_components, split_views, usable_frames
+from m3_memory.memory.components import default_threshold, scene_components, usable_frames
 from m3_memory.memory.trace import ComponentSources
 from m3_memory.outputs import MB, OutputLock, check_output, parent_folders, pid_alive, write_atomic
 from m3_memory.progress import Progress as Bar
@@ -50,8 +51,9 @@ from m3_memory.progress import progress as bar_over
 from m3_memory.recording import Recording, open_recording
 from m3_memory.recording.frame import Frame
 from m3_memory.robot_pose import RobotPose
+from m3_memory.split import split_views
 from m3_memory.training.config import TrainConfig
-from m3_memory.training.distributed import Group, RankLost, fault_injection, join, rank_log
+from m3_memory.training.distributed import check_identical, check_same, fault_injection, rank_log, sync_trainer
 from m3_memory.training.init import init_from_rgbd
 from m3_memory.training.options import preset_config
 from m3_memory.training.trainer import Trainer, View, scene_extent
@@ -296,9 +298,13 @@ def build_memory(recording: str | Path, out: str | Path, model: str = "clip", we
     handler = rank_log(out, group.rank) if group.active else None
     if handler is not None:
         log.info("build: rank %d of %d on %s (%s)", group.rank, group.world, describe_device(group.device), group.backend)
+        if group.device.type == "cuda" and group.main:
+            log.info("gsplat distributed rasterization: not used (every rank holds the whole Gaussian set; gsplat's "
+                     "distributed mode renders Gaussians sharded over the ranks)")
     try:
+        check_batch(cfg, group.world)  # before reading and features, so that a bad split fails at once
         if group.active:
-            group.check_same({"config": cfg.to_json(), "recording": str(Path(recording).resolve()), "models": names,
+            check_same(group, {"config": cfg.to_json(), "recording": str(Path(recording).resolve()), "models": names,
                               "weights": weights, "out": str(out.resolve()), "resume": resume, "overwrite": overwrite,
                               "robot_pose": repr(robot_pose), "options": recording_options, "device": dev.type})
         if not group.main:  # rank 0 checks, locks and writes the output
@@ -401,7 +407,7 @@ def _build_locked(recording: str | Path, out: Path, cfg: TrainConfig, names: lis
     if ckpt is not None:
         trainer.load_state_dict(ckpt["trainer"])
         history = ckpt["history"]
-    group.sync_trainer(trainer)  # every rank starts from rank 0's state
+    sync_trainer(group, trainer)  # every rank starts from rank 0's state
     if group.main and test:
         report.initial = Trainer(prep.gaussians, banks, slices, cfg, trainer.extent, device).evaluate(test)
     lap("init")
@@ -482,6 +488,16 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def check_batch(cfg: TrainConfig, ranks: int) -> int:
+    """The global batch (views per iteration) of ``cfg`` over ``ranks``; :class:`InputError`
+    when it does not split evenly over them."""
+    batch = cfg.batch(ranks)
+    if batch % ranks:
+        raise InputError("--train.views-per-iteration", f"{batch} views per iteration do not split over {ranks} "
+                         f"ranks; use a multiple of {ranks} (or 0: one per rank)")
+    return batch
+
+
 def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: TrainConfig, ckpt_path: Path, identity: dict,
            history: list[dict], say: Progress, should_stop: Callable[[], bool] | None, show_progress: bool) -> None:
     """The iteration loop with progress bar, evaluation, checkpoints, NaN guard and stopping
@@ -493,10 +509,7 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     evaluates, shows progress and writes checkpoints, after checking that every rank holds the
     same Gaussians."""
     group = trainer.group
-    batch = cfg.batch(group.world)
-    if batch % group.world:
-        raise InputError("--train.views-per-iteration", f"{batch} views per iteration do not split over {group.world} "
-                         f"ranks; use a multiple of {group.world} (or 0: one per rank)")
+    batch = check_batch(cfg, group.world)
     if batch > len(train):
         raise InputError("--train.views-per-iteration", f"{batch} views per iteration but only {len(train)} training "
                          "views")
@@ -509,7 +522,7 @@ def run_training(trainer: Trainer, train: list[View], test: list[View], cfg: Tra
     postfix: dict[str, str] = {}
 
     def checkpoint() -> bool:
-        group.check_identical(trainer, trainer.iteration)
+        check_identical(group, trainer, trainer.iteration)
         return group.main and _save_checkpoint(ckpt_path, trainer, identity, history)
 
     with _StopFlag(should_stop) as stop, torch_threads(cfg.torch_threads):

@@ -88,19 +88,20 @@ def _quiet_other_ranks() -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from m3_memory.distributed import launched
     from m3_memory.training import distributed
 
     rank = int(os.environ.get("RANK", "0"))
     if args.nproc is not None:
         if args.nproc < 1:
             raise InputError("--nproc", f"needs at least one process, got {args.nproc}")
-        if distributed.launched():
+        if launched():
             if args.nproc != int(os.environ["WORLD_SIZE"]):
                 raise InputError("--nproc", f"{args.nproc} inside a launch of {os.environ['WORLD_SIZE']} processes; "
                                  "leave --nproc out under torchrun")
         elif args.nproc > 1:
             return distributed.launch(without_nproc(args.argv), args.nproc, Path(args.out))
-    if distributed.launched() and rank != 0:
+    if launched() and rank != 0:
         _quiet_other_ranks()
     return _build(args, rank)
 

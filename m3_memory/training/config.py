@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
+from m3_memory.split import HELD_OUT_EVERY
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -14,7 +16,7 @@ class TrainConfig:
 
     iterations: int = 30_000
     max_side: int | None = None  # train at this longest image side in pixels (None: the recording's)
-    test_every: int = 8  # every 8th view is held out
+    test_every: int = HELD_OUT_EVERY  # every 8th view is held out
     seed: int = 0
     # initialisation from RGB-D
     voxel: float = 0.005  # m, merge distance of back-projected points

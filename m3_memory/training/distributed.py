@@ -25,14 +25,15 @@ log says so on CUDA).
 
 Failures: every rank logs to ``<out>.logs/rank<k>.log``; a rank that fails prints its one-line
 error prefixed with ``rank k``; torchrun then stops the other ranks, and a rank that loses a
-peer inside a collective stops with :class:`RankLost`. Collectives time out after
-``$M3_DIST_TIMEOUT_S`` seconds (default 600), so a hung rank cannot hang the others for ever.
+peer inside a collective (training's, or the preparation's feature extraction and bank
+broadcast: all go through :class:`m3_memory.distributed.Group`) stops with ``RankLost``.
+Collectives time out after ``$M3_DIST_TIMEOUT_S`` seconds (default 600), so a hung rank cannot
+hang the others for ever.
 At start the ranks compare a hash of their code and options and refuse to run when they differ.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
 import json
@@ -40,40 +41,20 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 
-from m3_memory.errors import BuildFailed, InputError, first_line
+from m3_memory.distributed import Group
+from m3_memory.errors import BuildFailed, InputError
 
 if TYPE_CHECKING:
     from m3_memory.training.trainer import Trainer
 
 log = logging.getLogger("m3")
-TIMEOUT_ENV = "M3_DIST_TIMEOUT_S"  # seconds a collective waits for the other ranks
-DEFAULT_TIMEOUT_S = 600.0
 KILL_ENV = "M3_TEST_KILL_RANK_AT"  # fault injection for tests: "<rank>:<iteration>" SIGKILLs that rank there
 PACKAGE = Path(__file__).resolve().parents[1]  # the m3_memory sources hashed by code_version
-
-
-class RankLost(BuildFailed):
-    """A collective failed: another rank died or stopped answering (exit 3)."""
-
-
-def launched() -> bool:
-    """Whether this process is one rank of a torchrun (or Slurm) launch with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def timeout_s() -> float:
-    """``$M3_DIST_TIMEOUT_S`` or 600 s: how long a collective waits for the other ranks."""
-    try:
-        return max(1.0, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-    except ValueError:
-        return DEFAULT_TIMEOUT_S
 
 
 def code_version() -> str:
@@ -88,181 +69,81 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-@dataclass
-class Group:
-    """This process's place in the launch: ``rank`` of ``world`` ranks (one process: 0 of 1, and
-    every collective is a no-op), ``device`` its tensors live on, ``backend`` (gloo / nccl)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-    backend: str | None = None
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: evaluates, shows progress and writes."""
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (RuntimeError, ValueError) as err:  # gloo / NCCL errors: a peer closed, timed out
-            raise RankLost(f"rank {self.rank}", f"another rank stopped answering during {what} "
-                           f"({first_line(err)})") from None
-
-    # -- collectives (no-ops in one process) --------------------------------------------------
-    def all_reduce(self, t: torch.Tensor, what: str, op=None) -> torch.Tensor:
-        """Sum (or ``op``) of ``t`` over the ranks, in place; returns ``t``."""
-        if self.active:
-            self._call(what, dist.all_reduce, t, op=op or dist.ReduceOp.SUM)
-        return t
-
-    def any(self, flag: bool, what: str) -> bool:
-        """Whether ``flag`` is true on any rank."""
-        if not self.active:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        return bool(self.all_reduce(t, what, dist.ReduceOp.MAX).item() > 0)
-
-    def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
-        """The ranks' ``t`` (same shape everywhere) concatenated along dim 0 in rank order."""
-        if not self.active:
-            return t
-        parts = [torch.empty_like(t) for _ in range(self.world)]
-        self._call(what, dist.all_gather, parts, t.contiguous())
-        return torch.cat(parts)
-
-    def all_gather_object(self, obj, what: str) -> list:
-        if not self.active:
-            return [obj]
-        out: list = [None] * self.world
-        self._call(what, dist.all_gather_object, out, obj)
-        return out
-
-    def broadcast(self, t: torch.Tensor, what: str) -> torch.Tensor:
-        """Rank 0's ``t`` on every rank (in place)."""
-        if self.active:
-            self._call(what, dist.broadcast, t, src=0)
-        return t
-
-    def broadcast_object(self, obj, what: str):
-        """Rank 0's ``obj`` (picklable) on every rank."""
-        if not self.active:
-            return obj
-        box = [obj if self.main else None]
-        self._call(what, dist.broadcast_object_list, box, src=0)
-        return box[0]
-
-    # -- the training's uses ------------------------------------------------------------------
-    def check_same(self, options: dict) -> None:
-        """Refuse to start (:class:`InputError` on every rank) when any rank runs other code or
-        other options than rank 0: compares a hash of ``options`` and :func:`code_version`."""
-        mine = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        ours = (code_version(), mine)
-        theirs = self.all_gather_object(ours, "the start-up check")
-        for k, other in enumerate(theirs):
-            if other != theirs[0]:
-                what = "code (m3_memory sources)" if other[0] != theirs[0][0] else "build options"
-                raise InputError(f"rank {k}", f"runs other {what} than rank 0 ({other[0]}/{other[1]} vs "
-                                 f"{theirs[0][0]}/{theirs[0][1]}); launch every rank with the same m3 and arguments")
-
-    def sync_trainer(self, trainer: Trainer) -> None:
-        """Every rank takes rank 0's whole training state (parameters, Adam moments, density
-        statistics, random generators, memory banks): at the start and after a resume."""
-        if not self.active:
-            return
-        blob = None
-        if self.main:
-            buf = io.BytesIO()
-            torch.save({"trainer": trainer.state_dict(), "psc": {k: b.psc for k, b in trainer.banks.items()}}, buf)
-            blob = buf.getvalue()
-        blob = self.broadcast_object(blob, "the start-up state broadcast")
-        if not self.main:
-            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-            trainer.load_state_dict(state["trainer"])
-            for name, psc in state["psc"].items():
-                trainer.banks[name].psc = psc.to(trainer.device)
-
-    def broadcast_gaussians(self, params: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
-                            names: tuple[str, ...]) -> None:
-        """Rank 0's per-Gaussian tensors ``names`` and their Adam moments on every rank (after
-        density control changed them on rank 0). Other ranks replace theirs; Adam's step count is
-        the same on every rank and kept."""
-        if not self.active:
-            return
-        n = self.broadcast(torch.tensor([params["means"].shape[0]], device=self.device), "density control")
-        count = int(n.item())
-        for name in names:
-            old = params[name]
-            opt = optimizers[name]
-            state = opt.state.get(old, {})
-            if self.main:
-                tensors = [old.data] + [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
-            else:
-                shape = (count, *old.shape[1:])
-                new = torch.nn.Parameter(torch.empty(shape, dtype=old.dtype, device=old.device))
-                tensors = [new.data] + [torch.empty(shape, dtype=old.dtype, device=old.device)
-                                        for k in ("exp_avg", "exp_avg_sq") if k in state]
-            for t in tensors:
-                self.broadcast(t, "density control")
-            if not self.main:
-                moments = dict(zip(("exp_avg", "exp_avg_sq"), tensors[1:]))
-                opt.param_groups[0]["params"][0] = new
-                opt.state.clear()
-                if state:
-                    opt.state[new] = {**{k: v for k, v in state.items() if k not in moments}, **moments}
-                params[name] = new
-
-    def check_identical(self, trainer: Trainer, iteration: int) -> None:
-        """:class:`BuildFailed` when any rank's Gaussians, background or projections differ from
-        rank 0's (float64 sums of every tensor and the Gaussian count, compared exactly)."""
-        if not self.active:
-            return
-        tensors = [*trainer.params.values(), trainer.background, *(b.W for b in trainer.banks.values())]
-        sums = torch.tensor([float(trainer.params["means"].shape[0])] +
-                            [float(t.detach().double().sum()) for t in tensors], dtype=torch.float64)
-        everyone = self.all_gather_object(sums.tolist(), "the consistency check")
-        for k, other in enumerate(everyone):
-            if other != everyone[0]:
-                raise BuildFailed(f"rank {k}", f"holds other Gaussians than rank 0 at iteration {iteration} "
-                                  f"(checksums {other[:2]} vs {everyone[0][:2]}); the ranks diverged")
-
-    def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
+def check_same(group: Group, options: dict) -> None:
+    """Refuse to start (:class:`InputError` on every rank) when any rank runs other code or
+    other options than rank 0: compares a hash of ``options`` and :func:`code_version`."""
+    mine = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    ours = (code_version(), mine)
+    theirs = group.all_gather_object(ours, "the start-up check")
+    for k, other in enumerate(theirs):
+        if other != theirs[0]:
+            what = "code (m3_memory sources)" if other[0] != theirs[0][0] else "build options"
+            raise InputError(f"rank {k}", f"runs other {what} than rank 0 ({other[0]}/{other[1]} vs "
+                             f"{theirs[0][0]}/{theirs[0][1]}); launch every rank with the same m3 and arguments")
 
 
-def join(device: torch.device) -> Group:
-    """This process's :class:`Group`: one process without a launch; else join torchrun's
-    process group (gloo on the CPU, NCCL on CUDA with ``cuda:LOCAL_RANK``) with the
-    :func:`timeout_s` timeout. Returns the group with the device this rank computes on."""
-    if not launched():
-        return Group(device=device)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local >= torch.cuda.device_count():
-            raise InputError(f"rank {rank}", f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA "
-                             "devices here; launch at most one process per GPU")
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    if not dist.is_initialized():
-        try:
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()))
-        except (RuntimeError, ValueError) as err:
-            raise RankLost(f"rank {rank}", f"could not join the other ranks ({first_line(err)})") from None
-    group = Group(rank, world, device, backend)
-    if device.type == "cuda" and group.main:
-        log.info("gsplat distributed rasterization: not used (every rank holds the whole Gaussian set; gsplat's "
-                 "distributed mode renders Gaussians sharded over the ranks)")
-    return group
+def sync_trainer(group: Group, trainer: Trainer) -> None:
+    """Every rank takes rank 0's whole training state (parameters, Adam moments, density
+    statistics, random generators, memory banks): at the start and after a resume."""
+    if not group.active:
+        return
+    blob = None
+    if group.main:
+        buf = io.BytesIO()
+        torch.save({"trainer": trainer.state_dict(), "psc": {k: b.psc for k, b in trainer.banks.items()}}, buf)
+        blob = buf.getvalue()
+    blob = group.broadcast_object(blob, "the start-up state broadcast")
+    if not group.main:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+        trainer.load_state_dict(state["trainer"])
+        for name, psc in state["psc"].items():
+            trainer.banks[name].psc = psc.to(trainer.device)
+
+
+def broadcast_gaussians(group: Group, params: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
+                        names: tuple[str, ...]) -> None:
+    """Rank 0's per-Gaussian tensors ``names`` and their Adam moments on every rank (after
+    density control changed them on rank 0). Other ranks replace theirs; Adam's step count is
+    the same on every rank and kept."""
+    if not group.active:
+        return
+    n = group.broadcast(torch.tensor([params["means"].shape[0]], device=group.device), "density control")
+    count = int(n.item())
+    for name in names:
+        old = params[name]
+        opt = optimizers[name]
+        state = opt.state.get(old, {})
+        if group.main:
+            tensors = [old.data] + [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
+        else:
+            shape = (count, *old.shape[1:])
+            new = torch.nn.Parameter(torch.empty(shape, dtype=old.dtype, device=old.device))
+            tensors = [new.data] + [torch.empty(shape, dtype=old.dtype, device=old.device)
+                                    for k in ("exp_avg", "exp_avg_sq") if k in state]
+        for t in tensors:
+            group.broadcast(t, "density control")
+        if not group.main:
+            moments = dict(zip(("exp_avg", "exp_avg_sq"), tensors[1:]))
+            opt.param_groups[0]["params"][0] = new
+            opt.state.clear()
+            if state:
+                opt.state[new] = {**{k: v for k, v in state.items() if k not in moments}, **moments}
+            params[name] = new
+
+
+def check_identical(group: Group, trainer: Trainer, iteration: int) -> None:
+    """:class:`BuildFailed` when any rank's Gaussians, background or projections differ from
+    rank 0's (float64 sums of every tensor and the Gaussian count, compared exactly)."""
+    if not group.active:
+        return
+    tensors = [*trainer.params.values(), trainer.background, *(b.W for b in trainer.banks.values())]
+    sums = torch.tensor([float(trainer.params["means"].shape[0])] +
+                        [float(t.detach().double().sum()) for t in tensors], dtype=torch.float64)
+    everyone = group.all_gather_object(sums.tolist(), "the consistency check")
+    for k, other in enumerate(everyone):
+        if other != everyone[0]:
+            raise BuildFailed(f"rank {k}", f"holds other Gaussians than rank 0 at iteration {iteration} "
+                              f"(checksums {other[:2]} vs {everyone[0][:2]}); the ranks diverged")
 
 
 def rank_log(out: Path, rank: int) -> logging.Handler:

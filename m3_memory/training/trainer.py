@@ -17,6 +17,7 @@ import torch
 from gsplat.strategy import MCMCStrategy
 
 from m3_memory.conventions import invert_T
+from m3_memory.distributed import Group
 from m3_memory.errors import BuildFailed
 from m3_memory.memory.artifact import Gaussians
 from m3_memory.memory.attention import MemoryBank
@@ -24,7 +25,7 @@ from m3_memory.render.rasterization import means2d_grad, rasterization
 from m3_memory.render.reference import gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 from m3_memory.training.config import TrainConfig
-from m3_memory.training.distributed import Group
+from m3_memory.training.distributed import broadcast_gaussians
 from m3_memory.training.losses import (
     Decoder,
     depth_errors,
@@ -215,7 +216,7 @@ class Trainer:
             self.density.post_backward(self.params, self.optimizers, self.iteration, info, means_lr)
         changed = isinstance(self.density.strategy, MCMCStrategy) or any(self.params[k] is not t for k, t in before.items())
         if group.any(changed, "density control"):
-            group.broadcast_gaussians(self.params, self.optimizers, PER_GAUSSIAN)
+            broadcast_gaussians(group, self.params, self.optimizers, PER_GAUSSIAN)
         if self.params["means"].shape[0] == 0:
             raise BuildFailed("training", f"every Gaussian was pruned at iteration {self.iteration} (opacity below "
                              f"{cfg.prune_opacity} or too large); check the poses and depth of the recording")

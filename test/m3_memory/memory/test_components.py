@@ -9,9 +9,10 @@ from safetensors.torch import load_file
 from m3_memory.foundation import load_model
 from m3_memory.foundation.cache import cache_folder
 from m3_memory.memory import components
-from m3_memory.memory.components import DEFAULT_TEST_EVERY, bank_path, scene_components, split_views
+from m3_memory.memory.components import bank_path, scene_components
 from m3_memory.memory.extract import extract_components
 from m3_memory.recording import open_recording
+from m3_memory.split import HELD_OUT_EVERY, split_views
 from m3_memory.training.build import prepare
 from m3_memory.training.config import TrainConfig
 
@@ -19,7 +20,7 @@ from m3_memory.training.config import TrainConfig
 def test_split_views_holds_out_every_kth_view():
     assert split_views(10, 8) == ([1, 2, 3, 4, 5, 6, 7, 9], [0, 8])
     assert split_views(1, 8) == ([0], [])
-    assert DEFAULT_TEST_EVERY == TrainConfig().test_every == TrainConfig.fast().test_every
+    assert HELD_OUT_EVERY == TrainConfig().test_every == TrainConfig.fast().test_every
 
 
 def _no_reduction(*args, **kwargs):

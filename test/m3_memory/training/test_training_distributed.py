@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from m3_memory.distributed import Group
 from m3_memory.errors import EXIT_BAD_INPUT, EXIT_BUILD_FAILED
 from m3_memory.memory.artifact import load_memory
 from m3_memory.synth import SynthConfig, write_synthetic
 from m3_memory.training.build import BuildStopped, build_memory, checkpoint_path
 from m3_memory.training.cli import without_nproc
 from m3_memory.training.config import TrainConfig
-from m3_memory.training.distributed import KILL_ENV, Group, free_port
+from m3_memory.training.distributed import KILL_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 # a few dozen iterations with two density-control steps (at 10 and 20) and checkpoints every 10
@@ -196,6 +197,17 @@ def test_more_ranks_than_training_views_is_refused(tmp_path):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("m3: error: rank ") and "3 ranks" in last and "2 training views" in last, last
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused_before_any_work(tmp_path, synth):
+    out, cache = tmp_path / "x.m3", tmp_path / "cache"
+    run = _m3("build", str(synth.folder), "--model", "clip-fixture", "--out", str(out), "--nproc", "2",
+              *_options({**RUN, "views_per_iteration": 3}), env={"M3_CACHE": str(cache)}, timeout=300)
+    assert run.returncode == EXIT_BAD_INPUT, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert "3 views per iteration do not split over 2 ranks" in last, last
+    assert not out.exists() and not cache.exists()  # refused before any feature map was computed
 
 
 @pytest.mark.slow
