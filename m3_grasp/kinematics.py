@@ -17,8 +17,8 @@ import pinocchio as pin
 from m3_grasp.robot import default_urdf
 from m3_memory.conventions import OPTICAL_FRAME
 from m3_memory.errors import InputError
+from m3_memory.robot_pose import BASE_FRAME
 
-BASE_FRAME = "base_link"
 ARM_BASE_FRAME = "z1_base_link"
 EE_FRAME = "z1_ee_link"
 ARM_JOINTS = tuple(f"z1_joint{i}" for i in range(1, 7))
