@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from m3_memory.device import warn_cpu_fallback
 from m3_memory.errors import InputError
@@ -39,8 +38,11 @@ from m3_memory.query.spatial import (
     NEIGHBOURS,
     best_cluster,
     centre_means,
-    dbscan,
+    dbscan_members,
     gaussian_scores,
+    gaussians_above,
+    gaussians_in_aabb,
+    near_any,
     prepare_gaussians,
 )
 from m3_memory.query.target import Box, check_depth, lift_region, oriented_box, robust_center
@@ -247,18 +249,16 @@ def object_gaussians(memory: Memory, points: np.ndarray, t: torch.Tensor, neg: t
     ``cluster_eps`` of the surface is the object. Empty when no cluster touches the surface (e.g. the
     object moved since the scan: then the live surface is the answer)."""
     means = centre_means(memory)  # [N, 3]
-    lo, hi = points.min(0) - margin, points.max(0) + margin
-    near = np.nonzero(np.all((means >= lo) & (means <= hi), axis=1))[0]
+    near = gaussians_in_aabb(memory, points.min(0) - margin, points.max(0) + margin)
     if len(near) == 0:
         return near
-    score = gaussian_scores(memory, t, neg, config.method, config.model, config.neighbours, near)  # [n]
     bright = torch.sigmoid(memory.gaussians.opacity_logits[near]).numpy() >= MIN_OPACITY
-    cand = near[bright & (score > bound)]
-    labels = dbscan(means[cand], config.cluster_eps, config.cluster_min_points)
+    near = near[bright]
+    cand = near[gaussians_above(memory, t, neg, config.method, bound, config.model, config.neighbours, near)]
+    labels = dbscan_members(memory, cand, config.cluster_eps, config.cluster_min_points)
     if len(labels) == 0 or labels.max() < 0:
         return np.zeros(0, dtype=int)
-    surface = cKDTree(points, balanced_tree=False, compact_nodes=False)  # built once, queried once: the fast build
-    touching = surface.query(means[cand], distance_upper_bound=config.cluster_eps)[0] < np.inf  # [c]
+    touching = near_any(means[cand], points, config.cluster_eps)  # [c]
     votes = np.bincount(labels[(labels >= 0) & touching], minlength=labels.max() + 1)
     if votes.max() == 0:
         return np.zeros(0, dtype=int)
@@ -276,7 +276,8 @@ def query_gaussians(memory: Memory, text: str, config: QueryConfig = QueryConfig
     bound = threshold_value(score, bright, config.threshold)
     relevant = np.nonzero(bright & (score > bound))[0]
     means = centre_means(memory)
-    members = relevant[best_cluster(means[relevant], score[relevant], config.cluster_eps, config.cluster_min_points)]
+    labels = dbscan_members(memory, relevant, config.cluster_eps, config.cluster_min_points)
+    members = relevant[best_cluster(labels, score[relevant])]
     result = QueryResult(text, False, float(score[members].mean()) if len(members) else 0.0, "", warnings=warnings)
     if len(members) == 0 or result.score < config.score_bound:
         result.message = f"nothing relevant to {text!r} in the memory (score {result.score:.3f} < {config.score_bound})"
@@ -313,13 +314,14 @@ def prepare(memory: Memory, config: QueryConfig = QueryConfig(), gaussians: bool
     """Do after loading what the first query would otherwise pay for: the memory bank's spectrum
     (text scores without the full decode) and, with ``gaussians``, the k-d tree, neighbourhood
     queries and unit decoded features (or, for a memory too large to keep them, their norms) of
-    the Gaussian-level query (:func:`query_gaussians`) and of the object centre
+    the Gaussian-level query (:func:`query_gaussians`) and of the object centre, with the features'
+    sketch and the Gaussians' neighbour graph at ``config.cluster_eps``
     (:func:`m3_memory.query.spatial.prepare_gaussians`). Optional: queries compute and keep the
     same on first use. The query node, the grasp node and the demo call it after loading."""
     model_entry(memory, config.model)
     bank_spectrum(memory.banks[config.model])
     if gaussians:
-        prepare_gaussians(memory, config.model, config.neighbours)
+        prepare_gaussians(memory, config.model, config.neighbours, config.cluster_eps)
 
 
 def gaussians_in_box(memory: Memory, box: Box, margin: float = 0.01) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -28,9 +29,17 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from m3_memory.memory.artifact import Memory
-from m3_memory.memory.attention import attention_products, memory_attention
+from m3_memory.memory.attention import attention_products, bank_spectrum, memory_attention
 from m3_memory.query.memo import memo
-from m3_memory.query.relevancy import query_norms, query_scores, unit_scores
+from m3_memory.query.relevancy import (
+    leading_components,
+    query_norms,
+    query_scores,
+    score_numerator,
+    score_of_norm,
+    unit_scores,
+    unit_texts,
+)
 from m3_memory.render.cpu import compile_library
 
 CLUSTER_SOURCE = Path(__file__).resolve().parent / "csrc" / "cluster.cpp"
@@ -55,6 +64,16 @@ def centre_tree(memory: Memory) -> cKDTree:
 def centre_means(memory: Memory) -> np.ndarray:
     """The Gaussians' centres [N, 3] as float64 (m): the k-d tree's own copy (:func:`centre_tree`), read-only."""
     return centre_tree(memory).data
+
+
+def gaussians_in_aabb(memory: Memory, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the Gaussians whose centres lie in the axis-aligned box ``lo`` [3] ..
+    ``hi`` [3] (m, bounds included), from the centres' kept per-axis columns."""
+    store = memo(memory)
+    if "columns" not in store:
+        store["columns"] = np.ascontiguousarray(centre_means(memory).T)  # [3, N]
+    x, y, z = store["columns"]
+    return np.nonzero((x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1]) & (z >= lo[2]) & (z <= hi[2]))[0]
 
 
 def neighbourhood_queries(memory: Memory, model: str, neighbours: int, index: np.ndarray | None = None) -> torch.Tensor:
@@ -141,14 +160,92 @@ def gaussian_scores(memory: Memory, text: torch.Tensor, negatives: torch.Tensor,
     return query_scores(queries, bank, text, negatives, method, norms=norms if rows is None else norms[rows])[0].numpy()
 
 
-def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> None:
+SKETCH_SLACK = 1e-4  # gaussians_above: room for float32 rounding in a unit dot product (d * 2^-24 at d = 1536)
+
+
+@dataclass(frozen=True)
+class FeatureSketch:
+    """Every Gaussian's unit feature ``u`` [d] in the bank's leading principal directions: ``basis``
+    [d, k] orthonormal (the bank's leading right singular vectors), ``coords`` [N, k] = ``u basis``
+    and ``rest`` [N] = ``|u - coords basis^T|``. For a unit text ``x``, ``|u . x - coords (basis^T x)|
+    <= rest |x - basis basis^T x|`` (Cauchy-Schwarz on the parts outside the basis)."""
+
+    basis: torch.Tensor
+    coords: torch.Tensor
+    rest: torch.Tensor
+
+
+def feature_sketch(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS) -> FeatureSketch | None:
+    """The :class:`FeatureSketch` of the kept unit features (:func:`gaussian_unit_features`), computed
+    once per memory; None without the table, or for a bank whose spectrum is flat (every principal
+    component needed: :func:`~m3_memory.query.relevancy.leading_components`), where it would save nothing."""
+    store, key = memo(memory), ("sketch", model, _k(memory, neighbours))
+    if key not in store:
+        store[key] = None
+        bank = memory.banks[model]
+        features = gaussian_unit_features(memory, model, neighbours)
+        k = leading_components(bank)
+        if features is not None and k < bank_spectrum(bank).sv.shape[0]:
+            spec = bank_spectrum(bank)
+            basis = torch.linalg.qr(bank.psc.detach().double().T @ spec.factor[:, :k].double())[0].float()  # [d, k]
+            coords = features @ basis  # [N, k]
+            rest = torch.cat([torch.linalg.vector_norm(part - c @ basis.T, dim=-1)  # a few rows at a time
+                              for part, c in zip(features.split(8192), coords.split(8192))])
+            store[key] = FeatureSketch(basis, coords, rest)
+    return store[key]
+
+
+def gaussians_above(memory: Memory, text: torch.Tensor, negatives: torch.Tensor, method: str, bound: float,
+                    model: str = "clip", neighbours: int = NEIGHBOURS, index: np.ndarray | None = None) -> np.ndarray:
+    """Bool [n]: which of the Gaussians ``index`` (default: all) score above ``bound`` for ``text``
+    against ``negatives``: the decisions of ``gaussian_scores(...) > bound`` (but for a score within
+    float32 rounding of ``bound``, which the two can round to either side). With a
+    :class:`FeatureSketch` each Gaussian's dot products are first bounded from its ``k`` coordinates
+    (``k`` multiply-adds per text instead of ``d``); only those whose score interval holds ``bound``
+    get :func:`gaussian_scores` (tested equal on every Gaussian)."""
+    kept = ("features", model, _k(memory, neighbours)) in memo(memory)  # the table (prepare or an earlier query)
+    sketch = feature_sketch(memory, model, neighbours) if kept else None
+    if sketch is None:
+        return gaussian_scores(memory, text, negatives, method, model, neighbours, index) > bound
+    rows = slice(None) if index is None else torch.from_numpy(np.asarray(index))
+    x = unit_texts(text, negatives, method).float()  # [1 + k, d]
+    xb = x @ sketch.basis  # [1 + k, kb]
+    x_rest = torch.linalg.vector_norm(x - xb @ sketch.basis.T, dim=-1)  # [1 + k]
+    dots = sketch.coords[rows] @ xb.T  # [n, 1 + k]
+    err = sketch.rest[rows, None] * x_rest + SKETCH_SLACK  # [n, 1 + k]
+    one = torch.ones(dots.shape[0])
+    lo = score_of_norm(score_numerator(dots - err * _signs(dots.shape[1])), one, method)
+    hi = score_of_norm(score_numerator(dots + err * _signs(dots.shape[1])), one, method)
+    lo, hi = lo.numpy(), hi.numpy()  # compared as gaussian_scores' numpy scores are
+    above = lo > bound
+    unsure = np.nonzero(~above & (hi > bound))[0]
+    if len(unsure):
+        at = unsure if index is None else np.asarray(index)[unsure]
+        above[unsure] = gaussian_scores(memory, text, negatives, method, model, neighbours, at) > bound
+    return above
+
+
+def _signs(columns: int) -> torch.Tensor:
+    """[columns]: +1 for the text's dot product, -1 for the negatives' (the score rises with the
+    first and falls with the others), so ``dots - err * signs`` is every score's low end."""
+    s = -torch.ones(columns)
+    s[0] = 1
+    return s
+
+
+def prepare_gaussians(memory: Memory, model: str = "clip", neighbours: int = NEIGHBOURS,
+                      eps: float | None = None) -> None:
     """Compute once what every Gaussian-level query needs (the k-d tree, each Gaussian's
     neighbourhood query, the bank's spectrum, the unit features or, past their size limit, the
-    features' norms), so the first query is as fast as the next: call it after loading a memory
-    that will be asked in 3D (the object centre of text queries is one)."""
+    features' norms, their :func:`feature_sketch` and, given ``eps``, the :func:`neighbour_graph`), so
+    the first query is as fast as the next: call it after loading a memory that will be asked in
+    3D (the object centre of text queries is one)."""
     centre_tree(memory)
     if gaussian_unit_features(memory, model, neighbours) is None:
         gaussian_norms(memory, model, neighbours)
+    feature_sketch(memory, model, neighbours)
+    if eps is not None:
+        neighbour_graph(memory, eps)
 
 
 GRID_CELLS = 2**19  # the compiled kernels' grid holds cells -2^19..2^19 per axis (10 km at 2 cm)
@@ -189,7 +286,74 @@ def cluster_library() -> ctypes.CDLL | None:
     lib = ctypes.CDLL(str(target))
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     lib.m3_dbscan.argtypes, lib.m3_dbscan.restype = [i, p, f, i, p], i
+    lib.m3_near.argtypes, lib.m3_near.restype = [i, p, i, p, f, p], i
+    lib.m3_dbscan_graph.argtypes, lib.m3_dbscan_graph.restype = [i, p, p, p, i, p, p], i
     return lib
+
+
+GRAPH_EDGES = 2**27  # the largest neighbour graph kept per memory (int32 indices: 512 MB)
+
+
+def neighbour_graph(memory: Memory, eps: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pairs of the memory's Gaussians whose centres are closer than ``eps`` (m), as CSR
+    (indptr [N + 1] int64, indices int32: each Gaussian's neighbours), computed once per memory and
+    eps (a k-d tree pair search); None past :data:`GRAPH_EDGES` (then :func:`dbscan` clusters from
+    the coordinates). "Closer" is the grid kernel's test, ``dx^2 + dy^2 + dz^2 < eps^2`` in float64."""
+    store, key = memo(memory), ("graph", float(eps))
+    if key not in store:
+        tree = centre_tree(memory)
+        pairs = tree.query_pairs(eps, output_type="ndarray")  # [p, 2], distance <= eps
+        store[key] = None
+        if 2 * len(pairs) <= GRAPH_EDGES:
+            d = tree.data[pairs[:, 0]] - tree.data[pairs[:, 1]]  # [p, 3]
+            pairs = pairs[d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < eps * eps]
+            n = len(tree.data)
+            both = np.concatenate([pairs, pairs[:, ::-1]])  # [2p, 2] each pair in both directions
+            csr = coo_matrix((np.ones(len(both), dtype=np.int8), (both[:, 0], both[:, 1])), shape=(n, n)).tocsr()
+            store[key] = (csr.indptr.astype(np.int64), csr.indices.astype(np.int32))
+    return store[key]
+
+
+def dbscan_members(memory: Memory, members: np.ndarray, eps: float, min_points: int) -> np.ndarray:
+    """:func:`dbscan` labels [n] of the Gaussians ``members`` (ascending indices) by their centres:
+    from the memory's :func:`neighbour_graph` (no distance computed per query; tested equal) where
+    it is kept and the compiled kernel is built, else from the coordinates."""
+    members = np.ascontiguousarray(members, dtype=np.int64)
+    lib, graph = cluster_library(), neighbour_graph(memory, eps) if len(members) else None
+    if lib is None or graph is None or np.any(np.diff(members) <= 0):
+        return dbscan(centre_means(memory)[members], eps, min_points)
+    store = memo(memory)
+    if "graph_scratch" not in store:
+        store["graph_scratch"] = np.full(len(memory.gaussians), -1, dtype=np.int32)
+    at, (indptr, indices) = store["graph_scratch"], graph
+    labels = np.empty(len(members), dtype=np.int64)
+    lib.m3_dbscan_graph(len(members), members.ctypes.data, indptr.ctypes.data, indices.ctypes.data, int(min_points),
+                        at.ctypes.data, labels.ctypes.data)
+    return labels
+
+
+def near_any(points: np.ndarray, others: np.ndarray, eps: float) -> np.ndarray:
+    """Bool [n]: which of ``points`` [n, 3] lie closer than ``eps`` (m) to one of ``others`` [m, 3]:
+    the compiled grid (``csrc/cluster.cpp``: hashing ``others`` into cells of side eps, each point's
+    27 cells searched) or, without it, a k-d tree of ``others`` (scipy), the reference (tested equal)."""
+    pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    oth = np.ascontiguousarray(others, dtype=np.float64).reshape(-1, 3)
+    if len(pts) == 0 or len(oth) == 0:
+        return np.zeros(len(pts), dtype=bool)
+    lib = cluster_library()
+    if lib is None or not _grid_ok(np.concatenate([pts, oth]), eps):
+        return near_any_tree(pts, oth, eps)
+    near = np.empty(len(pts), dtype=np.uint8)
+    lib.m3_near(len(pts), pts.ctypes.data, len(oth), oth.ctypes.data, float(eps), near.ctypes.data)
+    return near.astype(bool)
+
+
+def near_any_tree(points: np.ndarray, others: np.ndarray, eps: float) -> np.ndarray:
+    """:func:`near_any` by a k-d tree of ``others`` (scipy; built once, queried once: the fast build)."""
+    if len(points) == 0 or len(others) == 0:
+        return np.zeros(len(points), dtype=bool)
+    tree = cKDTree(others, balanced_tree=False, compact_nodes=False)
+    return tree.query(points, distance_upper_bound=eps)[0] < np.inf
 
 
 def dbscan_pairs(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
@@ -234,9 +398,8 @@ def dbscan_open3d(points: np.ndarray, eps: float, min_points: int) -> np.ndarray
     return np.asarray(pcd.cluster_dbscan(eps=eps, min_points=min_points, print_progress=False))
 
 
-def best_cluster(points: np.ndarray, score: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """Indices into ``points`` [M, 3] of the DBSCAN cluster with the largest summed ``score`` [M]."""
-    labels = dbscan(points, eps, min_points)
+def best_cluster(labels: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices of the cluster (DBSCAN ``labels`` [M], -1 noise) with the largest summed ``score`` [M]."""
     if len(labels) == 0 or labels.max() < 0:
         return np.zeros(0, dtype=int)
     totals = np.bincount(labels[labels >= 0], weights=score[labels >= 0])

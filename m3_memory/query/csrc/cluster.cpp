@@ -148,4 +148,69 @@ int m3_dbscan(int n, const double* pts, double eps, int min_points, int64_t* lab
     }
     return clusters;
 }
+
+// near [n] (uint8): 1 where points[i] lies closer than eps to one of the m others (what
+// m3_memory/query/api.py: object_gaussians asks of a k-d tree query with distance_upper_bound eps).
+int m3_near(int n, const double* pts, int m, const double* others, double eps, uint8_t* near) {
+    const std::vector<int64_t> key = keys_of(m, others, eps);
+    const Grid g = make_grid(key);
+    const std::vector<int64_t> mine = keys_of(n, pts, eps);
+    std::unordered_map<int64_t, std::vector<Range>> memo;
+    const auto nb = neighbourhoods(mine, pts, eps, g, memo);
+    const double eps2 = eps * eps;
+    for (int i = 0; i < n; ++i) {
+        uint8_t hit = 0;
+        for (const Range& r : *nb[i])
+            for (int k = r.first; k < r.second && !hit; ++k) hit = dist2(pts + 3 * i, others + 3 * g.order[k]) < eps2;
+        near[i] = hit;
+    }
+    return 0;
+}
+
+// m3_dbscan's labels [n] of the points members[0..n) (ascending indices into a larger set) from
+// that set's neighbour graph instead of their coordinates: indptr/indices (CSR) list, per point
+// of the set, the others closer than eps; at [set size] is scratch (filled with -1 on entry,
+// left so on return). Returns the number of clusters.
+int m3_dbscan_graph(int n, const int64_t* members, const int64_t* indptr, const int32_t* indices, int min_points,
+                    int32_t* at, int64_t* labels) {
+    for (int i = 0; i < n; ++i) at[members[i]] = i;
+    std::vector<char> core(n, 0);
+    for (int i = 0; i < n; ++i) {
+        int count = 1;  // itself
+        for (int64_t e = indptr[members[i]]; e < indptr[members[i] + 1] && count < min_points; ++e)
+            count += at[indices[e]] >= 0;
+        core[i] = count >= min_points;
+    }
+    std::vector<int> parent(n);
+    std::iota(parent.begin(), parent.end(), 0);
+    for (int i = 0; i < n; ++i) {
+        if (!core[i]) continue;
+        for (int64_t e = indptr[members[i]]; e < indptr[members[i] + 1]; ++e) {
+            const int j = at[indices[e]];
+            if (j <= i || !core[j]) continue;
+            const int a = find(parent, i), b = find(parent, j);
+            if (a != b) parent[std::max(a, b)] = std::min(a, b);
+        }
+    }
+    std::vector<int64_t> number(n, -1);
+    int clusters = 0;
+    for (int i = 0; i < n; ++i) {
+        labels[i] = -1;
+        if (!core[i]) continue;
+        const int r = find(parent, i);
+        if (number[r] < 0) number[r] = clusters++;
+        labels[i] = number[r];
+    }
+    for (int i = 0; i < n; ++i) {
+        if (core[i]) continue;
+        int64_t best = -1;
+        for (int64_t e = indptr[members[i]]; e < indptr[members[i] + 1]; ++e) {
+            const int j = at[indices[e]];
+            if (j >= 0 && core[j] && (best < 0 || labels[j] < best)) best = labels[j];
+        }
+        labels[i] = best;
+    }
+    for (int i = 0; i < n; ++i) at[members[i]] = -1;
+    return clusters;
+}
 }
