@@ -291,7 +291,7 @@ def cluster_library() -> ctypes.CDLL | None:
     return lib
 
 
-GRAPH_EDGES = 2**27  # the largest neighbour graph kept per memory (int32 indices: 512 MB)
+GRAPH_EDGES = 2**25  # the largest neighbour graph kept per memory (int32 indices: 128 MB)
 
 
 def neighbour_graph(memory: Memory, eps: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -302,9 +302,9 @@ def neighbour_graph(memory: Memory, eps: float) -> tuple[np.ndarray, np.ndarray]
     store, key = memo(memory), ("graph", float(eps))
     if key not in store:
         tree = centre_tree(memory)
-        pairs = tree.query_pairs(eps, output_type="ndarray")  # [p, 2], distance <= eps
         store[key] = None
-        if 2 * len(pairs) <= GRAPH_EDGES:
+        if tree.count_neighbors(tree, eps) - len(tree.data) <= GRAPH_EDGES:  # ordered pairs, without the pairs' lists
+            pairs = tree.query_pairs(eps, output_type="ndarray")  # [p, 2], distance <= eps
             d = tree.data[pairs[:, 0]] - tree.data[pairs[:, 1]]  # [p, 3]
             pairs = pairs[d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < eps * eps]
             n = len(tree.data)

@@ -166,6 +166,14 @@ def test_clusters_from_the_neighbour_graph_are_dbscans(eps, min_points):
                                   dbscan(means[members[::-1]], eps, min_points))
 
 
+def test_past_the_graph_limit_clusters_come_from_the_coordinates(monkeypatch):
+    monkeypatch.setattr(spatial, "GRAPH_EDGES", 10)
+    memory, _ = decaying_memory(n=3000)
+    members = np.arange(0, 3000, 2)
+    assert neighbour_graph(memory, 0.02) is None
+    np.testing.assert_array_equal(dbscan_members(memory, members, 0.02, 5), dbscan(centre_means(memory)[members], 0.02, 5))
+
+
 def test_gaussians_in_a_box():
     memory, _ = decaying_memory(n=3000)
     means = centre_means(memory)
