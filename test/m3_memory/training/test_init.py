@@ -54,3 +54,51 @@ def test_sparse_points_are_merged_in(scene):
     assert len(g) == len(plain) + 2
     hit = (g.means - torch.tensor([0.0, 0.0, 50.0])).norm(dim=1).argmin()
     torch.testing.assert_close(0.5 + SH_C0 * g.sh_dc[hit], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def _sorted_rows(points: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    rows = np.concatenate([points, colors], axis=1)
+    return rows[np.lexsort(rows[:, ::-1].T)]
+
+
+def test_merge_is_open3d_voxel_down_sample_of_all_the_points(scene):
+    """The frames (and sparse points) are merged as open3d's voxel_down_sample merges their
+    union in one call: the same voxels, mean points and mean colours."""
+    import open3d as o3d
+
+    from m3_memory.conventions import backproject
+
+    frames = list(scene)[:5]
+    sparse = (np.array([[0.0, 0.0, 3.0], [0.3, -0.2, 2.0]]), np.array([[255, 0, 0], [0, 0, 255]], np.uint8))
+    g = init_from_rgbd(frames, query_dim=4, voxel=0.01, stride=2, sparse=sparse)
+    points, colors = [sparse[0]], [sparse[1] / 255.0]
+    for f in frames:
+        v, u = np.nonzero(f.depth[::2, ::2] > 0)
+        points.append(backproject(f.depth, f.K, f.T_world_cam, 2))
+        colors.append(f.rgb[::2, ::2][v, u] / 255.0)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate(points)))
+    cloud.colors = o3d.utility.Vector3dVector(np.concatenate(colors))
+    ref = cloud.voxel_down_sample(0.01)
+    assert len(g) == len(ref.points) > 1000
+    expected = _sorted_rows(np.asarray(ref.points, np.float32), np.asarray(ref.colors, np.float32))
+    got = _sorted_rows(g.means.numpy(), (0.5 + SH_C0 * g.sh_dc).numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_blockwise_reduction_matches_one_block():
+    from m3_memory.training.init import VoxelMeans
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1.0, 1.0, (200_000, 3))
+    colors = rng.uniform(0.0, 1.0, (200_000, 3))
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    whole = VoxelMeans(0.05, lo, hi)
+    whole.add(points, colors)
+    blocks = VoxelMeans(0.05, lo, hi)
+    for start in range(0, len(points), 7_000):  # reduced several times along the way
+        blocks.add(points[start:start + 7_000], colors[start:start + 7_000])
+    for a, b in zip(whole.means(), blocks.means()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    means, _ = whole.means()
+    assert len(means) == len(np.unique(np.floor((points - (lo - 0.025)) / 0.05), axis=0))
+    assert (np.diff(whole.keys) > 0).all()
