@@ -100,6 +100,7 @@ def one_build(frames: int, iterations: int, work: Path) -> dict:
 
     build_module.time = types.SimpleNamespace(perf_counter=clock)
     scene = scan(frames, work)  # written by the parent before this process started
+    shutil.rmtree(work / f"cache{frames}", ignore_errors=True)  # features and PSC computed afresh
     base_mb = peak_mb()
     load = os.getloadavg()
     t0, c0 = time.perf_counter(), cpu_seconds()
