@@ -398,8 +398,9 @@ def init_scaling(work: Path, frame_counts: list[int], scene_frames: int, before:
     import torch
     from scipy.spatial import cKDTree
 
-    from m3_memory.memory.components import split_views, usable_frames
+    from m3_memory.memory.components import usable_frames
     from m3_memory.recording import open_recording
+    from m3_memory.split import split_views
     from m3_memory.training import init as current
     from m3_memory.training.config import TrainConfig
 
