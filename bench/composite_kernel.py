@@ -1,7 +1,7 @@
 """The compositor alone, today's source against this tree's, on training renders.
 
 Both ``csrc/composite.cpp`` versions (the baseline commit's, via ``git show``, and this tree's)
-are compiled with the same flags into a temporary folder and called through ctypes on the
+are compiled with the same flags (this tree's ``render.cpu.flags()``) into a temporary folder and called through ctypes on the
 same inputs: the packed splats of a training render (fast preset, 320x240, 3 colour + 16 query
 channels) of the APC shelf scene and of the 48-frame synthetic scan, with output gradients
 shaped like training's (colour and alpha at every pixel, queries at the feature loss's 2000
@@ -28,14 +28,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REALDATA = ROOT.parent / "shared" / "realdata"
 APC_SCENE = Path("apc2016_realsense_shelf") / "data" / "sample" / "scene-0000"
 BASELINE = "b3670da"
-FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 sys.path.insert(0, str(ROOT))
 
 
 def compile_source(source: str, target: Path) -> ctypes.CDLL:
+    from m3_memory.render.cpu import flags
+
     src = target.with_suffix(".cpp")
     src.write_text(source)
-    subprocess.run(["g++", *FLAGS, "-o", str(target), str(src)], check=True)
+    subprocess.run(["g++", *flags(), "-o", str(target), str(src)], check=True)
     lib = ctypes.CDLL(str(target))
     f, i = ctypes.c_void_p, ctypes.c_int
     lib.m3_composite_forward.argtypes = [i, i, i, i] + [f] * 8
@@ -113,7 +114,9 @@ def main() -> None:
     old = subprocess.run(["git", "show", f"{args.baseline}:m3_memory/render/csrc/composite.cpp"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     new = (ROOT / "m3_memory" / "render" / "csrc" / "composite.cpp").read_text()
-    result = {"baseline": args.baseline, "threads": 1, "flags": FLAGS, "load": os.getloadavg(), "scenes": {}}
+    from m3_memory.render.cpu import flags
+
+    result = {"baseline": args.baseline, "threads": 1, "flags": list(flags()), "load": os.getloadavg(), "scenes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         libs = {"today": compile_source(old, tmp / "today.so"), "new": compile_source(new, tmp / "new.so")}

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,8 +58,9 @@ class Phases:
         self._undo.clear()
 
 
-def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
-    """``iterations`` of :meth:`Trainer.step` on ``recording`` (train views in a shuffled order)."""
+def profile_scene(recording: Path, work: Path, iterations: int, threads: int) -> dict:
+    """``iterations`` of :meth:`Trainer.step` on ``recording`` (train views in a shuffled order) at
+    ``threads`` torch threads (0: torch's own setting)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -74,17 +76,20 @@ def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
     train = prep.train
     trainer = Trainer(prep.gaussians, prep.banks, prep.slices, cfg, scene_extent(train))
     order = torch.randperm(len(train) * (iterations // len(train) + 1), generator=torch.Generator().manual_seed(0))
-    threads = getattr(cfg, "torch_threads", 0)  # as run_training sets them (0 or absent: torch's own)
     if threads:
         torch.set_num_threads(threads)
     phases = Phases()
     phases.wrap(trainer_module, "rasterization", "render (projection, sort, compositor forward)")
     phases.wrap(cpu._Composite, "forward", "compositor forward", static=True)
-    phases.wrap(cpu._Composite, "backward", "compositor backward", static=True)
+    phases.wrap(trainer_module, "sh_to_rgb", "SH colour forward")
     phases.wrap(trainer_module, "rgb_loss", "colour loss forward")
+    phases.wrap(trainer_module, "depth_loss", "depth loss forward")
     phases.wrap(trainer_module, "feature_loss", "feature loss forward")
-    phases.wrap(trainer.optimizer, "step", "optimizer step")
-    phases.wrap(trainer, "_density_control", "density control")
+    phases.wrap(torch.Tensor, "backward", "backward (all of autograd)")
+    phases.wrap(cpu._Composite, "backward", "compositor backward", static=True)
+    phases.wrap(torch.optim.Adam, "step", "Adam steps")
+    phases.wrap(trainer.density, "pre_backward", "density control")
+    phases.wrap(trainer.density, "post_backward", "density control (after the step)")
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -93,8 +98,8 @@ def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
     finally:
         phases.restore()
     wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    rest = "the rest (autograd backward outside the compositor, SH, Python)"
-    outside = ("compositor forward",)  # counted inside render
+    rest = "the rest (Python, the trainer's own tensor work)"
+    outside = ("compositor forward", "compositor backward")  # counted inside render and backward
     phases.wall[rest] = wall - sum(v for k, v in phases.wall.items() if k not in outside)
     phases.cpu[rest] = cpu_s - sum(v for k, v in phases.cpu.items() if k not in outside)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -107,7 +112,8 @@ def profile_scene(recording: Path, work: Path, iterations: int) -> dict:
             "wall_s": wall, "cpu_s": cpu_s, "iterations_per_s": iterations / wall,
             "phases_wall_s": phases.wall, "phases_cpu_s": phases.cpu,
             "phases_cpu_share": {k: v / cpu_s for k, v in phases.cpu.items()},
-            "top_ops_self": top, "heldout": trainer.evaluate(prep.test), "load": os.getloadavg()}
+            "top_ops_self": top, "heldout": trainer.evaluate(prep.test), "load": os.getloadavg(),
+            "depth_weight": cfg.depth_weight}
 
 
 def main() -> None:
@@ -115,26 +121,31 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_profile.json")
     parser.add_argument("--realdata", type=Path, default=REALDATA, help="folder of the real sequences")
+    parser.add_argument("--threads", type=int, default=0, help="torch (and compositor) threads; 0: torch's own")
+    parser.add_argument("--scenes", nargs="+", default=["apc", "synthetic"], choices=["apc", "synthetic"])
     args = parser.parse_args()
     import torch
 
     from m3_memory.synth import SynthConfig, write_synthetic
 
-    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads(), "load_before": os.getloadavg()}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "commit": commit,
+           "torch_threads": args.threads or torch.get_num_threads(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         apc = args.realdata / APC_SCENE
-        if apc.is_dir():
-            out["apc"] = profile_scene(apc, work / "apc", args.iterations)
-        else:
-            out["apc"] = {"status": "skipped", "reason": f"{apc} not found"}
-        scene = write_synthetic(work / "synth", SynthConfig(n_frames=48), show_progress=False).folder
-        out["synthetic"] = profile_scene(scene, work / "syn", args.iterations)
+        if "apc" in args.scenes:
+            if apc.is_dir():
+                out["apc"] = profile_scene(apc, work / "apc", args.iterations, args.threads)
+            else:
+                out["apc"] = {"status": "skipped", "reason": f"{apc} not found"}
+        if "synthetic" in args.scenes:
+            scene = write_synthetic(work / "synth", SynthConfig(n_frames=48), show_progress=False).folder
+            out["synthetic"] = profile_scene(scene, work / "syn", args.iterations, args.threads)
     out["load_after"] = os.getloadavg()
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
-    for k in ("apc", "synthetic"):
+    for k in args.scenes:
         r = out[k]
         if "phases_cpu_share" in r:
             print(k, f"{r['iterations_per_s']:.2f} it/s", {p: round(s, 3) for p, s in r["phases_cpu_share"].items()})

@@ -9,7 +9,13 @@ iterations through ``run_training`` (the build's loop: evaluation, checkpoints),
 PSNR and feature cosine on every held-out view. Wall and CPU seconds (user + system of the
 process) of the training loop and the load average are recorded per run.
 
-    python bench/train_speed.py [--iterations 30] [--rounds 2]
+Both trees run at the same thread count (``--threads``, default 1: ``OMP_NUM_THREADS`` and
+``torch.set_num_threads`` in each child, which also sets the compositor's OpenMP threads), so
+the ratio is the code's and not a thread setting's; one thread is also what a shared, loaded
+machine measures most steadily. ``--new-options`` sets fast-preset fields on this tree's side
+only (e.g. ``depth_weight=0`` for the baseline's objective, which had no depth loss).
+
+    python bench/train_speed.py [--iterations 30] [--rounds 2] [--threads 1]
         # writes bench/results/train_speed.json and train_speed.png
 """
 
@@ -38,16 +44,19 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def child(recording: Path, iterations: int, seed: int, work: Path) -> dict:
-    """One training with whichever m3_memory is on the path."""
+def child(recording: Path, iterations: int, seed: int, work: Path, threads: int, options: dict) -> dict:
+    """One training with whichever m3_memory is on the path, at ``threads`` torch threads (0: torch's own)."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from m3_memory.foundation import load_model
     from m3_memory.training.build import prepare, run_training
     from m3_memory.training.config import TrainConfig
     from m3_memory.training.trainer import Trainer, scene_extent
 
-    cfg = TrainConfig.fast(iterations=iterations, seed=seed)
+    cfg = TrainConfig.fast(iterations=iterations, seed=seed, **options)
     prep = prepare(recording, cfg, [load_model("clip-fixture")], work / "cache", show_progress=False)
     trainer = Trainer(prep.gaussians, prep.banks, prep.slices, cfg, scene_extent(prep.train))
     threads_before = torch.get_num_threads()
@@ -57,14 +66,17 @@ def child(recording: Path, iterations: int, seed: int, work: Path) -> dict:
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     return {"iterations": iterations, "seed": seed, "wall_s": wall, "cpu_s": cpu, "iterations_per_s": iterations / wall,
             "cpu_s_per_iteration": cpu / iterations, "gaussians": int(trainer.params["means"].shape[0]),
-            "torch_threads_default": threads_before, "heldout": trainer.evaluate(prep.test), "load": os.getloadavg()}
+            "torch_threads": threads_before, "options": options, "heldout": trainer.evaluate(prep.test),
+            "load": os.getloadavg()}
 
 
-def run(tree: Path, recording: Path, iterations: int, seed: int, work: Path) -> dict:
+def run(tree: Path, recording: Path, iterations: int, seed: int, work: Path, threads: int, options: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(tree), "M3_CACHE": str(work / "m3cache")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, __file__, "--child", str(recording), "--iterations", str(iterations), "--seed", str(seed),
-           "--work", str(work)]
+           "--work", str(work), "--threads", str(threads), "--options", json.dumps(options)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -91,14 +103,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0: torch's own)")
+    parser.add_argument("--new-options", default="{}", help="JSON of fast-preset fields for this tree's runs only")
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.iterations, args.seed, args.work)), flush=True)
+        result = child(args.child, args.iterations, args.seed, args.work, args.threads, json.loads(args.options))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     recording = args.realdata / APC_SCENE
+    new_options = json.loads(args.new_options)
     out = {"baseline": args.baseline, "scene": str(APC_SCENE), "iterations": args.iterations, "rounds": args.rounds,
-           "cpus": os.cpu_count()}
+           "cpus": os.cpu_count(), "threads": args.threads, "new_options": new_options}
     if not recording.is_dir():
         out["status"], out["reason"] = "skipped", f"{recording} not found"
         args.out.write_text(json.dumps(out, indent=1))
@@ -116,7 +133,8 @@ def main() -> None:
         out["uptime"] = [subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()]
         for r in range(args.rounds):
             for name in (("today", "new") if r % 2 == 0 else ("new", "today")):
-                row = run(trees[name], recording, args.iterations, args.seed, tmp / name)
+                row = run(trees[name], recording, args.iterations, args.seed, tmp / name, args.threads,
+                          new_options if name == "new" else {})
                 row["round"] = r
                 runs[name].append(row)
                 print(name, json.dumps(row), flush=True)

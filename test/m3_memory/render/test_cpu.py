@@ -97,3 +97,73 @@ def test_static_gaussians_render_as_the_fast_rasterizer(n, seed):
     part, _ = rasterize_static(static.subset(sub), colors[sub], view, K, W, H)
     torch.testing.assert_close(part, rasterize_cpu(means[sub], quats[sub], scales[sub], opacities[sub], colors[sub], view,
                                                    K, W, H)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_image_sizes_off_the_lane_and_tile_grid_match_reference():
+    """Tiles cut by the image's right and bottom edges, and rows whose width is no multiple of the
+    compositor's 8-pixel blocks."""
+    k = torch.tensor([[50.0, 0, 37.0], [0, 50.0, 22.0], [0, 0, 1]])
+    w, h = 75, 45
+    params = scene(800, 11)
+    view = torch.eye(4)
+    g = torch.Generator().manual_seed(12)
+    weights = (torch.randn(h, w, 5, generator=g), torch.randn(h, w, 1, generator=g))
+    outs = []
+    for fn in (rasterize_reference, rasterize_cpu):
+        leaves = [p.clone().requires_grad_(True) for p in params]
+        colors, alpha = fn(*leaves, view, k, w, h)
+        ((colors * weights[0]).sum() + (alpha * weights[1]).sum()).backward()
+        outs.append((colors.detach(), alpha.detach(), [p.grad for p in leaves]))
+    (c_ref, a_ref, g_ref), (c_fast, a_fast, g_fast) = outs
+    assert (a_ref[:, -3:] > 0.1).any() and (a_ref[-3:] > 0.1).any()  # the edges are drawn on
+    torch.testing.assert_close(a_fast, a_ref, atol=1e-3, rtol=0)
+    torch.testing.assert_close(c_fast[..., :-1], c_ref[..., :-1], atol=1e-3, rtol=0)
+    for name, fast, ref in zip(("means", "quats", "scales", "opacities", "colors"), g_fast, g_ref):
+        assert (fast - ref).abs().max() <= 1e-3 * ref.abs().max().clamp_min(1.0), name
+
+
+def test_build_without_simd_flags_renders_the_same(tmp_path, monkeypatch):
+    """The compositor compiled without AVX2 (a CPU without it; its vectors then take two SSE
+    instructions each) gives the default build's images and gradients."""
+    import ctypes
+
+    import m3_memory.render.cpu as cpu
+
+    default = cpu.library()
+    monkeypatch.setenv("M3_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu, "flags", lambda: cpu.FLAGS)
+    path, why = cpu.compile_library()
+    assert path is not None, why
+    plain = ctypes.CDLL(str(path))
+    means, quats, scales, opacities, colors = scene(1500, 13)
+    view = torch.eye(4)
+    captured = []
+    forward = cpu._Composite.forward
+
+    def capture(ctx, *args):
+        captured.extend(args)
+        return forward(ctx, *args)
+
+    monkeypatch.setattr(cpu._Composite, "forward", staticmethod(capture))
+    rasterize_cpu(means, quats, scales, opacities, colors, view, K, W, H)
+    m2, con, op, feats, extent, width, height = captured
+    n, d = feats.shape
+    g = torch.Generator().manual_seed(14)
+    grad_out, grad_alpha = torch.randn(height, width, d, generator=g), torch.randn(height, width, generator=g)
+    p = cpu._ptr
+    results = []
+    for lib in (default, plain):
+        out, alpha = torch.zeros(height, width, d), torch.zeros(height, width)
+        last = torch.zeros(height, width, dtype=torch.int32)
+        grads = [torch.zeros_like(t) for t in (m2, con, op, feats)]
+        lib.m3_composite_forward(n, d, width, height, p(m2), p(con), p(op), p(feats), p(extent), p(out), p(alpha),
+                                 p(last))
+        lib.m3_composite_backward(n, d, width, height, p(m2), p(con), p(op), p(feats), p(extent), p(alpha), p(last),
+                                  p(grad_out), p(grad_alpha), *(p(t) for t in grads))
+        results.append((out, alpha, grads))
+    (o1, a1, g1), (o2, a2, g2) = results
+    assert a1.max() > 0.5
+    torch.testing.assert_close(o2, o1, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a2, a1, atol=1e-4, rtol=0)
+    for x, y in zip(g2, g1):
+        assert (x - y).abs().max() <= 1e-3 * y.abs().max().clamp_min(1e-6)
