@@ -14,6 +14,37 @@ def test_ssim_and_psnr():
     assert abs(psnr(a, (a + 0.1).clamp(max=1)) - 20) < 0.6  # mse ~ 0.01 -> ~20 dB (less where clamped)
 
 
+def ssim_2d_window(a, b, size=11, sigma=1.5):
+    """SSIM with the full 2D Gaussian window, one 121-tap convolution per map: the reference
+    (the window is the outer product of the float32 1D window, taken in ``a``'s precision)."""
+    c = a.shape[-1]
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    g = g.to(a)
+    w = (g[:, None] * g[None, :])[None, None].repeat(c, 1, 1, 1)
+    blur = lambda t: torch.nn.functional.conv2d(t, w, padding=size // 2, groups=c)  # noqa: E731
+    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))).mean()
+
+
+def test_separable_ssim_equals_the_2d_window():
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(37, 53, 3, generator=g, dtype=torch.float64)
+    b = (a + 0.2 * torch.randn(37, 53, 3, generator=g, dtype=torch.float64)).clamp(0, 1)
+    leaves = [a.clone().requires_grad_(True) for _ in range(2)]
+    values = [ssim(leaves[0], b), ssim_2d_window(leaves[1], b)]
+    for v, leaf in zip(values, leaves):
+        v.backward()
+    assert abs(values[0].item() - values[1].item()) < 1e-12
+    torch.testing.assert_close(leaves[0].grad, leaves[1].grad, atol=1e-12, rtol=1e-9)
+    a32, b32 = a.float(), b.float()  # float32, as training runs it: float rounding apart
+    assert abs(ssim(a32, b32).item() - ssim_2d_window(a32, b32).item()) < 1e-5
+
+
 def test_lookup_hits_pixel_centres_and_interpolates():
     m = torch.arange(12.0).reshape(3, 4, 1)  # [h, w, 1]
     # a 8 x 6 render over the same image: render pixel centres map to map coordinates / 2
