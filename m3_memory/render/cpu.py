@@ -110,9 +110,9 @@ class _Composite(torch.autograd.Function):
     def forward(ctx, means2d, conics, opac, feats, extent, width, height):
         lib = library()
         n, d = feats.shape
-        out = torch.zeros(height, width, d)
-        alpha = torch.zeros(height, width)
-        last = torch.zeros(height, width, dtype=torch.int32)
+        out = torch.empty(height, width, d)  # the compositor writes every pixel
+        alpha = torch.empty(height, width)
+        last = torch.empty(height, width, dtype=torch.int32)
         lib.m3_composite_forward(n, d, width, height, _ptr(means2d), _ptr(conics), _ptr(opac), _ptr(feats),
                                  _ptr(extent), _ptr(out), _ptr(alpha), _ptr(last))
         ctx.save_for_backward(means2d, conics, opac, feats, extent, alpha, last)
@@ -124,7 +124,7 @@ class _Composite(torch.autograd.Function):
         means2d, conics, opac, feats, extent, alpha, last = ctx.saved_tensors
         width, height = ctx.size
         n, d = feats.shape
-        grads = [torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opac), torch.zeros_like(feats)]
+        grads = [torch.empty_like(t) for t in (means2d, conics, opac, feats)]  # written, not accumulated
         g_out = grad_out.float().contiguous()
         g_alpha = grad_alpha.float().contiguous()
         library().m3_composite_backward(n, d, width, height, _ptr(means2d), _ptr(conics), _ptr(opac), _ptr(feats),
