@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0: torch's own)")
     parser.add_argument("--new-options", default="{}", help="JSON of fast-preset fields for this tree's runs only")
+    parser.add_argument("--also", nargs="*", default=[], help="more commits to run beside the baseline (e.g. the "
+                        "branch point of this work, whose training objective is this tree's)")
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,8 +116,8 @@ def main() -> None:
         return
     recording = args.realdata / APC_SCENE
     new_options = json.loads(args.new_options)
-    out = {"baseline": args.baseline, "scene": str(APC_SCENE), "iterations": args.iterations, "rounds": args.rounds,
-           "cpus": os.cpu_count(), "threads": args.threads, "new_options": new_options}
+    out = {"baseline": args.baseline, "also": args.also, "scene": str(APC_SCENE), "iterations": args.iterations,
+           "rounds": args.rounds, "cpus": os.cpu_count(), "threads": args.threads, "new_options": new_options}
     if not recording.is_dir():
         out["status"], out["reason"] = "skipped", f"{recording} not found"
         args.out.write_text(json.dumps(out, indent=1))
@@ -124,15 +126,17 @@ def main() -> None:
     out["new"] = commit
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        old_tree = tmp / "baseline"
-        old_tree.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline], capture_output=True, check=True, cwd=ROOT).stdout
-        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
-        trees = {"today": old_tree, "new": ROOT}
+        trees = {}
+        for name, ref in (("today", args.baseline), *((c, c) for c in args.also)):
+            trees[name] = tmp / f"tree_{name}"
+            trees[name].mkdir()
+            archive = subprocess.run(["git", "archive", ref], capture_output=True, check=True, cwd=ROOT).stdout
+            subprocess.run(["tar", "-x", "-C", str(trees[name])], input=archive, check=True)
+        trees["new"] = ROOT
         runs: dict[str, list[dict]] = {k: [] for k in trees}
         out["uptime"] = [subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()]
         for r in range(args.rounds):
-            for name in (("today", "new") if r % 2 == 0 else ("new", "today")):
+            for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
                 row = run(trees[name], recording, args.iterations, args.seed, tmp / name, args.threads,
                           new_options if name == "new" else {})
                 row["round"] = r
@@ -142,9 +146,12 @@ def main() -> None:
         out["runs"] = runs
     out["summary"] = {k: summary(v) for k, v in runs.items()}
     s = out["summary"]
-    if s["today"] and s["new"]:
-        out["speedup_iterations_per_s"] = s["new"]["iterations_per_s_median"] / s["today"]["iterations_per_s_median"]
-        out["speedup_cpu_s"] = s["today"]["cpu_s_per_iteration_median"] / s["new"]["cpu_s_per_iteration_median"]
+    for name in trees:
+        if name != "new" and s[name] and s["new"]:
+            key = "" if name == "today" else f"_vs_{name}"
+            out[f"speedup_iterations_per_s{key}"] = (s["new"]["iterations_per_s_median"]
+                                                     / s[name]["iterations_per_s_median"])
+            out[f"speedup_cpu_s{key}"] = s[name]["cpu_s_per_iteration_median"] / s["new"]["cpu_s_per_iteration_median"]
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     plot(out, args.out.with_suffix(".png"))
@@ -156,24 +163,28 @@ def plot(out: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+    names = list(out["runs"])
+    labels = [f"{out['baseline']}" if n == "today" else n for n in names]
+    colours = [("tab:gray", "tab:orange", "tab:green")[min(i, 2)] for i in range(len(names) - 1)] + ["tab:blue"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     for ax, key, label in ((axes[0], "iterations_per_s", "iterations / s (wall)"),
                            (axes[1], "cpu_s_per_iteration", "CPU s / iteration")):
-        for i, name in enumerate(("today", "new")):
+        for i, name in enumerate(names):
             vals = [r[key] for r in out["runs"][name] if key in r]
-            ax.bar(i, statistics.median(vals) if vals else 0, color=("tab:gray", "tab:blue")[i])
+            ax.bar(i, statistics.median(vals) if vals else 0, color=colours[i])
             ax.plot([i] * len(vals), vals, "k.")
-        ax.set_xticks([0, 1], ["today", "new"])
+        ax.set_xticks(range(len(names)), labels)
         ax.set_title(label)
     ax = axes[2]
-    for i, name in enumerate(("today", "new")):
+    for i, name in enumerate(names):
         rows = [r for r in out["runs"][name] if "heldout" in r]
         ax.plot([r["heldout"]["psnr"] for r in rows], [r["heldout"]["cos.clip"] for r in rows], "o",
-                color=("tab:gray", "tab:blue")[i], label=name)
+                color=colours[i], label=labels[i])
     ax.set_xlabel("held-out PSNR (dB)")
     ax.set_ylabel("held-out feature cosine")
     ax.legend()
-    fig.suptitle(f"APC shelf, fast preset, {out['iterations']} iterations per run, interleaved")
+    fig.suptitle(f"APC shelf, fast preset, {out['iterations']} iterations per run, {out.get('threads', 0)} torch "
+                 "thread(s), interleaved")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
