@@ -52,6 +52,7 @@ def child(recording: Path, iterations: int, seed: int, work: Path, threads: int,
         torch.set_num_threads(threads)
 
     from m3_memory.foundation import load_model
+    from m3_memory.render.cpu import library
     from m3_memory.training.build import prepare, run_training
     from m3_memory.training.config import TrainConfig
     from m3_memory.training.trainer import Trainer, scene_extent
@@ -59,6 +60,7 @@ def child(recording: Path, iterations: int, seed: int, work: Path, threads: int,
     cfg = TrainConfig.fast(iterations=iterations, seed=seed, **options)
     prep = prepare(recording, cfg, [load_model("clip-fixture")], work / "cache", show_progress=False)
     trainer = Trainer(prep.gaussians, prep.banks, prep.slices, cfg, scene_extent(prep.train))
+    library()  # compiled (on a tree's first run) before the clock starts
     threads_before = torch.get_num_threads()
     t0, c0 = time.perf_counter(), cpu_seconds()
     run_training(trainer, prep.train, prep.test, cfg, work / f"run{os.getpid()}.ckpt", {}, [], lambda *a: None, None,
