@@ -53,7 +53,7 @@ float min_sigma(float a, float b, float c, float x0, float x1, float y0, float y
 }
 
 // Each Gaussian goes to the tiles its bounding box covers whose pixel centres come within its
-// alpha cut-off (sigma <= ln(255 opacity), the same test alpha_at makes per pixel): a thin,
+// alpha cut-off (sigma <= ln(255 opacity), the same test block_alpha makes per pixel): a thin,
 // slanted Gaussian does not fill every tile of its box. Threads bin contiguous ranges of
 // Gaussians (static schedule: thread order is Gaussian order) and the tiles' lists are then
 // joined thread by thread, so every list stays front to back.
@@ -135,27 +135,14 @@ Tile gather(const std::vector<int32_t>& list, int d, const float* means2d, const
     return tile;
 }
 
-// alpha of splat s at pixel centre (px, py), with the offset (dx, dy), sigma (half the squared
-// Mahalanobis distance), the Gaussian's value e = exp(-sigma) and raw = opacity * e (unclamped).
-inline bool alpha_at(const Splat& s, float px, float py, float& dx, float& dy, float& e, float& alpha, float& raw) {
-    dx = px - s.mx;
-    dy = py - s.my;
-    const float sigma = 0.5f * (s.a * dx * dx + s.c * dy * dy) + s.b * dx * dy;
-    if (sigma < 0.f || sigma > s.sigma_max) return false;
-    e = std::exp(-sigma);
-    raw = s.opacity * e;
-    alpha = std::min(ALPHA_MAX, raw);
-    return alpha >= ALPHA_MIN;
-}
-
 // The pixel rectangle [x0, x1] x [y0, y1] of one tile.
 struct Rect {
     int x0, x1, y0, y1;
 };
 
-// Columns [lo, hi] of row y, inside ``r`` and the splat's box, whose pixel centres can pass
-// alpha_at: the chord of the ellipse sigma = sigma_max at the row's centre, widened by a pixel
-// on each side against rounding (alpha_at still decides each pixel, so results do not depend
+// Columns [lo, hi] of row y, inside ``r`` and the splat's box, whose pixel centres can pass the
+// alpha test: the chord of the ellipse sigma = sigma_max at the row's centre, widened by a pixel
+// on each side against rounding (block_alpha still decides each pixel, so results do not depend
 // on the span). Empty (lo > hi) when the splat never reaches ALPHA_MIN.
 inline void row_span(const Splat& s, int y, const Rect& r, int& lo, int& hi) {
     lo = std::max(r.x0, s.x0);
@@ -215,8 +202,9 @@ inline vf exp_neg(vf s) {
 }
 
 // Splat s on the block of pixels x0 + i (i < LANES) of row y: per lane the offset (dx, dy) from
-// its mean, the Gaussian's value e, alpha and raw (opacity * e, unclamped) as alpha_at gives
-// them, and ok (-1) where the pixel lies in [lo, hi] (its row span) and passes alpha_at.
+// its mean, sigma (half the squared Mahalanobis distance), the Gaussian's value e = exp(-sigma),
+// raw = opacity * e (unclamped), alpha = min(ALPHA_MAX, raw), and ok (-1) where the pixel lies in
+// [lo, hi] (its row span), 0 <= sigma <= sigma_max and alpha >= ALPHA_MIN.
 struct Block {
     vf dx, dy, e, a, raw;
     vi ok;
