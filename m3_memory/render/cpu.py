@@ -44,10 +44,12 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def flags() -> tuple[str, ...]:
-    """The compiler flags: :data:`FLAGS`, plus :data:`SIMD_FLAGS` on a CPU with AVX2 (torch's own
-    dispatch test; the library is cached per flags, so another CPU builds its own)."""
-    return FLAGS + (SIMD_FLAGS if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else ())
+def flags(source: Path = SOURCE) -> tuple[str, ...]:
+    """The compiler flags of ``source``: :data:`FLAGS`, plus :data:`SIMD_FLAGS` for the compositor on
+    a CPU with AVX2 (torch's own dispatch test; the library is cached per flags, so another CPU
+    builds its own)."""
+    simd = source == SOURCE and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return FLAGS + (SIMD_FLAGS if simd else ())
 
 
 class _CompileError(Exception):
@@ -60,7 +62,7 @@ def compile_library(source: Path = SOURCE) -> tuple[Path | None, str]:
     cxx = compiler()
     if cxx is None:
         return None, f"no C++ compiler found ({os.environ.get('CXX', 'g++')} is not on PATH; $CXX names another)"
-    options = flags()
+    options = flags(source)
     digest = hashlib.sha256(source.read_bytes() + " ".join(options).encode()).hexdigest()[:16]
     target = kernel_cache() / f"{source.stem}-{digest}.so"
     if target.exists():

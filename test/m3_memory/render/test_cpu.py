@@ -131,7 +131,7 @@ def test_build_without_simd_flags_renders_the_same(tmp_path, monkeypatch):
 
     default = cpu.library()
     monkeypatch.setenv("M3_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu, "flags", lambda: cpu.FLAGS)
+    monkeypatch.setattr(cpu, "flags", lambda source: cpu.FLAGS)
     path, why = cpu.compile_library()
     assert path is not None, why
     plain = ctypes.CDLL(str(path))
