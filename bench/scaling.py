@@ -486,6 +486,7 @@ def plot(out: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(2, 3, figsize=(17, 9))
     axes = axes.ravel()
@@ -528,9 +529,9 @@ def plot(out: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax = axes[3]
     init = out.get("init", {})
-    rows = init.get("rows", [])
+    rows_init = init.get("rows", [])
     for name in [k for k in (init.get("before"), "current") if k]:
-        pts = [(r["train_frames"], r[name]["cpu_s"]) for r in rows if name in r]
+        pts = [(r["train_frames"], r[name]["cpu_s"]) for r in rows_init if name in r]
         if pts:
             ax.loglog(*zip(*pts), "o-", label=f"init_from_rgbd {name} (CPU s)")
     ax.set_xlabel("training views")
@@ -561,6 +562,12 @@ def plot(out: dict, path: Path) -> None:
     ax.set_xlabel("room frames")
     ax.set_title("data-parallel preparation (torchrun, gloo)")
     ax.legend(fontsize=7)
+    ticks = [f, f, [r["frames"] for r in psc.get("rows", [])] or list(FRAMES), [r["train_frames"] for r in rows_init],
+             [48, 300], [48, 300]]
+    for ax, at in zip(axes, ticks):
+        if at:
+            ax.set_xticks(at, [str(t) for t in at])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
