@@ -13,8 +13,12 @@ from the rendered queries (:func:`m3_memory.query.relevancy.query_scores`), neve
 
 from __future__ import annotations
 
+import ctypes
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +29,15 @@ from m3_memory.memory.attention import bank_spectrum, memory_attention
 from m3_memory.query.camera import Camera
 from m3_memory.query.memo import memo
 from m3_memory.query.relevancy import SCORE_TOL, leading_components, query_norms, query_scores
-from m3_memory.render.cpu import StaticGaussians, rasterize_static
+from m3_memory.render.cpu import MAX_EXTENT, StaticGaussians, compile_library, composite_sorted, rasterize_static
 from m3_memory.render.rasterization import choose_backend, rasterization
-from m3_memory.render.reference import gsplat_K
+from m3_memory.render.reference import ALPHA_MIN, gsplat_K
 from m3_memory.render.sh import sh_to_rgb
 
 MIN_ALPHA = 0.5  # pixels with less accumulated opacity show (mostly) nothing of the memory
+IN_VIEW_SIGMAS = 4.0  # in_view's margin, in the largest scale
+PROJECT_SOURCE = Path(__file__).resolve().parent / "csrc" / "project.cpp"
+log = logging.getLogger("m3")
 
 
 @dataclass
@@ -45,7 +52,7 @@ class RenderedView:
     valid: torch.Tensor
 
 
-def in_view(memory: Memory, camera: Camera, sigmas: float = 4.0) -> torch.Tensor:
+def in_view(memory: Memory, camera: Camera, sigmas: float = IN_VIEW_SIGMAS) -> torch.Tensor:
     """Indices [n] of the Gaussians that can touch ``camera``'s image: in front of it, and with the
     projected centre within ``sigmas`` times the largest scale (in pixels at that depth) of the
     image. The rasterizers cut Gaussians at <= 3.33 sigma, so the others cannot change a pixel;
@@ -80,11 +87,15 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
     if key in views:
         views.move_to_end(key)
         return views[key]
-    keep = in_view(memory, camera)  # [n] of N
-    queries = memory.queries_of(model)[keep]  # [n, l]
     viewmat = torch.from_numpy(camera.T_world_cam).inverse().float()[None].to(g.means.device)  # [1, 4, 4] world -> camera
     K = gsplat_K(torch.from_numpy(camera.K).float())[None].to(g.means.device)  # [1, 3, 3]
-    if (choose_backend(g.means.device) if backend == "auto" else backend) == "cpu":  # only projection and compositing
+    cpu = (choose_backend(g.means.device) if backend == "auto" else backend) == "cpu"
+    if cpu and project_library() is not None:  # culling, projection and extents in one compiled pass
+        return _keep(views, key, render_compiled(static_gaussians(memory), memory.queries_of(model), viewmat[0], K[0],
+                                                 camera))
+    keep = in_view(memory, camera)  # [n] of N
+    queries = memory.queries_of(model)[keep]  # [n, l]
+    if cpu:  # only projection and compositing
         out, alpha = rasterize_static(static_gaussians(memory).subset(keep), queries, viewmat[0], K[0], camera.width,
                                       camera.height)
         return _keep(views, key, (out[..., :-1], out[..., -1], alpha[..., 0]))
@@ -93,6 +104,50 @@ def render_queries(memory: Memory, camera: Camera, model: str = "clip", backend:
                                       torch.sigmoid(g.opacity_logits[keep]), queries, viewmat, K, camera.width,
                                       camera.height, render_mode="RGB+ED", backend=backend)
     return _keep(views, key, (out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]))
+
+
+@cache
+def project_library() -> ctypes.CDLL | None:
+    """The compiled projection of :func:`render_compiled` (``csrc/project.cpp``), built on first use
+    into the kernel cache; None where it cannot be built (then torch projects: ``rasterize_static``)."""
+    target, why = compile_library(PROJECT_SOURCE)
+    if target is None:
+        log.info("the compiled query projection could not be built (%s); torch projects", why)
+        return None
+    lib = ctypes.CDLL(str(target))
+    lib.m3_project.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 7 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6
+    lib.m3_project.restype = ctypes.c_int
+    return lib
+
+
+def render_compiled(g: StaticGaussians, queries: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, camera: Camera,
+                    near: float = 0.01, far: float = 1e10, eps2d: float = 0.3
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``render_queries``' CPU render through :func:`project_library`: :func:`in_view`'s culling,
+    ``render.cpu.project_static``'s projection and the compositor's extents in one compiled pass
+    over the N Gaussians (no per-Gaussian torch operations), then the depth sort and the compositor.
+    queries [N, l]; viewmat [4, 4] world-to-camera; K [3, 3] gsplat's -> (queries [H, W, l],
+    expected depth [H, W] m, alpha [H, W]); equal to ``rasterize_static`` on :func:`in_view`'s
+    Gaussians to float32 rounding (tested)."""
+    N = g.means.shape[0]
+    view = torch.cat([viewmat[:3, :3].reshape(-1), viewmat[:3, 3]]).float().contiguous()  # [12]
+    cam = torch.tensor([K[0, 0], K[1, 1], K[0, 2], K[1, 2], camera.K[0, 0], camera.K[1, 1], camera.K[0, 2],
+                        camera.K[1, 2]], dtype=torch.float32)
+    lim = torch.tensor([near, far, eps2d, IN_VIEW_SIGMAS, ALPHA_MIN, MAX_EXTENT, 0.0], dtype=torch.float32)
+    index = torch.empty(N, dtype=torch.int64)
+    means2d, conic, extent = torch.empty(N, 2), torch.empty(N, 3), torch.empty(N, 2)
+    depth, opacity = torch.empty(N), torch.empty(N)
+    p = (g.means @ viewmat[:3, :3].T + viewmat[:3, 3]).contiguous()  # [N, 3] camera frame, as in_view computes it
+    ptr = [ctypes.c_void_p(x.data_ptr()) for x in (p, g.cov, g.opacities, g.max_scale, view, cam, lim)]
+    n = project_library().m3_project(N, *ptr, camera.width, camera.height,
+                                     *(ctypes.c_void_p(x.data_ptr()) for x in (index, means2d, conic, depth, opacity,
+                                                                               extent)))
+    order = torch.argsort(depth[:n])  # front to back, as rasterize_static sorts
+    feats = torch.cat([queries[index[:n][order]].float(), depth[:n][order, None]], dim=1)  # [n, l + 1]
+    out, alpha = composite_sorted(means2d[:n][order].contiguous(), conic[:n][order].contiguous(),
+                                  opacity[:n][order].contiguous(), feats.contiguous(), extent[:n][order].contiguous(),
+                                  camera.width, camera.height)
+    return out[..., :-1], out[..., -1] / alpha.clamp_min(1e-10), alpha
 
 
 def static_gaussians(memory: Memory) -> StaticGaussians:

@@ -135,6 +135,15 @@ class _Composite(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
+def composite_sorted(means2d: torch.Tensor, conic3: torch.Tensor, opacities: torch.Tensor, feats: torch.Tensor,
+                     extent: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compositor alone, without gradients, for Gaussians already projected, culled and sorted
+    front to back (contiguous float32: centres [n, 2] px, conics [n, 3], opacities [n], features
+    [n, D], extents [n, 2] px as :func:`_composite` computes them) -> (features [H, W, D], alpha [H, W])."""
+    with torch.no_grad():
+        return _Composite.apply(means2d, conic3, opacities, feats, extent, width, height)
+
+
 def rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                   colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                   near: float = 0.01, far: float = 1e10, eps2d: float = 0.3, expected_depth: bool = True,

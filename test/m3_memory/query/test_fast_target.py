@@ -174,6 +174,35 @@ def test_past_the_graph_limit_clusters_come_from_the_coordinates(monkeypatch):
     np.testing.assert_array_equal(dbscan_members(memory, members, 0.02, 5), dbscan(centre_means(memory)[members], 0.02, 5))
 
 
+def test_the_compiled_projection_renders_as_the_torch_path(monkeypatch):
+    """render_queries through the compiled projection vs through in_view + rasterize_static: cameras
+    looking down, oblique (Gaussians behind it and off the image) and rotated about the axis."""
+    from m3_memory.conventions import make_T
+    from m3_memory.query import render
+    from m3_memory.query.camera import Camera
+    from m3_memory.query.memo import memo
+
+    memory, _ = decaying_memory()
+    assert render.project_library() is not None or compiler() is None
+    K = np.array([[70.0, 0, 39.5], [0, 70.0, 29.5], [0, 0, 1]])
+    c, s = np.cos(0.7), np.sin(0.7)
+    poses = [make_T(np.diag([1.0, -1.0, -1.0]), np.array([0.0, 0.0, 0.4])),
+             make_T(np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.diag([1.0, -1.0, -1.0]), np.array([0.05, 0, 0.3])),
+             make_T(np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]) @ np.diag([1.0, 1.0, 1.0]), np.array([0, -0.25, 0.05]))]
+    real = render.project_library
+    for T in poses:
+        camera = Camera(K, 80, 60, T)
+        memo(memory).pop("views", None)
+        fast = render.render_queries(memory, camera)
+        monkeypatch.setattr(render, "project_library", lambda: None)
+        memo(memory).pop("views", None)
+        ref = render.render_queries(memory, camera)
+        monkeypatch.setattr(render, "project_library", real)
+        assert float(ref[2].max()) > 0.5  # the camera sees the memory
+        for a, b in zip(fast, ref):
+            assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-5
+
+
 def test_gaussians_in_a_box():
     memory, _ = decaying_memory(n=3000)
     means = centre_means(memory)
