@@ -322,10 +322,7 @@ def dbscan_members(memory: Memory, members: np.ndarray, eps: float, min_points: 
     lib, graph = cluster_library(), neighbour_graph(memory, eps) if len(members) else None
     if lib is None or graph is None or np.any(np.diff(members) <= 0):
         return dbscan(centre_means(memory)[members], eps, min_points)
-    store = memo(memory)
-    if "graph_scratch" not in store:
-        store["graph_scratch"] = np.full(len(memory.gaussians), -1, dtype=np.int32)
-    at, (indptr, indices) = store["graph_scratch"], graph
+    at, (indptr, indices) = np.full(len(memory.gaussians), -1, dtype=np.int32), graph  # per call: queries may run in threads
     labels = np.empty(len(members), dtype=np.int64)
     lib.m3_dbscan_graph(len(members), members.ctypes.data, indptr.ctypes.data, indices.ctypes.data, int(min_points),
                         at.ctypes.data, labels.ctypes.data)

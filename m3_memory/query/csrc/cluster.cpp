@@ -169,8 +169,8 @@ int m3_near(int n, const double* pts, int m, const double* others, double eps, u
 
 // m3_dbscan's labels [n] of the points members[0..n) (ascending indices into a larger set) from
 // that set's neighbour graph instead of their coordinates: indptr/indices (CSR) list, per point
-// of the set, the others closer than eps; at [set size] is scratch (filled with -1 on entry,
-// left so on return). Returns the number of clusters.
+// of the set, the others closer than eps; at [set size] is scratch, filled with -1 by the caller.
+// Returns the number of clusters.
 int m3_dbscan_graph(int n, const int64_t* members, const int64_t* indptr, const int32_t* indices, int min_points,
                     int32_t* at, int64_t* labels) {
     for (int i = 0; i < n; ++i) at[members[i]] = i;
@@ -210,7 +210,6 @@ int m3_dbscan_graph(int n, const int64_t* members, const int64_t* indptr, const 
         }
         labels[i] = best;
     }
-    for (int i = 0; i < n; ++i) at[members[i]] = -1;
     return clusters;
 }
 }
