@@ -52,29 +52,42 @@ def scene_path(name: str, work: Path, realdata: Path) -> Path | None:
                            rosbag2=False, show_progress=False).folder
 
 
-def side_by_side(prep: Prepared, configs: dict[str, TrainConfig], make=None, log_every: int = 100) -> dict[str, dict]:
-    """Train one :class:`Trainer` per config from ``prep`` interleaved (same views, same order);
-    ``make(prep, cfg)`` builds a trainer (default: plain). Per variant: held-out metrics before and
-    after, Gaussians, CPU seconds of its own steps and the trainer itself (key ``_trainer``)."""
-    make = make or (lambda p, c: Trainer(p.gaussians, p.banks, p.slices, c, scene_extent(p.train)))
-    trainers = {name: make(prep, cfg) for name, cfg in configs.items()}
-    iterations = max(cfg.iterations for cfg in configs.values())
-    out = {name: {"initial": t.evaluate(prep.test), "cpu_s": 0.0} for name, t in trainers.items()}
+def side_by_side(runs: dict[str, tuple[Prepared, TrainConfig]], make=None, log_every: int = 100,
+                 final: bool = True) -> dict[str, dict]:
+    """Train one :class:`Trainer` per variant ``name: (prepared scene, config)`` interleaved: the
+    same view index of each variant's own views in the same order (the variants' scenes must have
+    the same views; their poses or Gaussians may differ). ``make(prep, cfg)`` builds a trainer
+    (default: plain, refining the training views' poses when ``cfg.pose_refine``). Per variant:
+    held-out metrics before (and after, when ``final``), Gaussians, CPU seconds of its own steps
+    and the trainer itself (key ``_trainer``)."""
+    def plain(p: Prepared, c: TrainConfig) -> Trainer:
+        return Trainer(p.gaussians, p.banks, p.slices, c, scene_extent(p.train),
+                       pose_views=[v.name for v in p.train] if c.pose_refine else ())
+
+    make = make or plain
+    trainers = {name: make(prep, cfg) for name, (prep, cfg) in runs.items()}
+    iterations = max(cfg.iterations for _, cfg in runs.values())
+    counts = {len(prep.train) for prep, _ in runs.values()}
+    if len(counts) != 1:
+        raise ValueError(f"the variants' scenes have different numbers of training views: {sorted(counts)}")
+    views = counts.pop()
+    out = {name: {"initial": t.evaluate(runs[name][0].test), "cpu_s": 0.0} for name, t in trainers.items()}
     order = torch.Generator().manual_seed(0)
     queue: list[int] = []
     for it in range(1, iterations + 1):
         if not queue:
-            queue = torch.randperm(len(prep.train), generator=order).tolist()
-        view = prep.train[queue.pop()]
+            queue = torch.randperm(views, generator=order).tolist()
+        index = queue.pop()
         for name, trainer in trainers.items():
             start = time.process_time()
-            trainer.step(view)
+            trainer.step(runs[name][0].train[index])
             out[name]["cpu_s"] += time.process_time() - start
         if it % log_every == 0:
             print(f"  iteration {it}/{iterations}", flush=True)
     for name, trainer in trainers.items():
-        out[name].update(final=trainer.evaluate(prep.test), gaussians=trainer.params["means"].shape[0],
-                         _trainer=trainer)
+        if final:
+            out[name]["final"] = trainer.evaluate(runs[name][0].test, refine_poses=True)
+        out[name].update(gaussians=trainer.params["means"].shape[0], _trainer=trainer)
     return out
 
 
@@ -125,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             base = TrainConfig.fast(iterations=args.iterations)
             prep = prepare(path, base, [model], cache_root=Path(tmp) / "cache", show_progress=False)
             valid = float(torch.cat([(v.depth > 0).flatten() for v in prep.views]).float().mean())
-            runs = side_by_side(prep, {name: base.with_(**VARIANTS[name]) for name in args.variants})
+            runs = side_by_side({name: (prep, base.with_(**VARIANTS[name])) for name in args.variants})
             results[scene] = {"path": str(path), "views": len(prep.views), "held_out": len(prep.test),
                               "valid_depth": valid,
                               "variants": {n: {k: v for k, v in r.items() if k != "_trainer"} for n, r in runs.items()}}
