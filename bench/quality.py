@@ -131,13 +131,14 @@ def main() -> None:
     ap.add_argument("--factors", type=int, nargs="*", default=[1, 2, 4], help="multiples of the fast preset's iterations")
     ap.add_argument("--apc", default=str(APC), help="the APC scene folder")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (also the compositor's)")
     args = ap.parse_args()
 
     import torch
 
     from m3_memory.synth import SynthConfig, write_synthetic
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
