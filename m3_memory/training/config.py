@@ -92,13 +92,9 @@ class TrainConfig:
     @classmethod
     def fast(cls, **overrides) -> "TrainConfig":
         """CPU preset: fewer iterations at 320 px, fewer Gaussians, degree-0 colour."""
-        # lr_query: 10x the authors' for a 50x shorter schedule. Adam moves a query element by at most
-        # about the learning rate per step, and queries start N(0, 1): at 5e-4, 600 steps move one
-        # by 0.3 at most, and thin objects and boundaries stay near their random start. APC label mIoU
-        # (bench/label_variants.py) at 300 iterations 70% -> 82% of the raw maps'; at 600, 93.7% -> 93.9%
         preset = dict(iterations=600, max_side=320, voxel=0.01, max_gaussians=60_000, sh_degree=0,
                       densify_start=150, densify_stop=450, densify_every=100, opacity_reset_every=10_000,
-                      eval_every=100, checkpoint_every=100, eval_views=2, lr_query=5e-3)
+                      eval_every=100, checkpoint_every=100, eval_views=2)
         return cls(**{**preset, **overrides})
 
     def with_(self, **changes) -> "TrainConfig":
