@@ -189,10 +189,10 @@ class Trainer:
         mine = range(group.rank * share, (group.rank + 1) * share)
         names = ["rgb", "depth", *(f"cos.{n}" for n in self.decoders), "loss"]
         sums = [0.0] * (2 * len(names))  # per term: sum over views, number of views
-        loss, metas = None, []
+        losses, metas = [], []
         for i in mine:
             view_loss, terms, meta = self._view_loss(batch[i], pixels[i])
-            loss = view_loss / len(batch) if loss is None else loss + view_loss / len(batch)
+            losses.append(view_loss / len(batch))
             metas.append(meta)
             for k, v in terms.items():
                 sums[2 * names.index(k)] += v
@@ -206,7 +206,11 @@ class Trainer:
             self.density.pre_backward(self.params, self.optimizers, self.iteration, meta)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # one backward per view, accumulating in view order: the gradient is then summed exactly as
+        # the ranks' all-reduce sums theirs (tensors shared by the views get each view's part
+        # separately), so one process and N ranks take the same step to float32 rounding
+        for k, view_loss in enumerate(losses):
+            view_loss.backward(retain_graph=k < len(losses) - 1)
         self._reduce_gradients()
         for optimizer in self.optimizers.values():
             optimizer.step()

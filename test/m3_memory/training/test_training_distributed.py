@@ -191,8 +191,8 @@ def test_more_ranks_than_training_views_is_refused(tmp_path):
     scene = write_synthetic(tmp_path / "synth", SynthConfig(width=64, height=48, n_frames=3), realsense=False,
                             rosbag2=False, show_progress=False).folder  # frame 0 held out: 2 training views
     out = tmp_path / "x.m3"
-    run = _m3("build", str(scene), "--model", "clip-fixture", "--out", str(out), "--nproc", "3", *_options(RUN),
-              env={"M3_CACHE": str(tmp_path / "cache")}, timeout=300)
+    run = _m3("build", str(scene), "--model", "clip-fixture", "--out", str(out), "--nproc", "3",
+              *_options({**RUN, "views_per_iteration": 0}), env={"M3_CACHE": str(tmp_path / "cache")}, timeout=300)
     assert run.returncode == EXIT_BAD_INPUT, run.stderr[-3000:]
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("m3: error: rank ") and "3 ranks" in last and "2 training views" in last, last
