@@ -96,6 +96,21 @@ int find(std::vector<int>& parent, int i) {
     return i;
 }
 
+// labels [n]: each core point's cluster (its union-find root), numbered in order of the
+// lowest-index core; -1 elsewhere (the border points are labelled by the caller). Returns the count.
+int label_cores(int n, const std::vector<char>& core, std::vector<int>& parent, int64_t* labels) {
+    std::vector<int64_t> number(n, -1);  // per root: its cluster number
+    int clusters = 0;
+    for (int i = 0; i < n; ++i) {
+        labels[i] = -1;
+        if (!core[i]) continue;
+        const int r = find(parent, i);
+        if (number[r] < 0) number[r] = clusters++;
+        labels[i] = number[r];
+    }
+    return clusters;
+}
+
 }  // namespace
 
 extern "C" {
@@ -127,15 +142,7 @@ int m3_dbscan(int n, const double* pts, double eps, int min_points, int64_t* lab
                 if (a != b) parent[std::max(a, b)] = std::min(a, b);
             }
     }
-    std::vector<int64_t> number(n, -1);  // per root: its cluster number, in order of the lowest-index core
-    int clusters = 0;
-    for (int i = 0; i < n; ++i) {
-        labels[i] = -1;
-        if (!core[i]) continue;
-        const int r = find(parent, i);
-        if (number[r] < 0) number[r] = clusters++;
-        labels[i] = number[r];
-    }
+    const int clusters = label_cores(n, core, parent, labels);
     for (int i = 0; i < n; ++i) {
         if (core[i]) continue;
         int64_t best = -1;
@@ -192,15 +199,7 @@ int m3_dbscan_graph(int n, const int64_t* members, const int64_t* indptr, const 
             if (a != b) parent[std::max(a, b)] = std::min(a, b);
         }
     }
-    std::vector<int64_t> number(n, -1);
-    int clusters = 0;
-    for (int i = 0; i < n; ++i) {
-        labels[i] = -1;
-        if (!core[i]) continue;
-        const int r = find(parent, i);
-        if (number[r] < 0) number[r] = clusters++;
-        labels[i] = number[r];
-    }
+    const int clusters = label_cores(n, core, parent, labels);
     for (int i = 0; i < n; ++i) {
         if (core[i]) continue;
         int64_t best = -1;
